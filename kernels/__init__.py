@@ -1,0 +1,1 @@
+"""Triton kernels for srlm-fast (standalone: never imports srlm_fast)."""
