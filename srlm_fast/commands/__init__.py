@@ -1,0 +1,1 @@
+"""Subcommands of `srlm`, one module each (see srlm_fast/cli.py)."""
