@@ -25,6 +25,7 @@ so the checker says correct exactly for scores >= judge.CORRECT_THRESHOLD.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 import zlib
@@ -238,7 +239,7 @@ def _sample_seq(rng: random.Random) -> dict[str, str]:
 
 def _solve_seq(p: dict) -> str | None:
     xs = _ints(p["xs"])
-    steps = {b - a for a, b in zip(xs, xs[1:])}
+    steps = {b - a for a, b in itertools.pairwise(xs)}
     return str(xs[-1] + steps.pop()) if len(xs) >= 3 and len(steps) == 1 else None
 
 
