@@ -41,6 +41,7 @@ class _State:
     op: Any = None
     error: str | None = None
     build_seconds: float | None = None
+    with_cuda: bool = False
 
 
 _STATE = _State()
@@ -72,8 +73,8 @@ def csrc_dir() -> Path:
     )
 
 
-def _build() -> Any:
-    """Compile (or load from cache) the extension and return ``torch.ops.srlm_sampling``."""
+def _build() -> tuple[Any, bool]:
+    """Compile (or load from cache) the extension; returns ``(torch.ops.srlm_sampling, has_cuda_kernel)``."""
     from torch.utils import cpp_extension
 
     src = csrc_dir()
@@ -89,7 +90,7 @@ def _build() -> Any:
         is_python_module=False,  # the op registers itself with the dispatcher on load
         verbose=False,
     )
-    return torch.ops.srlm_sampling
+    return torch.ops.srlm_sampling, with_cuda
 
 
 def get_op(*, strict: bool = False) -> Any:
@@ -108,7 +109,7 @@ def get_op(*, strict: bool = False) -> Any:
             _STATE.tried = True
             t0 = time.perf_counter()
             try:
-                _STATE.op = _build()
+                _STATE.op, _STATE.with_cuda = _build()
                 _STATE.build_seconds = time.perf_counter() - t0
             except Exception as e:  # any build/load failure: fall back, never crash the caller
                 _STATE.error = f"{type(e).__name__}: {e}".strip()
@@ -121,6 +122,11 @@ def get_op(*, strict: bool = False) -> Any:
     if _STATE.op is None and strict:
         raise RuntimeError(f"native sampling extension unavailable: {_STATE.error}")
     return _STATE.op
+
+
+def has_cuda_kernel() -> bool:
+    """True when the loaded extension includes the CUDA kernel (built on a machine with CUDA)."""
+    return _STATE.op is not None and _STATE.with_cuda
 
 
 def available() -> bool:
@@ -136,6 +142,7 @@ def build_info() -> dict[str, Any]:
         "loaded": _STATE.op is not None,
         "error": _STATE.error,
         "build_seconds": _STATE.build_seconds,
+        "cuda_kernel": _STATE.with_cuda,
     }
 
 
@@ -146,3 +153,4 @@ def reset() -> None:
         _STATE.op = None
         _STATE.error = None
         _STATE.build_seconds = None
+        _STATE.with_cuda = False

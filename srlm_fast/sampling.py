@@ -72,7 +72,9 @@ def uniforms(seeds: Tensor, steps: Tensor) -> Tensor:
     return _lsr(h, 11).to(torch.float64) * (1.0 / (1 << 53))  # 53 bits are exact in float64
 
 
-def _row_param(value: Tensor | float | int | None, b: int, default: float, dtype: torch.dtype, device) -> Tensor:
+def _row_param(
+    value: Tensor | float | int | None, b: int, default: float, dtype: torch.dtype, device
+) -> Tensor:
     """A contiguous ``(B,)`` tensor of ``dtype`` from a tensor, a Python scalar or None (= default)."""
     if value is None:
         value = default
@@ -232,8 +234,11 @@ def _sample_sorted(logits, temperature, top_k, top_p, seeds, steps) -> Tensor:
     probs = torch.where(keep, torch.exp(vals - vals[:, :1]), 0.0)
     cum = torch.cumsum(probs, dim=-1)
     need = (top_p * cum[:, -1]).unsqueeze(1)
-    first = (cum >= need).to(torch.int8).argmax(-1, keepdim=True)  # first prefix holding p
-    keep_p = torch.where((top_p < 1.0).unsqueeze(1), vals >= vals.gather(1, first), True)
+    hit = cum >= need
+    first = hit.to(torch.int8).argmax(-1, keepdim=True)  # first prefix holding p
+    # Never reached (rounding): keep the whole top-k set, as `sample` does.
+    on = ((top_p < 1.0) & hit.any(-1)).unsqueeze(1)
+    keep_p = torch.where(on, vals >= vals.gather(1, first), True)
     probs = torch.where(keep & keep_p, probs, 0.0)
     cdf = torch.cumsum(probs, dim=-1)
     target = (uniforms(seeds, steps) * cdf[:, -1]).unsqueeze(1)
