@@ -1,0 +1,359 @@
+"""Triton kernels for the linear cross-entropy family: logits live only in on-chip tiles.
+
+Forward: program (i, k) owns a block of BLOCK_N rows and the k-th contiguous slice of the vocabulary. It
+walks that slice in (BLOCK_N, BLOCK_V) tiles of s = softcap(h Wᵀ + b) / T, each computed by a loop over D
+with fp32 accumulation, and keeps an online logsumexp (running max m and rescaled sum of exponentials, as in
+FlashAttention), the target's score s_y and (for label smoothing) Σ_j s_j. The per-slice partials, a few
+floats per row and slice, are combined in torch. Splitting V over programs keeps an H100 busy when N is
+small (DPO microbatches) instead of leaving SMs idle.
+
+Backward: program (i, j) recomputes the logits tile (i, j) (Cut Cross-Entropy, Wijmans et al. 2024,
+arXiv:2411.09009: recomputing is cheaper than storing N · V), turns it into ∂loss/∂z with the saved lse,
+and adds its contributions  dh[i] += G W[j]  and  dW[j] += Gᵀ h[i]  with fp32 atomics, D in BLOCK_D chunks.
+dh and dW accumulate in fp32 buffers (bf16 accumulation loses small updates: the precision problem reported
+for Liger-Kernel) and are cast to the input dtype at the end. Row blocks whose upstream gradient is all
+zero are skipped. Extra memory: O(N · V / BLOCK_V) floats of forward partials, O(N) saved floats, and fp32
+dh, dW buffers (for bf16 inputs that is 2× the dh + dW lower bound — the price of fp32 accumulation).
+The math is in `srlm_kernels._common`.
+
+Triton interpreter (TRITON_INTERPRET=1, CPU): fp32/fp16 only (bf16 dots are wrong there); tl.tanh-free
+softcap via exp, because libdevice is unavailable in the interpreter.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import RowLossOptions, interpreter_on
+
+
+@triton.jit
+def _scores_tile(
+    H,
+    W,
+    B,
+    rows,
+    cols,
+    row_mask,
+    col_mask,
+    D,
+    stride_hn,
+    stride_hd,
+    stride_wv,
+    stride_wd,
+    softcap,
+    inv_temp,
+    HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Returns (s, ∂s/∂z) for one (BLOCK_N, BLOCK_V) tile, both fp32."""
+    acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    rows = rows.to(tl.int64)  # 64-bit offsets: N · D or V · D can pass 2³¹ elements
+    cols = cols.to(tl.int64)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_mask = ds < D
+        h = tl.load(
+            H + rows[:, None] * stride_hn + ds[None, :] * stride_hd,
+            mask=row_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )  # (BLOCK_N, BLOCK_D)
+        w = tl.load(
+            W + cols[:, None] * stride_wv + ds[None, :] * stride_wd,
+            mask=col_mask[:, None] & d_mask[None, :],
+            other=0.0,
+        )  # (BLOCK_V, BLOCK_D)
+        acc = tl.dot(h, tl.trans(w), acc, input_precision=DOT_PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    if HAS_SOFTCAP:
+        # tanh(x) = 1 − 2 / (exp(2x) + 1): saturates correctly at ±inf and needs no libdevice.
+        t = 1.0 - 2.0 / (tl.exp(2.0 * acc / softcap) + 1.0)
+        s = softcap * t * inv_temp
+        dsdz = (1.0 - t * t) * inv_temp
+    else:
+        s = acc * inv_temp
+        dsdz = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32) + inv_temp
+    return s, dsdz
+
+
+@triton.jit
+def _lce_fwd_kernel(
+    H,
+    W,
+    B,
+    Y,
+    M_OUT,
+    L_OUT,
+    SY_OUT,
+    SS_OUT,
+    N,
+    V,
+    D,
+    v_per_split,
+    stride_hn,
+    stride_hd,
+    stride_wv,
+    stride_wd,
+    softcap,
+    inv_temp,
+    HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    NEED_SUM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    y = tl.load(Y + rows, mask=row_mask, other=-1)
+    m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+    sum_exp = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    s_y = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    s_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    v_start = pid_s * v_per_split
+    v_end = tl.minimum(v_start + v_per_split, V)
+    for v0 in range(v_start, v_end, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        col_mask = cols < v_end
+        s, _ = _scores_tile(
+            H, W, B, rows, cols, row_mask, col_mask, D, stride_hn, stride_hd, stride_wv, stride_wd,
+            softcap, inv_temp, HAS_BIAS, HAS_SOFTCAP, BLOCK_N, BLOCK_V, BLOCK_D, DOT_PRECISION,
+        )  # fmt: skip
+        s_y += tl.sum(tl.where(cols[None, :] == y[:, None], s, 0.0), axis=1)
+        if NEED_SUM:
+            s_sum += tl.sum(tl.where(col_mask[None, :], s, 0.0), axis=1)
+        s = tl.where(col_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        sum_exp = sum_exp * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
+        m = m_new
+    out = pid_s * N + rows  # partials are (num_splits, N)
+    tl.store(M_OUT + out, m, mask=row_mask)
+    tl.store(L_OUT + out, sum_exp, mask=row_mask)
+    tl.store(SY_OUT + out, s_y, mask=row_mask)
+    if NEED_SUM:
+        tl.store(SS_OUT + out, s_sum, mask=row_mask)
+
+
+@triton.jit
+def _lce_bwd_kernel(
+    H,
+    W,
+    B,
+    Y,
+    LSE,
+    G,
+    DH,
+    DW,
+    DB,
+    N,
+    V,
+    D,
+    stride_hn,
+    stride_hd,
+    stride_wv,
+    stride_wd,
+    softcap,
+    inv_temp,
+    z_loss2,
+    target_weight,
+    uniform_weight,
+    HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    COMPUTE_DH: tl.constexpr,
+    COMPUTE_DW: tl.constexpr,
+    COMPUTE_DB: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_v = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_mask = rows < N
+    g = tl.load(G + rows, mask=row_mask, other=0.0)  # upstream gradient, 0 at ignored rows
+    if tl.max(tl.abs(g), axis=0) > 0.0:  # skip row blocks that receive no gradient
+        cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        col_mask = cols < V
+        s, dsdz = _scores_tile(
+            H, W, B, rows, cols, row_mask, col_mask, D, stride_hn, stride_hd, stride_wv, stride_wd,
+            softcap, inv_temp, HAS_BIAS, HAS_SOFTCAP, BLOCK_N, BLOCK_V, BLOCK_D, DOT_PRECISION,
+        )  # fmt: skip
+        lse = tl.load(LSE + rows, mask=row_mask, other=0.0)
+        y = tl.load(Y + rows, mask=row_mask, other=-1)
+        p = tl.exp(s - lse[:, None]) * (1.0 + z_loss2 * lse)[:, None]
+        grad = p - tl.where(cols[None, :] == y[:, None], target_weight, 0.0) - uniform_weight
+        grad = grad * dsdz * g[:, None]
+        grad = tl.where(row_mask[:, None] & col_mask[None, :], grad, 0.0)  # (BLOCK_N, BLOCK_V)
+        if COMPUTE_DB:
+            tl.atomic_add(DB + cols, tl.sum(grad, axis=0), mask=col_mask)
+        grad_in = grad.to(H.dtype.element_ty)  # dots in the input dtype, fp32 accumulation
+        rows = rows.to(tl.int64)
+        cols = cols.to(tl.int64)
+        for d0 in range(0, D, BLOCK_D):
+            ds = d0 + tl.arange(0, BLOCK_D)
+            d_mask = ds < D
+            if COMPUTE_DH:
+                w = tl.load(
+                    W + cols[:, None] * stride_wv + ds[None, :] * stride_wd,
+                    mask=col_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )  # (BLOCK_V, BLOCK_D)
+                dh = tl.dot(grad_in, w, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_D)
+                tl.atomic_add(
+                    DH + rows[:, None] * D + ds[None, :], dh, mask=row_mask[:, None] & d_mask[None, :]
+                )
+            if COMPUTE_DW:
+                h = tl.load(
+                    H + rows[:, None] * stride_hn + ds[None, :] * stride_hd,
+                    mask=row_mask[:, None] & d_mask[None, :],
+                    other=0.0,
+                )  # (BLOCK_N, BLOCK_D)
+                dw = tl.dot(tl.trans(grad_in), h, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_D)
+                tl.atomic_add(
+                    DW + cols[:, None] * D + ds[None, :], dw, mask=col_mask[:, None] & d_mask[None, :]
+                )
+
+
+def _pow2(x: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(max(int(x), 1))))
+
+
+def _blocks(n: int, v: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_N, BLOCK_V, BLOCK_D, num_warps). The interpreter pays per program and per loop iteration, so it
+    gets large tiles; a GPU gets tensor-core-sized tiles that fit registers (fp32 halves the D chunk)."""
+    if interpreter_on():
+        return _pow2(n, 16, 64), _pow2(v, 16, 512), _pow2(d, 16, 256), 4
+    block_d = 64 if dtype in (torch.bfloat16, torch.float16) else 32
+    return _pow2(n, 16, 128), _pow2(v, 16, 128), _pow2(d, 16, block_d), 8
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs get exact fp32 dots (TF32 would cost ~3 decimal digits); bf16/fp16 always use tensor cores.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _num_splits(n_blocks: int, v_blocks: int, device: torch.device) -> int:
+    if interpreter_on() or device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(v_blocks, triton.cdiv(4 * sms, n_blocks)))
+
+
+def _forward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    opts: RowLossOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss rows (N,), lse (N,)), both fp32; targets are all valid here (ignored rows were dropped)."""
+    n, d = hidden.shape
+    v = weight.shape[0]
+    block_n, block_v, block_d, warps = _blocks(n, v, d, hidden.dtype)
+    n_blocks, v_blocks = triton.cdiv(n, block_n), triton.cdiv(v, block_v)
+    splits = _num_splits(n_blocks, v_blocks, hidden.device)
+    v_per_split = triton.cdiv(v_blocks, splits) * block_v
+    splits = triton.cdiv(v, v_per_split)  # every split non-empty
+    need_sum = opts.label_smoothing > 0.0
+    part = torch.empty((4 if need_sum else 3, splits, n), dtype=torch.float32, device=hidden.device)
+    _lce_fwd_kernel[(n_blocks, splits)](
+        hidden, weight, bias if bias is not None else hidden, targets,
+        part[0], part[1], part[2], part[3] if need_sum else part[2],
+        n, v, d, v_per_split,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        opts.logit_softcap or 1.0, 1.0 / opts.temperature,
+        HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None, NEED_SUM=need_sum,
+        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
+        num_warps=warps,
+    )  # fmt: skip
+    m, sum_exp = part[0], part[1]  # (splits, N)
+    m_max = m.max(dim=0).values  # (N,)
+    lse = m_max + torch.log((sum_exp * torch.exp(m - m_max)).sum(dim=0))
+    loss = lse - (1.0 - opts.label_smoothing) * part[2].sum(dim=0)
+    if need_sum:
+        loss -= (opts.label_smoothing / v) * part[3].sum(dim=0)
+    if opts.z_loss:
+        loss += opts.z_loss * lse.square()
+    return loss, lse
+
+
+def _backward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    lse: torch.Tensor,
+    g: torch.Tensor,
+    opts: RowLossOptions,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    n, d = hidden.shape
+    v = weight.shape[0]
+    block_n, block_v, block_d, warps = _blocks(n, v, d, hidden.dtype)
+    f32 = {"dtype": torch.float32, "device": hidden.device}
+    dh = torch.zeros((n, d), **f32) if needs[0] else None
+    dw = torch.zeros((v, d), **f32) if needs[1] else None
+    db = torch.zeros((v,), **f32) if needs[2] else None
+    _lce_bwd_kernel[(triton.cdiv(n, block_n), triton.cdiv(v, block_v))](
+        hidden, weight, bias if bias is not None else hidden, targets, lse, g,
+        dh if dh is not None else g, dw if dw is not None else g, db if db is not None else g,
+        n, v, d,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        opts.logit_softcap or 1.0, 1.0 / opts.temperature,
+        2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v,
+        HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
+        COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
+        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
+        num_warps=warps,
+    )  # fmt: skip
+    return (
+        None if dh is None else dh.to(hidden.dtype),
+        None if dw is None else dw.to(weight.dtype),
+        None if db is None else db.to(bias.dtype),
+    )
+
+
+class _TritonLinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, opts: RowLossOptions) -> torch.Tensor:
+        loss, lse = _forward(hidden, weight, bias, targets, opts)
+        loss = torch.where(targets >= 0, loss, 0.0)  # ignored rows (target −1) contribute 0
+        ctx.opts = opts
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_rows: torch.Tensor):
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        needs = tuple(ctx.needs_input_grad[:3])
+        if not any(needs):
+            return None, None, None, None, None
+        g = torch.where(targets >= 0, grad_rows.float(), 0.0).contiguous()  # (N,)
+        dh, dw, db = _backward(hidden, weight, bias, targets, lse, g, ctx.opts, needs)
+        return dh, dw, db, None, None
+
+
+def triton_rows(
+    hidden: torch.Tensor,  # (N, D)
+    weight: torch.Tensor,  # (V, D)
+    bias: torch.Tensor | None,  # (V,)
+    targets: torch.Tensor,  # (N,), every target valid (the dispatcher drops ignored rows)
+    opts: RowLossOptions,
+) -> torch.Tensor:
+    """Per-row losses (N,) fp32 through the Triton kernels."""
+    if hidden.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"impl='triton' supports fp32, fp16 and bf16 inputs, got {hidden.dtype}")
+    valid = targets != opts.ignore_index
+    targets = torch.where(valid, targets, -1).to(torch.int32).contiguous()  # -1 never matches a column
+    return _TritonLinearCE.apply(hidden, weight, bias, targets, opts)
