@@ -224,8 +224,10 @@ def sample_sorted(
     return _sample_sorted(logits, temperature, top_k, top_p, seeds, steps)
 
 
-def _sample_sorted(logits, temperature, top_k, top_p, seeds, steps) -> Tensor:
-    b, v = logits.shape
+def _sample_sorted(
+    logits: Tensor, temperature: Tensor, top_k: Tensor, top_p: Tensor, seeds: Tensor, steps: Tensor
+) -> Tensor:
+    v = logits.shape[1]
     sampled_rows = temperature > 0
     x = logits.to(torch.float64) / torch.where(sampled_rows, temperature, 1.0).unsqueeze(1)
     vals, idx = torch.sort(x, dim=-1, descending=True)  # (B, V)
