@@ -8,8 +8,8 @@ Public API (see kernels/README.md):
 """
 
 from .cross_entropy_reference import linear_cross_entropy_reference, linear_logprobs_reference
-from .dpo import DPOOutput, dpo_loss, fused_linear_dpo_loss
 from .fused_linear_cross_entropy import fused_linear_cross_entropy, fused_linear_logprobs
+from .fused_linear_dpo import DPOOutput, dpo_loss, fused_linear_dpo_loss
 
 __all__ = [
     "DPOOutput",

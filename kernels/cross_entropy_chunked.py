@@ -24,8 +24,10 @@ from ._common import RowLossOptions
 CHUNK_ELEMENTS = 1 << 24
 
 
-def chunk_rows(n: int, v: int, chunk_elements: int = CHUNK_ELEMENTS) -> int:
-    return max(1, min(n, chunk_elements // max(v, 1)))
+def chunk_rows(n: int, v: int, chunk_elements: int | None = None) -> int:
+    """Rows per chunk so a (C, V) fp32 block holds about `chunk_elements` (default CHUNK_ELEMENTS) floats."""
+    budget = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    return max(1, min(n, budget // max(v, 1)))
 
 
 def _scores(

@@ -1,0 +1,280 @@
+"""fused_linear_cross_entropy / fused_linear_logprobs: chunked and Triton paths against autograd on the
+materialising fp64 reference. The Triton path runs under TRITON_INTERPRET=1 here (fp32); bf16 is CUDA-only.
+Interpreter time grows with programs × loop iterations, so shapes are small and blocks large."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import srlm_kernels.cross_entropy_chunked as chunked_mod
+from srlm_kernels import (
+    fused_linear_cross_entropy,
+    fused_linear_logprobs,
+    linear_cross_entropy_reference,
+    linear_logprobs_reference,
+)
+
+IMPLS = ["chunked", "triton"]
+ODD = (47, 32, 123)  # N, D, V: nothing a power of two
+MULTI = (150, 300, 123)  # several row blocks and D chunks in the kernels
+REAL = (64, 128, 4096)
+
+
+def make_case(n: int, d: int, v: int, ignore: str = "none", bias: bool = False, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, d, generator=gen)
+    weight = torch.randn(v, d, generator=gen) / d**0.5 * 2.0  # logits with a few units of spread
+    targets = torch.randint(0, v, (n,), generator=gen)
+    if ignore == "half":
+        targets[torch.randperm(n, generator=gen)[: n // 2]] = -100
+    elif ignore == "all":
+        targets[:] = -100
+    b = torch.randn(v, generator=gen) if bias else None
+    return hidden, weight, targets, b
+
+
+def run(fn, hidden, weight, targets, bias, upstream_seed: int | None = None, **kw):
+    """Loss and gradients of (loss · u).sum(), u non-uniform for reduction='none' (a loss that is not last)."""
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    b = None if bias is None else bias.clone().requires_grad_()
+    extra = {} if b is None else {"bias": b}
+    out = fn(h, w, targets, **extra, **kw)
+    u = torch.ones_like(out)
+    if out.dim():
+        gen = torch.Generator().manual_seed(upstream_seed or 1)
+        u = (torch.rand(out.shape, generator=gen) * 2 - 0.5).to(
+            out.device, out.dtype
+        )  # same u in fp32 and fp64
+    (out * u).sum().backward()
+    grads = [h.grad, w.grad] + ([] if b is None else [b.grad])
+    return out.detach(), grads
+
+
+def assert_matches(fn, ref, hidden, weight, targets, bias, atol=2e-5, rtol=2e-4, **kw):
+    out, grads = run(fn, hidden, weight, targets, bias, **kw)
+    d64 = lambda t: None if t is None else t.double()
+    ref_out, ref_grads = run(ref, d64(hidden), d64(weight), targets, d64(bias), **kw)
+    assert out.dtype == torch.float32 and out.shape == ref_out.shape
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), ref_out, atol=atol, rtol=rtol)
+    for name, g, rg in zip(("hidden", "weight", "bias"), grads, ref_grads):
+        assert g is not None, name
+        assert g.dtype == torch.float32, name
+        torch.testing.assert_close(
+            g.double(), rg, atol=atol, rtol=rtol, msg=lambda m, n=name: f"grad {n}: {m}"
+        )
+
+
+def ce(impl: str):
+    return lambda h, w, y, **kw: fused_linear_cross_entropy(h, w, y, impl=impl, **kw)
+
+
+# --- the reference itself against torch's cross_entropy (guards against a shared math mistake) ---
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_reference_matches_torch(reduction, label_smoothing):
+    hidden, weight, targets, bias = make_case(*ODD, ignore="half", bias=True)
+    got = linear_cross_entropy_reference(
+        hidden, weight, targets, bias=bias, reduction=reduction, label_smoothing=label_smoothing
+    )
+    want = F.cross_entropy(
+        hidden @ weight.T + bias, targets, reduction=reduction, label_smoothing=label_smoothing
+    )
+    torch.testing.assert_close(got, want)
+
+
+def test_reference_options_by_hand():
+    hidden, weight, targets, _ = make_case(*ODD)
+    logits = (hidden @ weight.T).double()
+    capped = 3.0 * torch.tanh(logits / 3.0)
+    lse = torch.logsumexp(capped, -1)
+    want = (lse - capped.gather(1, targets[:, None]).squeeze(1) + 1e-3 * lse**2).mean()
+    got = linear_cross_entropy_reference(
+        hidden.double(), weight.double(), targets, z_loss=1e-3, logit_softcap=3.0
+    )
+    torch.testing.assert_close(got, want)
+
+
+# --- chunked and Triton against autograd on the fp64 reference ---
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [ODD, MULTI, REAL], ids=["odd", "multiblock", "v4096"])
+@pytest.mark.parametrize("ignore", ["none", "half", "all"])
+def test_matches_reference(impl, shape, ignore):
+    case = make_case(*shape, ignore=ignore)
+    assert_matches(ce(impl), linear_cross_entropy_reference, *case)
+
+
+OPTIONS = {
+    "bias": ({}, True),
+    "label_smoothing": ({"label_smoothing": 0.1}, False),
+    "z_loss": ({"z_loss": 1e-3}, False),
+    "softcap": ({"logit_softcap": 4.0}, False),
+    "everything": ({"label_smoothing": 0.05, "z_loss": 1e-4, "logit_softcap": 6.0}, True),
+}
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_options(impl, option, reduction):
+    kw, bias = OPTIONS[option]
+    hidden, weight, targets, b = make_case(*ODD, ignore="half", bias=bias)
+    assert_matches(
+        ce(impl), linear_cross_entropy_reference, hidden, weight, targets, b, reduction=reduction, **kw
+    )
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_everything_realistic_shape(impl):
+    kw, _ = OPTIONS["everything"]
+    case = make_case(*REAL, ignore="half", bias=True)
+    assert_matches(ce(impl), linear_cross_entropy_reference, *case, reduction="none", **kw)
+
+
+def test_chunked_with_many_chunks(monkeypatch):
+    # 123 · 7 elements per chunk → 7 rows per chunk: exercises chunk boundaries in both chunked modes.
+    monkeypatch.setattr(chunked_mod, "CHUNK_ELEMENTS", 123 * 7)
+    for reduction in ("mean", "none"):
+        case = make_case(*ODD, ignore="half", bias=True)
+        assert_matches(
+            ce("chunked"), linear_cross_entropy_reference, *case, reduction=reduction, label_smoothing=0.1
+        )
+
+
+def test_triton_vocab_split(monkeypatch):
+    # On a GPU the forward splits V over programs; the interpreter uses one split unless forced.
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "_num_splits", lambda n_blocks, v_blocks, device: 3)
+    case = make_case(*REAL, ignore="half", bias=True)
+    assert_matches(ce("triton"), linear_cross_entropy_reference, *case, label_smoothing=0.1, z_loss=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["reference", *IMPLS])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_all_ignored_is_zero_not_nan(impl, reduction):
+    hidden, weight, targets, bias = make_case(*ODD, ignore="all", bias=True)
+    out, grads = run(ce(impl), hidden, weight, targets, bias, reduction=reduction)
+    assert torch.equal(out, torch.zeros_like(out))
+    for g in grads:
+        assert g is not None and torch.equal(g, torch.zeros_like(g))
+
+
+@pytest.mark.parametrize("impl", ["reference", *IMPLS])
+def test_leading_dims_and_frozen_weight(impl):
+    hidden, weight, targets, _ = make_case(*ODD, ignore="half")
+    h = hidden[:45].reshape(5, 9, -1).clone().requires_grad_()  # (B, T, D)
+    y = targets[:45].reshape(5, 9)
+    out = fused_linear_cross_entropy(h, weight, y, reduction="none", impl=impl)  # weight needs no grad
+    assert out.shape == (5, 9)
+    out.sum().backward()
+    want = linear_cross_entropy_reference(hidden[:45], weight, targets[:45], reduction="none")
+    torch.testing.assert_close(out.reshape(-1), want, atol=2e-5, rtol=2e-4)
+    assert h.grad.shape == h.shape
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_no_grad_forward(impl):
+    hidden, weight, targets, _ = make_case(*ODD, ignore="half")
+    with torch.no_grad():
+        got = fused_linear_cross_entropy(hidden, weight, targets, impl=impl)
+    torch.testing.assert_close(got, linear_cross_entropy_reference(hidden, weight, targets))
+
+
+# --- log-probs ---
+
+
+def lp(impl: str):
+    return lambda h, w, y, **kw: fused_linear_logprobs(h, w, y, impl=impl, **kw)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", [ODD, REAL], ids=["odd", "v4096"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs(impl, shape, temperature):
+    case = make_case(*shape, ignore="half")
+    assert_matches(lp(impl), linear_logprobs_reference, *case, temperature=temperature)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_logprobs_zero_at_ignored(impl):
+    hidden, weight, targets, _ = make_case(*ODD, ignore="half")
+    out = fused_linear_logprobs(hidden, weight, targets, impl=impl)
+    assert torch.equal(out[targets == -100], torch.zeros_like(out[targets == -100]))
+    assert (out[targets != -100] < 0).all()
+
+
+# --- bad input ---
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"reduction": "avg"}, "reduction"),
+        ({"impl": "cuda"}, "impl"),
+        ({"label_smoothing": 1.0}, "label_smoothing"),
+        ({"z_loss": -1.0}, "z_loss"),
+        ({"logit_softcap": 0.0}, "logit_softcap"),
+    ],
+)
+def test_bad_options(kw, match):
+    hidden, weight, targets, _ = make_case(*ODD)
+    with pytest.raises(ValueError, match=match):
+        fused_linear_cross_entropy(hidden, weight, targets, **kw)
+
+
+def test_bad_inputs():
+    hidden, weight, targets, _ = make_case(*ODD)
+    with pytest.raises(ValueError, match="disagree on D"):
+        fused_linear_cross_entropy(hidden[:, :-1], weight, targets)
+    with pytest.raises(ValueError, match="dtype"):
+        fused_linear_cross_entropy(hidden.double(), weight, targets)
+    with pytest.raises(ValueError, match="targets shape"):
+        fused_linear_cross_entropy(hidden, weight, targets[:-1])
+    with pytest.raises(TypeError, match="integer"):
+        fused_linear_cross_entropy(hidden, weight, targets.float())
+    bad = targets.clone()
+    bad[3] = 123
+    with pytest.raises(ValueError, match="outside"):
+        fused_linear_cross_entropy(hidden, weight, bad)
+    with pytest.raises(ValueError, match="bias"):
+        fused_linear_cross_entropy(hidden, weight, targets, bias=torch.zeros(5))
+    with pytest.raises(ValueError, match="temperature"):
+        fused_linear_logprobs(hidden, weight, targets, temperature=0.0)
+
+
+def test_triton_on_cpu_needs_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    hidden, weight, targets, _ = make_case(*ODD)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        fused_linear_cross_entropy(hidden, weight, targets, impl="triton")
+
+
+# --- bf16 on a GPU: the kernel's error against fp32 at most ~2× that of same-precision torch ---
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["triton", "chunked"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_bf16_error_within_twice_torch(impl, reduction):
+    hidden, weight, targets, _ = make_case(512, 1024, 32000, ignore="half", seed=3)
+    hidden, weight, targets = hidden.cuda(), weight.cuda(), targets.cuda()
+    kw = {"reduction": reduction}
+    out32, g32 = run(ce("reference"), hidden, weight, targets, None, **kw)
+    bf = (hidden.bfloat16(), weight.bfloat16())
+    out_t, g_t = run(ce("reference"), *bf, targets, None, **kw)
+    out_k, g_k = run(ce(impl), *bf, targets, None, **kw)
+
+    def err(a, b):
+        return (a.float() - b.float()).abs().max().item()
+
+    assert err(out_k, out32) <= 2 * err(out_t, out32) + 1e-6
+    for gk, gt, g in zip(g_k, g_t, g32):
+        assert err(gk, g) <= 2 * err(gt, g) + 1e-6
