@@ -57,7 +57,7 @@ def causal_layout() -> AttnLayout:
 
 def padded_layout(attention_mask: Tensor) -> AttnLayout:
     """Causal attention over the valid (mask == 1) tokens of each row; padding may be left or right."""
-    B, T = attention_mask.shape
+    T = attention_mask.shape[1]
     valid = attention_mask.bool()
     idx = torch.arange(T, device=attention_mask.device)
     causal = idx[None, :] <= idx[:, None]  # (T, T): key j visible from query i
@@ -70,7 +70,7 @@ def padded_layout(attention_mask: Tensor) -> AttnLayout:
 
 def packed_layout(doc_ids: Tensor) -> AttnLayout:
     """Several documents per row: causal within a document, nothing across documents."""
-    B, T = doc_ids.shape
+    T = doc_ids.shape[1]
     idx = torch.arange(T, device=doc_ids.device)
     causal = idx[None, :] <= idx[:, None]
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]  # (B, T, T)
@@ -116,8 +116,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout, backend: str = "
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout) -> Tensor:
     """softmax(QKᵀ/√d + mask)V in fp32, materialising the scores: the ground truth for the tests."""
-    B, H, T, Dh = q.shape
-    groups = H // k.shape[1]
+    T, Dh = q.shape[2], q.shape[3]
+    groups = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(groups, dim=1).float()  # (B, H, S, Dh)
     v = v.repeat_interleave(groups, dim=1).float()
     scores = q.float() @ k.transpose(-1, -2) / math.sqrt(Dh)  # (B, H, T, S)

@@ -63,10 +63,12 @@ class CheckpointReader:
             except (json.JSONDecodeError, KeyError) as e:
                 raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
         elif single.is_file():
-            weight_map = {k: SINGLE_FILE for k in self._open(single).keys()}
+            weight_map = dict.fromkeys(self._open(single).keys(), SINGLE_FILE)
         else:
             raise CheckpointError(f"{self.dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
-        self._file_of = {our_name(k): (self.dir / f, k) for k, f in weight_map.items() if not k.endswith(_IGNORED_SUFFIXES)}
+        self._file_of = {
+            our_name(k): (self.dir / f, k) for k, f in weight_map.items() if not k.endswith(_IGNORED_SUFFIXES)
+        }
         self._handles: dict[Path, object] = {}
 
     @staticmethod

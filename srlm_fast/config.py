@@ -56,7 +56,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+            raise ConfigError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
         if self.head_dim is None and self.dim % self.n_heads:
             raise ConfigError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
         if self.head_size % 2:
@@ -145,7 +147,9 @@ class ModelConfig:
         if hf.get("sliding_window"):
             raise ConfigError(f"{source}: sliding-window attention is not supported")
         missing = [
-            k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads") if k not in hf
+            k
+            for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+            if k not in hf
         ]
         if missing:
             raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
@@ -168,6 +172,9 @@ class ModelConfig:
             raise ConfigError(f"{source}: rope_type {rope_type!r} is not supported (default or llama3)")
 
         n_heads = hf["num_attention_heads"]
+        head_dim = hf.get("head_dim")
+        if head_dim == hf["hidden_size"] // n_heads:
+            head_dim = None  # the default; keep configs comparable
         return cls(
             vocab_size=hf["vocab_size"],
             dim=hf["hidden_size"],
@@ -180,7 +187,7 @@ class ModelConfig:
             rope_scaling=scaling,
             norm_eps=hf.get("rms_norm_eps", 1e-6),
             tie_embeddings=hf.get("tie_word_embeddings", False),
-            head_dim=hf.get("head_dim"),
+            head_dim=head_dim,
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"),
             pad_token_id=hf.get("pad_token_id"),
@@ -362,7 +369,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 def to_dict(obj: Any) -> Any:
     """Dataclass → plain nested dict (None values dropped, so the result is valid TOML)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if getattr(obj, f.name) is not None}
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) is not None
+        }
     if isinstance(obj, list | tuple):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

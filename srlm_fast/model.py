@@ -90,7 +90,9 @@ class KVCache:
         cls, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str
     ) -> KVCache:
         shape = (config.n_layers, batch, config.n_kv_heads, max_len, config.head_size)
-        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        return cls(
+            torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+        )
 
     @property
     def batch(self) -> int:
@@ -286,8 +288,10 @@ class Llama(nn.Module):
             layout = attn.causal_layout()
         if positions is None:
             positions = torch.arange(T, device=input_ids.device).expand(B, T)
-        if T > self.config.max_seq_len:
-            raise ValueError(f"sequence of {T} tokens exceeds the model's max_seq_len={self.config.max_seq_len}")
+        if self.config.max_seq_len < T:
+            raise ValueError(
+                f"sequence of {T} tokens exceeds the model's max_seq_len={self.config.max_seq_len}"
+            )
 
         x = self.embed_tokens(input_ids)  # (B, T, D)
         cos, sin = rope_cos_sin(self.rope_inv_freq, positions, x.dtype)

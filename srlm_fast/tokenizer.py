@@ -42,7 +42,9 @@ class ChatTemplate:
     name: str
     bos: str  # prepended once
     header: dict[str, str]  # role → text before the content
-    end: dict[str, str]  # role → text closing the message; the assistant's is a target (it must learn to stop)
+    end: dict[
+        str, str
+    ]  # role → text closing the message; the assistant's is a target (it must learn to stop)
     after_end: str  # text after `end` that is not a target (e.g. a newline)
     stop: tuple[str, ...]  # tokens that end generation
     system_in_first_user: bool = False
@@ -144,7 +146,11 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         self.tok.save(str(directory / "tokenizer.json"))
         src = self.source_dir
-        if src is not None and (src / "tokenizer_config.json").is_file() and src.resolve() != directory.resolve():
+        if (
+            src is not None
+            and (src / "tokenizer_config.json").is_file()
+            and src.resolve() != directory.resolve()
+        ):
             for name in ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
                 if (src / name).is_file():
                     shutil.copyfile(src / name, directory / name)
@@ -226,12 +232,17 @@ class Tokenizer:
             return list(messages)
         system, rest = messages[0], list(messages[1:])
         if rest and rest[0].get("role") == "user":
-            rest[0] = {"role": "user", "content": f"<<SYS>>\n{system['content']}\n<</SYS>>\n\n{rest[0]['content']}"}
+            rest[0] = {
+                "role": "user",
+                "content": f"<<SYS>>\n{system['content']}\n<</SYS>>\n\n{rest[0]['content']}",
+            }
         return rest
 
     def encode_prompt(self, prompt: str, system: str | None = None) -> list[int]:
         """A single user turn followed by the assistant header: what the sampler continues."""
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
         return self.encode_chat(messages, add_generation_prompt=True)[0]
 
 

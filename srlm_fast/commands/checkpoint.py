@@ -1,0 +1,76 @@
+"""`srlm checkpoint`: inspect an HF-layout checkpoint, create a randomly initialised one, or convert."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from srlm_fast.checkpoint import from_pretrained, iter_tensor_shapes, load_config
+from srlm_fast.config import get_preset
+from srlm_fast.model import build_model
+from srlm_fast.tokenizer import Tokenizer
+
+HELP = "inspect, initialise or convert HF-layout Llama checkpoints"
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    inspect = sub.add_parser("inspect", help="config, parameter count and tensors of a checkpoint")
+    inspect.add_argument("directory", type=Path)
+    inspect.add_argument("--tensors", action="store_true", help="list every tensor with shape and dtype")
+    init = sub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
+    init.add_argument("--preset", required=True)
+    init.add_argument("--out", type=Path, required=True)
+    init.add_argument("--tokenizer", type=Path, default=None, help="directory with tokenizer.json to include")
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--dtype", choices=DTYPES, default="fp32")
+    convert = sub.add_parser("convert", help="re-save with another dtype and/or shard size")
+    convert.add_argument("directory", type=Path)
+    convert.add_argument("--out", type=Path, required=True)
+    convert.add_argument("--dtype", choices=DTYPES, default=None)
+    convert.add_argument("--max-shard-gb", type=float, default=5.0)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "inspect":
+        cfg = load_config(args.directory)
+        tensors = list(iter_tensor_shapes(args.directory))
+        n = sum(_numel(shape) for _, shape, _ in tensors)
+        print(f"{args.directory}: {n:,} parameters in {len(tensors)} tensors")
+        for key, value in vars(cfg).items():
+            print(f"  {key:<20} {value}")
+        tok = args.directory / "tokenizer.json"
+        if tok.is_file():
+            t = Tokenizer.from_dir(args.directory)
+            print(f"  tokenizer: {t.vocab_size} tokens, chat template {t.template.name!r}")
+        if args.tensors:
+            for key, shape, dtype in tensors:
+                print(f"  {key:<50} {list(shape)!s:<20} {str(dtype).removeprefix('torch.')}")
+        return 0
+    if args.action == "init":
+        cfg = get_preset(args.preset)
+        tok = Tokenizer.from_dir(args.tokenizer) if args.tokenizer else None
+        if tok is not None and tok.vocab_size > cfg.vocab_size:
+            raise ValueError(
+                f"tokenizer has {tok.vocab_size} tokens but preset {args.preset} only {cfg.vocab_size}"
+            )
+        model = build_model(cfg, seed=args.seed, dtype=DTYPES[args.dtype])
+        model.save_pretrained(args.out, tokenizer=tok)
+        print(f"wrote {args.preset} ({model.num_params():,} parameters, {args.dtype}) → {args.out}")
+        return 0
+    model = from_pretrained(args.directory, dtype=DTYPES[args.dtype] if args.dtype else None)
+    tok = Tokenizer.from_dir(args.directory) if (args.directory / "tokenizer.json").is_file() else None
+    model.save_pretrained(args.out, tokenizer=tok, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    print(f"converted {args.directory} → {args.out}")
+    return 0
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -1,0 +1,31 @@
+"""Small builders shared by tests: random tiny models, trained tokenizers, the shared data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from srlm_fast.config import ModelConfig
+from srlm_fast.model import Llama, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    base = dict(
+        vocab_size=123, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=96, max_seq_len=128
+    )
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+def tiny_model(seed: int = 0, **overrides) -> Llama:
+    model = build_model(tiny_config(**overrides), seed=seed)
+    # Break the symmetry of the unit-gain norms so tests also exercise the norm weights.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 1:
+                p.uniform_(0.5, 1.5)
+    return model.eval()
