@@ -112,8 +112,11 @@ def sft_examples(
 
 
 def shingles(text: str) -> frozenset[str]:
-    """Word 1- and 2-grams of the lower-cased text (punctuation dropped)."""
-    words = re.findall(r"\w+", text.lower())
+    """Word 1- and 2-grams of the lower-cased text; punctuation is dropped but operators are words.
+
+    Keeping `+ - * / = < > % ^` tells "Compute 5 + 3." from "Compute 5 - 3.": different tasks, not duplicates.
+    """
+    words = re.findall(r"\w+|[-+*/=<>%^]", text.lower())
     return frozenset(words) | frozenset(f"{a} {b}" for a, b in itertools.pairwise(words))
 
 

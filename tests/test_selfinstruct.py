@@ -88,7 +88,9 @@ def test_near_dup_keeps_different_numbers_apart() -> None:
     assert index.add("What is 23 plus 41?")
     assert index.add("What is 23 plus 47?")
     assert not index.add("what is 23 PLUS 47")  # same shingles: an exact duplicate after normalisation
-    assert len(index) == 2
+    assert index.add("Compute 5 - 3.")
+    assert index.add("Compute 5 + 3.")  # operators are words: a different task
+    assert len(index) == 4
 
 
 def test_near_dup_scales_to_20k_prompts() -> None:
