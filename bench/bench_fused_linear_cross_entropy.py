@@ -1,0 +1,262 @@
+"""Benchmark: fused linear cross-entropy (LM head + CE) — time, peak memory, TFLOP/s — against eager torch.
+
+    python bench/bench_fused_linear_cross_entropy.py                 # CPU: chunked vs eager (the issue's CPU goal)
+    python bench/bench_fused_linear_cross_entropy.py --preset cuda   # H100: Triton vs eager, compiled chunking,
+                                                                     # Liger and Cut Cross-Entropy when importable
+
+Candidates (each skipped cleanly when it cannot run here):
+  eager      F.cross_entropy((h @ Wᵀ).float(), y): materialises the (N, V) logits (what HF models do)
+  chunked    srlm_kernels impl="chunked" (the CPU path)
+  triton     srlm_kernels impl="triton" (CUDA only: the interpreter is not a benchmark)
+  compiled   a torch.compile'd per-chunk loss-and-gradient step (the torchtune/Liger-style baseline; CUDA, or --compile)
+  liger      liger_kernel's LigerFusedLinearCrossEntropyFunction
+  cce        cut_cross_entropy.linear_cross_entropy
+TFLOP/s count 2·N·D·V per matmul pass: 1 pass forward, 3 for forward + backward (recomputation not counted).
+Peak memory is the extra memory above the inputs (gradients included); on CPU it is measured in a fresh
+subprocess per candidate (peak RSS growth). Results: bench/results/fused_linear_cross_entropy-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    cpu_peak_rss_mb,
+    cuda_peak_mb,
+    pick_device,
+    print_table,
+    report_rss_growth,
+    rss_mark,
+    time_ms,
+    write_results,
+)
+
+from srlm_kernels import fused_linear_cross_entropy
+
+PRESETS = {
+    # (N, D, V): the issue's CPU goal shape, and a small one
+    "cpu": [(8192, 256, 32000), (2048, 256, 4096)],
+    # the Llama-3-8B head at 4k–32k tokens, and a small head
+    "cuda": [
+        (4096, 4096, 128256),
+        (8192, 4096, 128256),
+        (16384, 4096, 128256),
+        (32768, 4096, 128256),
+        (8192, 2048, 32000),
+    ],
+}
+CANDIDATES = ("eager", "chunked", "triton", "compiled", "liger", "cce")
+COMPILED_CHUNK_ROWS = 1024
+
+
+def _eager(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy((h @ w.T).float(), y)
+
+
+_compiled_step: Callable | None = None
+
+
+def _chunk_step(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, scale: float):
+    """Loss, dh and dW of one row chunk, written for torch.compile to fuse the softmax-gradient epilogue."""
+    logits = (h @ w.T).float()  # (C, V)
+    lse = logits.logsumexp(-1)
+    loss = (lse - logits.gather(1, y[:, None]).squeeze(1)).sum() * scale
+    grad = torch.softmax(logits, -1).scatter_add(1, y[:, None], -torch.ones_like(lse)[:, None]) * scale
+    grad = grad.to(h.dtype)
+    return loss, grad @ w, grad.T @ h
+
+
+class _CompiledChunkedCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, w, y):
+        global _compiled_step
+        if _compiled_step is None:
+            _compiled_step = torch.compile(_chunk_step, dynamic=False)
+        n = h.shape[0]
+        dh = torch.empty_like(h)
+        dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device)
+        loss = torch.zeros((), dtype=torch.float32, device=h.device)
+        for a in range(0, n, COMPILED_CHUNK_ROWS):
+            lc, dhc, dwc = _compiled_step(
+                h[a : a + COMPILED_CHUNK_ROWS], w, y[a : a + COMPILED_CHUNK_ROWS], 1.0 / n
+            )
+            loss += lc
+            dh[a : a + COMPILED_CHUNK_ROWS] = dhc
+            dw += dwc
+        ctx.save_for_backward(dh, dw.to(w.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, go):
+        dh, dw = ctx.saved_tensors
+        return dh * go.to(dh.dtype), dw * go.to(dw.dtype), None
+
+
+def _loss_fn(name: str, device: torch.device) -> Callable | None:
+    """The candidate's loss(h, w, y) → scalar mean CE, or None when it cannot run here."""
+    if name == "eager":
+        return _eager
+    if name == "chunked":
+        return lambda h, w, y: fused_linear_cross_entropy(h, w, y, impl="chunked")
+    if name == "triton":
+        return (
+            (lambda h, w, y: fused_linear_cross_entropy(h, w, y, impl="triton"))
+            if device.type == "cuda"
+            else None
+        )
+    if name == "compiled":
+        return _CompiledChunkedCE.apply
+    if name == "liger":
+        try:
+            from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
+        except ImportError:
+            return None
+        return lambda h, w, y: LigerFusedLinearCrossEntropyFunction.apply(h, w, y)
+    if name == "cce":
+        try:
+            from cut_cross_entropy import linear_cross_entropy
+        except ImportError:
+            return None
+        return (lambda h, w, y: linear_cross_entropy(h, w, y)) if device.type == "cuda" else None
+    raise ValueError(name)
+
+
+def make_inputs(n: int, d: int, v: int, dtype: torch.dtype, device: torch.device):
+    gen = torch.Generator(device=device).manual_seed(0)
+    h = torch.randn(n, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+    w = (torch.randn(v, d, device=device, dtype=dtype, generator=gen) / d**0.5).requires_grad_()
+    y = torch.randint(0, v, (n,), device=device, generator=gen)
+    return h, w, y
+
+
+def _runner(fn: Callable, h, w, y, passes: str) -> Callable[[], None]:
+    def fwd() -> None:
+        with torch.no_grad():
+            fn(h, w, y)
+
+    def fwd_bwd() -> None:
+        h.grad = w.grad = None
+        fn(h, w, y).backward()
+
+    return fwd if passes == "fwd" else fwd_bwd
+
+
+def child_memory(args: argparse.Namespace) -> None:
+    """Subprocess entry: build inputs, then report the RSS growth of one run of one candidate."""
+    device = torch.device("cpu")
+    n, d, v = args.child_shape
+    h, w, y = make_inputs(n, d, v, getattr(torch, args.dtype), device)
+    run = _runner(_loss_fn(args.child, device), h, w, y, args.child_passes)
+    base = rss_mark()
+    run()
+    report_rss_growth(base)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="default: cuda on a GPU, else cpu"
+    )
+    ap.add_argument(
+        "--shape", type=int, nargs=3, action="append", metavar=("N", "D", "V"), help="replaces the preset"
+    )
+    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
+    ap.add_argument("--compile", action="store_true", help="also run the torch.compile'd baseline on CPU")
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-shape", type=int, nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--child-passes", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_memory(args)
+        return
+
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    dtype = getattr(torch, args.dtype)
+    shapes = (
+        [tuple(s) for s in args.shape] if args.shape else PRESETS[args.preset or ("cuda" if cuda else "cpu")]
+    )
+    iters = args.iters or (10 if cuda else 3)
+    candidates = [c for c in args.candidates if c != "compiled" or cuda or args.compile]
+
+    rows = []
+    for n, d, v in shapes:
+        for name in candidates:
+            fn = _loss_fn(name, device)
+            if fn is None:
+                print(f"skip {name}: not available on {device.type}", file=sys.stderr)
+                continue
+            h, w, y = make_inputs(n, d, v, dtype, device)
+            for passes in ("fwd", "fwd+bwd"):
+                row = {"N": n, "D": d, "V": v, "dtype": args.dtype, "impl": name, "pass": passes}
+                run = _runner(fn, h, w, y, passes)
+                try:
+                    row["ms"] = time_ms(run, device, warmup=1, iters=iters)
+                    if cuda:
+                        row["peak_mb"] = cuda_peak_mb(run, device)
+                    else:
+                        child = ["--child", name, "--child-shape", str(n), str(d), str(v)]
+                        row["peak_mb"] = cpu_peak_rss_mb(
+                            __file__, [*child, "--child-passes", passes, "--dtype", args.dtype]
+                        )
+                except torch.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                    torch.cuda.empty_cache()
+                    rows.append(row)
+                    continue
+                flops = 2 * n * d * v * (1 if passes == "fwd" else 3)
+                row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
+                grads_mb = (n * d + v * d) * torch.finfo(dtype).bits / 8 / 2**20
+                row["peak_over_dh_dw"] = row["peak_mb"] / grads_mb if passes == "fwd+bwd" else None
+                rows.append(row)
+            del h, w, y
+    _add_ratios(rows)
+    print_table(
+        rows,
+        [
+            "N",
+            "D",
+            "V",
+            "impl",
+            "pass",
+            "ms",
+            "peak_mb",
+            "tflops",
+            "peak_over_dh_dw",
+            "time_vs_eager",
+            "mem_vs_eager",
+        ],
+    )
+    if not args.no_write:
+        path = write_results(
+            "fused_linear_cross_entropy",
+            device,
+            {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows},
+        )
+        print(f"wrote {path}")
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """time and peak memory of each candidate relative to eager at the same shape and pass."""
+    eager = {(r["N"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "eager" and "ms" in r}
+    for r in rows:
+        e = eager.get((r["N"], r["D"], r["V"], r["pass"]))
+        if e and "ms" in r:
+            r["time_vs_eager"] = r["ms"] / e["ms"]
+            r["mem_vs_eager"] = r["peak_mb"] / e["peak_mb"] if e["peak_mb"] > 0 else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Benchmark: fused DPO loss from policy hidden states — time and peak memory against the naive path.
+
+    python bench/bench_fused_linear_dpo.py                  # CPU: chunked fused path vs naive
+    python bench/bench_fused_linear_dpo.py --preset cuda    # H100: Triton fused path vs naive (and Liger's DPO)
+
+Candidates (each skipped cleanly when it cannot run here):
+  naive   logits = h @ Wᵀ materialised, fp32 log-softmax, gather, masked sum, sigmoid DPO (what TRL does)
+  fused   srlm_kernels.fused_linear_dpo_loss, impl="auto" (Triton on CUDA, row chunks on CPU)
+  liger   liger_kernel.chunked_loss.LigerFusedLinearDPOLoss, when importable
+Batches: P pairs of T tokens (2P sequences, chosen first), the first quarter of each sequence a prompt
+(ignore_index). The issue's goal: the fused loss faster than naive at ≤10% of its memory.
+Results: bench/results/fused_linear_dpo-<device>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    cpu_peak_rss_mb,
+    cuda_peak_mb,
+    pick_device,
+    print_table,
+    report_rss_growth,
+    rss_mark,
+    time_ms,
+    write_results,
+)
+
+from srlm_kernels import dpo_loss, fused_linear_dpo_loss
+
+PRESETS = {
+    # (P, T, D, V)
+    "cpu": [(4, 1024, 256, 32000), (4, 256, 256, 4096)],
+    "cuda": [(4, 2048, 4096, 128256), (8, 1024, 4096, 128256), (4, 1024, 2048, 32000)],
+}
+CANDIDATES = ("naive", "fused", "liger")
+BETA = 0.1
+
+
+def _naive(h, w, y, ref_c, ref_r):
+    logp = torch.log_softmax((h @ w.T).float(), dim=-1)  # (2P, T, V)
+    mask = y != -100
+    tok = logp.gather(-1, torch.where(mask, y, 0)[..., None]).squeeze(-1) * mask  # (2P, T)
+    seq = tok.sum(-1)
+    p = seq.shape[0] // 2
+    return dpo_loss(seq[:p], seq[p:], ref_c, ref_r, beta=BETA).loss
+
+
+def _loss_fn(name: str, device: torch.device) -> Callable | None:
+    if name == "naive":
+        return _naive
+    if name == "fused":
+        return lambda h, w, y, rc, rr: fused_linear_dpo_loss(h, w, y, rc, rr, beta=BETA).loss
+    if name == "liger":
+        try:
+            from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
+        except ImportError:
+            return None
+        loss = LigerFusedLinearDPOLoss(beta=BETA, use_ref_model=False)
+
+        def run(h, w, y, rc, rr):
+            out = loss(w, h, y, ref_chosen_logps=rc, ref_rejected_logps=rr)
+            return out[0] if isinstance(out, tuple) else out
+
+        return run
+    raise ValueError(name)
+
+
+def make_inputs(p: int, t: int, d: int, v: int, dtype: torch.dtype, device: torch.device):
+    gen = torch.Generator(device=device).manual_seed(0)
+    h = torch.randn(2 * p, t, d, device=device, dtype=dtype, generator=gen).requires_grad_()
+    w = (torch.randn(v, d, device=device, dtype=dtype, generator=gen) / d**0.5).requires_grad_()
+    y = torch.randint(0, v, (2 * p, t), device=device, generator=gen)
+    y[:, : t // 4] = -100  # the prompt
+    ref = -torch.rand(2, p, device=device, generator=gen) * 10 - 3 * t / 4 * torch.log(torch.tensor(float(v)))
+    return h, w, y, ref[0], ref[1]
+
+
+def _runner(fn: Callable, inputs, passes: str) -> Callable[[], None]:
+    h, w = inputs[0], inputs[1]
+
+    def fwd() -> None:
+        with torch.no_grad():
+            fn(*inputs)
+
+    def fwd_bwd() -> None:
+        h.grad = w.grad = None
+        fn(*inputs).backward()
+
+    return fwd if passes == "fwd" else fwd_bwd
+
+
+def child_memory(args: argparse.Namespace) -> None:
+    device = torch.device("cpu")
+    inputs = make_inputs(*args.child_shape, getattr(torch, args.dtype), device)
+    run = _runner(_loss_fn(args.child, device), inputs, args.child_passes)
+    mark = rss_mark()
+    run()
+    report_rss_growth(mark)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="default: cuda on a GPU, else cpu"
+    )
+    ap.add_argument("--shape", type=int, nargs=4, action="append", metavar=("P", "T", "D", "V"))
+    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-shape", type=int, nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--child-passes", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_memory(args)
+        return
+
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    dtype = getattr(torch, args.dtype)
+    shapes = (
+        [tuple(s) for s in args.shape] if args.shape else PRESETS[args.preset or ("cuda" if cuda else "cpu")]
+    )
+    iters = args.iters or (10 if cuda else 3)
+
+    rows = []
+    for p, t, d, v in shapes:
+        for name in args.candidates:
+            fn = _loss_fn(name, device)
+            if fn is None:
+                print(f"skip {name}: not importable", file=sys.stderr)
+                continue
+            inputs = make_inputs(p, t, d, v, dtype, device)
+            for passes in ("fwd", "fwd+bwd"):
+                row = {"P": p, "T": t, "D": d, "V": v, "dtype": args.dtype, "impl": name, "pass": passes}
+                run = _runner(fn, inputs, passes)
+                try:
+                    row["ms"] = time_ms(run, device, warmup=1, iters=iters)
+                    if cuda:
+                        row["peak_mb"] = cuda_peak_mb(run, device)
+                    else:
+                        child = [
+                            "--child",
+                            name,
+                            "--child-shape",
+                            *map(str, (p, t, d, v)),
+                            "--child-passes",
+                            passes,
+                        ]
+                        row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
+                except torch.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                    torch.cuda.empty_cache()
+                except Exception as e:  # an optional third-party candidate with another API: record, go on
+                    if name == "liger":
+                        row["error"] = f"{type(e).__name__}: {e}"[:200]
+                    else:
+                        raise
+                if "ms" in row:
+                    tokens = 2 * p * t
+                    row["tflops"] = (
+                        2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
+                    )
+                rows.append(row)
+            del inputs
+    naive = {
+        (r["P"], r["T"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "naive" and "ms" in r
+    }
+    for r in rows:
+        e = naive.get((r["P"], r["T"], r["D"], r["V"], r["pass"]))
+        if e and "ms" in r and "peak_mb" in r:
+            r["time_vs_naive"] = r["ms"] / e["ms"]
+            r["mem_vs_naive"] = r["peak_mb"] / e["peak_mb"] if e["peak_mb"] > 0 else None
+    print_table(
+        rows, ["P", "T", "D", "V", "impl", "pass", "ms", "peak_mb", "tflops", "time_vs_naive", "mem_vs_naive"]
+    )
+    if not args.no_write:
+        payload = {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows}
+        print(f"wrote {write_results('fused_linear_dpo', device, payload)}")
+
+
+if __name__ == "__main__":
+    main()

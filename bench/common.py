@@ -1,0 +1,178 @@
+"""Shared helpers for the microbenchmarks: device description, timing, peak memory, tables, JSON results.
+
+Results go to `bench/results/<name>-<device>.json` with the date, device, library versions and shapes, so a
+number is never separated from where it was measured. Timings are medians; CUDA timings use events.
+Peak memory on CUDA comes from the caching allocator's statistics; on CPU there are no allocator
+statistics, so `cpu_peak_rss_mb` runs the measured function in a fresh subprocess and reports the growth
+of the process's peak resident set (an upper bound on the peak of live tensors).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable device: the GPU's name, or the CPU model with the number of usable cores."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = re.search(r"model name\s*:\s*(.+)", f.read())
+        if found:
+            model = found.group(1).strip()
+    except OSError:
+        pass
+    return f"{model} ({len(os.sched_getaffinity(0))} cores)"
+
+
+def device_slug(device: torch.device) -> str:
+    """Short file-name tag: 'cpu', or the GPU's name in lower case ('nvidia-h100-80gb-hbm3')."""
+    if device.type != "cuda":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
+    out["cuda"] = torch.version.cuda
+    for mod in ("triton", "numpy", "liger_kernel", "cut_cross_entropy"):
+        try:
+            out[mod] = getattr(__import__(mod), "__version__", "installed")
+        except Exception:  # optional packages: absent is a normal answer
+            out[mod] = None
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 1, iters: int = 5) -> float:
+    """Median wall time of fn() in milliseconds (CUDA events on a GPU)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    samples = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            samples.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def cuda_peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak extra CUDA memory of fn() in MiB, above what was allocated before it ran."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def _proc_status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def rss_mark() -> float:
+    """Reset the peak-RSS mark (Linux clear_refs) and return the current RSS in MiB.
+
+    Not `ru_maxrss`: Linux carries it across fork + exec, so a child would inherit its parent's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5 = reset the peak resident set size (VmHWM) to the current one
+    except OSError:
+        pass  # then VmHWM also holds the import-time peak: the growth reported may be too small
+    return _proc_status_mb("VmRSS")
+
+
+def cpu_peak_rss_mb(script: str | Path, args: Sequence[str]) -> float:
+    """Run `python script *args` in a fresh process; it must call `rss_mark()` after its setup and
+    `report_rss_growth(mark)` at the end, which prints 'PEAK_MB <float>'."""
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("PEAK_MB "):
+            return float(line.split()[1])
+    raise RuntimeError(f"{script} {' '.join(args)} printed no PEAK_MB line:\n{out.stdout}\n{out.stderr}")
+
+
+def report_rss_growth(mark_mb: float) -> None:
+    """Call at the end of a memory-measuring child process: prints the peak RSS growth since `rss_mark()`."""
+    print(f"PEAK_MB {_proc_status_mb('VmHWM') - mark_mb:.1f}", flush=True)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def write_results(
+    name: str, device: torch.device, payload: dict[str, Any], out_dir: Path | None = None
+) -> Path:
+    """Write {date, device, versions, **payload} to <out_dir>/<name>-<device slug>.json and return the path."""
+    out_dir = out_dir or RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}-{device_slug(device)}.json"
+    doc = {
+        "name": name,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "device": device_name(device),
+        "versions": versions(),
+        "torch_threads": torch.get_num_threads(),
+        **payload,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    return path
