@@ -1,0 +1,29 @@
+"""Worker for tests/test_train_dist.py: run several training jobs in one `torchrun` launch.
+
+Usage: torchrun ... tests/_train_worker.py SPEC.json, where SPEC.json is {"jobs": [[override, ...], ...]}.
+The process group is created once and adopted by every `train()` call (torchrun startup is the slow part).
+"""
+
+import json
+import sys
+import warnings
+
+from srlm_fast import distributed as D
+from srlm_fast.config import load_config
+from srlm_fast.train import train
+from srlm_fast.train_config import TrainConfig
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    spec = json.loads(open(sys.argv[1]).read())
+    info = D.init_distributed("cpu")
+    try:
+        for overrides in spec["jobs"]:
+            train(load_config(TrainConfig, None, overrides))
+    finally:
+        D.shutdown(info)
+
+
+if __name__ == "__main__":
+    main()
