@@ -13,15 +13,18 @@
 //     float64 and in vocabulary order, the same order torch.cumsum uses, makes the two paths agree except
 //     when u lands within ~1e-15 relative of a CDF boundary (exp may differ by an ulp between libm and Sleef).
 //
-// Algorithm and cost per row (V = vocabulary, n = size of the top-k set):
-//   top-k: std::nth_element on a copy of x: expected O(V), no sort.
-//   top-p: threshold search by partial selection of the top candidates: nth_element brings the C largest
-//     kept values to the front (O(n)), only those C are sorted (O(C log C)) and their masses accumulated in
-//     descending order until p * Z is reached. C starts at 64 and grows 8x while the head is not enough, so
-//     a peaked distribution (the usual case at T = 0.7, p = 0.9) costs O(V) and a flat one degrades
-//     gracefully to O(V log V) at worst, never worse than a full sort by more than a constant.
-//   sampling: two linear passes (total, then the first crossing of the target).
-//   Rows are independent, so at::parallel_for splits the batch across threads; each thread reuses two
+// Algorithm and cost per row (V = vocabulary, n = size of the top-k set, all float64):
+//   x = logit / T once into a buffer, O(V).
+//   top-k: selection of the k largest, no sort of the vocabulary. Small k (8k <= V): heap select
+//     (std::partial_sort) costs ~V well-predicted comparisons plus O(k log k log(V/k)) heap updates; large k:
+//     introselect (std::nth_element), expected O(V).
+//   top-p: threshold search by partial selection of the top candidates: the C largest kept values are
+//     selected the same way and only those C are sorted, then their masses are accumulated in descending
+//     order until p * Z is reached. C starts at 64 and grows 8x while the head is not enough, so a peaked
+//     distribution (the usual case at T = 0.7, p = 0.9) costs O(V), and a flat one degrades to
+//     O(V log V) at worst, a constant factor from a full sort.
+//   Z and the sampling walk: O(V) with one exp per top-k token; the exps are kept in a buffer.
+//   Rows are independent, so at::parallel_for splits the batch across threads; each thread reuses three
 //   float64 buffers of length V.
 //
 // The CUDA twin (sampling_cuda.cu) registers the CUDA kernel of the same op; the schema lives here.
@@ -59,8 +62,21 @@ inline double uniform01(int64_t seed, int64_t step) {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+// The `c` largest values of cand[0:n) sorted descending into cand[0:c). A small head uses a heap select
+// (std::partial_sort: one well-predicted comparison per element once the heap is warm, so ~V work); a
+// large one uses introselect plus a sort of the head.
+void select_head(std::vector<double>& cand, int64_t n, int64_t c) {
+  auto first = cand.begin();
+  if (c * 8 <= n) {
+    std::partial_sort(first, first + c, first + n, std::greater<double>());
+  } else {
+    if (c < n) std::nth_element(first, first + (c - 1), first + n, std::greater<double>());
+    std::sort(first, first + c, std::greater<double>());
+  }
+}
+
 int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p, double u,
-                   std::vector<double>& w, std::vector<double>& cand) {
+                   std::vector<double>& xs, std::vector<double>& w, std::vector<double>& cand) {
   if (!(T > 0.0)) {  // greedy: first maximum of the raw logits, like torch.argmax
     int64_t best = 0;
     for (int64_t i = 1; i < V; ++i) {
@@ -68,28 +84,32 @@ int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p
     }
     return best;
   }
+  // Division (not multiplication by 1/T) matches torch's `logits.double() / T` bit for bit.
+  xs.resize(V);
   double m = kNegInf;
-  for (int64_t i = 0; i < V; ++i) m = std::max(m, static_cast<double>(logits[i]) / T);
+  for (int64_t i = 0; i < V; ++i) {
+    xs[i] = static_cast<double>(logits[i]) / T;
+    m = std::max(m, xs[i]);
+  }
 
   // Top-k threshold by selection, not sorting.
   double thr = kNegInf;
+  cand.resize(V);
   if (k > 0 && k < V) {
-    cand.resize(V);
-    for (int64_t i = 0; i < V; ++i) cand[i] = static_cast<double>(logits[i]) / T;
-    std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), std::greater<double>());
+    std::copy(xs.begin(), xs.end(), cand.begin());
+    select_head(cand, V, k);
     thr = cand[k - 1];
   }
 
-  // Unnormalised probabilities of the top-k set; division (not multiplication by 1/T) matches torch.
+  // Unnormalised probabilities of the top-k set.
   w.resize(V);
   double z = 0.0;
   int64_t n_kept = 0;
   for (int64_t i = 0; i < V; ++i) {
-    const double x = static_cast<double>(logits[i]) / T;
-    if (x >= thr) {
-      w[i] = std::exp(x - m);
+    if (xs[i] >= thr) {
+      w[i] = std::exp(xs[i] - m);
       z += w[i];
-      ++n_kept;
+      cand[n_kept++] = xs[i];  // the top-p candidates (top-k set)
     } else {
       w[i] = 0.0;
     }
@@ -97,19 +117,10 @@ int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p
 
   if (p < 1.0) {
     // Threshold search over the kept values: grow the sorted head until it holds p * Z.
-    cand.resize(n_kept);
-    int64_t j = 0;
-    for (int64_t i = 0; i < V; ++i) {
-      const double x = static_cast<double>(logits[i]) / T;
-      if (x >= thr) cand[j++] = x;
-    }
     const double need = p * z;
     int64_t c = std::min<int64_t>(n_kept, 64);
     while (true) {
-      if (c < n_kept) {
-        std::nth_element(cand.begin(), cand.begin() + (c - 1), cand.end(), std::greater<double>());
-      }
-      std::sort(cand.begin(), cand.begin() + c, std::greater<double>());
+      select_head(cand, n_kept, c);
       double mass = 0.0;
       bool found = false;
       for (int64_t r = 0; r < c; ++r) {
@@ -130,7 +141,7 @@ int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p
   double total = 0.0;
   int64_t last = -1;
   for (int64_t i = 0; i < V; ++i) {
-    if (w[i] > 0.0 && static_cast<double>(logits[i]) / T >= thr) {
+    if (w[i] > 0.0 && xs[i] >= thr) {
       total += w[i];
       last = i;
     }
@@ -138,7 +149,7 @@ int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p
   const double target = u * total;
   double run = 0.0;
   for (int64_t i = 0; i <= last; ++i) {
-    if (w[i] > 0.0 && static_cast<double>(logits[i]) / T >= thr) {
+    if (w[i] > 0.0 && xs[i] >= thr) {
       run += w[i];
       if (run > target) return i;
     }
@@ -176,9 +187,9 @@ at::Tensor sample_cpu(const at::Tensor& logits, const at::Tensor& temperature, c
   // A row costs O(V): let small vocabularies batch several rows per task.
   const int64_t grain = std::max<int64_t>(1, 16384 / V);
   at::parallel_for(0, B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<double> w, cand;
+    std::vector<double> xs, w, cand;
     for (int64_t b = begin; b < end; ++b) {
-      op[b] = sample_row(lp + b * V, V, tp[b], kp[b], pp[b], uniform01(sp[b], stp[b]), w, cand);
+      op[b] = sample_row(lp + b * V, V, tp[b], kp[b], pp[b], uniform01(sp[b], stp[b]), xs, w, cand);
     }
   });
   return out;

@@ -170,7 +170,10 @@ def _keep_mask(x: Tensor, top_k: Tensor, top_p: Tensor) -> tuple[Tensor, Tensor]
         c = min(v, 64)
         todo = torch.arange(rows.numel(), device=x.device)
         while todo.numel() > 0:
-            vals = torch.topk(xk[todo], c, dim=-1).values  # (R', c), descending
+            if c == v:  # a full sort beats topk(k=V)
+                vals = torch.sort(xk[todo], dim=-1, descending=True).values  # (R', V)
+            else:
+                vals = torch.topk(xk[todo], c, dim=-1).values  # (R', c), descending
             mass = torch.cumsum(torch.exp(vals - m[rows[todo]]), dim=-1)  # sequential, like C++
             hit = mass >= need[todo].unsqueeze(1)
             found = hit.any(-1)
@@ -179,7 +182,7 @@ def _keep_mask(x: Tensor, top_k: Tensor, top_p: Tensor) -> tuple[Tensor, Tensor]
             if c == v:
                 break  # never reached (rounding): keep the whole top-k set
             todo = todo[~found]
-            c = min(v, c * 8)
+            c = c * 8 if c * 8 * 16 <= v else v  # a head above V/16 is not worth another selection
         keep[rows] &= xk >= thr_p.unsqueeze(1)
     return keep, w
 
