@@ -1,0 +1,181 @@
+"""`srlm eval`: evaluation from files already on disk (no model needed).
+
+    srlm eval agreement --judgments FILE     judge vs human metrics from scored judgments (ranked and/or pairs)
+    srlm eval head2head --verdicts FILE      win/tie/loss with bootstrap CIs from verdicts in both orders;
+                                             with `output` + `reference` fields also the LC win rate vs reference
+    srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/iter*/eval.json
+    srlm eval data FILE                      read an evaluation data file and summarize it (checks its format)
+
+The model-driven evaluations (judging OpenAssistant rankings, generating answers for AlpacaEval) call the
+functions in `srlm_fast.evaluate` with the model's score/verdict callables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+HELP = "evaluate: judge agreement with humans, head-to-head win rates, reports"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="eval_command", metavar="SUBCOMMAND")
+    p = sub.add_parser("agreement", help="judge agreement metrics from a JSONL of scored judgments")
+    p.add_argument(
+        "--judgments", required=True, help="JSONL: {ranks, scores} and/or {chosen_score, rejected_score}"
+    )
+    p.add_argument(
+        "--perfect", type=float, default=5.0, help="score that counts as a perfect 5 (default 5.0)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("head2head", help="win/tie/loss with bootstrap CIs from verdicts in both orders")
+    p.add_argument("--verdicts", required=True, help='JSONL: {verdict_ab, verdict_ba} in "1"/"2"/"tie"/null')
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("report", help="write RUN_DIR/report.md from the per-iteration eval.json files")
+    p.add_argument("run_dir", help="the run directory (reads iter*/eval.json)")
+    p.add_argument("--title", default=None, help="report title (default: the run directory name)")
+    p = sub.add_parser("data", help="read an evaluation data file and summarize it")
+    p.add_argument(
+        "file", help="OpenAssistant trees, HH-RLHF pairs, AlpacaEval, MT-Bench or Self-Instruct file"
+    )
+    p.add_argument("--kind", choices=("auto", "oasst", "hh", "prompts"), default="auto")
+
+
+def main(args: argparse.Namespace) -> int:
+    handlers = {"agreement": _agreement, "head2head": _head2head, "report": _report, "data": _data}
+    handler = handlers.get(getattr(args, "eval_command", None) or "")
+    if handler is None:
+        print("usage: srlm eval {agreement,head2head,report,data} ... (see srlm eval -h)")
+        return 2
+    return handler(args)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    from srlm_fast.eval_data import read_scored_judgments
+    from srlm_fast.eval_metrics import judge_agreement, pair_agreement
+
+    data = read_scored_judgments(args.judgments)
+    out: dict = {}
+    if data.ranked:
+        out["ranked"] = judge_agreement(data.ranked, perfect=args.perfect).to_dict()
+    if data.chosen_scores:
+        out["pairs"] = pair_agreement(data.chosen_scores, data.rejected_scores).to_dict()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    if "ranked" in out:
+        m = out["ranked"]
+        print(f"ranked prompts: {m['n_prompts']} ({m['n_prompts_scored']} fully scored), "
+              f"responses {m['n_responses']}, invalid judgments {m['n_invalid']}")  # fmt: skip
+        print(f"  pairwise accuracy  {_pct(m['pairwise_accuracy'])}  (ties half {_pct(m['pairwise_accuracy_ties_half'])}, "
+              f"without ties {_pct(m['pairwise_accuracy_decided'])}; {m['n_pairs']} pairs, {m['n_pairs_tied']} tied)")  # fmt: skip
+        print(f"  5-best             {_pct(m['five_best'])}  ({m['n_perfect']} perfect scores)")
+        print(f"  top-1              {_pct(m['top1'])}")
+        print(f"  exact match        {_pct(m['exact_match'])}")
+        for key in ("spearman", "kendall_tau"):
+            v = m[key]
+            print(f"  {key:<18} {'–' if v is None else f'{v:.3f}'}")
+    if "pairs" in out:
+        m = out["pairs"]
+        print(f"chosen/rejected pairs: {m['n_pairs']} valid, {m['n_invalid']} with an invalid judgment")
+        print(f"  accuracy {_pct(m['accuracy'])}  (without ties {_pct(m['accuracy_decided'])}), "
+              f"tie rate {_pct(m['tie_rate'])}")  # fmt: skip
+    return 0
+
+
+def _head2head(args: argparse.Namespace) -> int:
+    from srlm_fast.eval_winrate import (
+        combine_orders,
+        head_to_head_from_verdicts,
+        is_flip,
+        reference_win_rate_from_outcomes,
+    )
+    from srlm_fast.io import read_jsonl
+
+    rows, _ = read_jsonl(args.verdicts, required=("verdict_ab", "verdict_ba"))
+    ab = [r["verdict_ab"] for r in rows]
+    ba = [r["verdict_ba"] for r in rows]
+    if rows and all(isinstance(r.get("output"), str) and isinstance(r.get("reference"), str) for r in rows):
+        res = reference_win_rate_from_outcomes(
+            [combine_orders(x, y) for x, y in zip(ab, ba)],
+            [r["output"] for r in rows],
+            [r["reference"] for r in rows],
+            n_flips=sum(is_flip(x, y) for x, y in zip(ab, ba)),
+            n_boot=args.n_boot,
+            seed=args.seed,
+        )
+        out, h2h = res.to_dict(), res.head_to_head
+    else:
+        h2h = head_to_head_from_verdicts(ab, ba, n_boot=args.n_boot, seed=args.seed)
+        out = h2h.to_dict()
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(
+        f"prompts {h2h.n}: {h2h.n_valid} valid, {h2h.n_invalid} invalid, {h2h.n_flips} flipped with the order"
+    )
+    for name in ("win", "tie", "loss", "win_rate"):
+        iv = getattr(h2h, name)
+        print(f"  {name:<9} {_pct(iv.value)}  [{_pct(iv.low)}, {_pct(iv.high)}]")
+    if "lc_win_rate" in out:
+        ls = out["lengths"]
+        print(f"  LC win rate {_pct(out['lc_win_rate'])} (length coef {out['length_coef']:.3f}); mean length "
+              f"{ls['mean_len']:.0f} vs reference {ls['mean_ref_len']:.0f} chars")  # fmt: skip
+    return 0
+
+
+def _iteration_key(path: Path) -> tuple[int, str]:
+    m = re.search(r"(\d+)$", path.parent.name)
+    return (int(m.group(1)) if m else 1 << 30, path.parent.name)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from srlm_fast.io import DataError
+    from srlm_fast.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    run_metrics = []
+    for path in sorted(run_dir.glob("iter*/eval.json"), key=_iteration_key):
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(d, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        d.setdefault("iteration", path.parent.name)
+        run_metrics.append(d)
+    md = write_report(run_metrics, run_dir, title=args.title or f"Run report: {run_dir.name}")
+    print(f"wrote {md} ({len(run_metrics)} iteration(s))")
+    return 0
+
+
+def _data(args: argparse.Namespace) -> int:
+    from srlm_fast import eval_data
+
+    path = Path(args.file)
+    kind = args.kind
+    if kind == "auto":
+        name = path.name.lower()
+        kind = "oasst" if "tree" in name or "oasst" in name else "hh" if "hh" in name else "prompts"
+    if kind == "oasst":
+        ranked = eval_data.read_oasst_trees(path)
+        n = sum(len(p.responses) for p in ranked)
+        print(f"{path}: {len(ranked)} ranked prompts, {n} responses")
+    elif kind == "hh":
+        ps = eval_data.read_hh_pairs(path)
+        print(f"{path}: {len(ps.pairs)} chosen/rejected pairs; skipped {ps.skipped or 'none'}")
+    else:
+        prompts = eval_data.read_eval_prompts(path)
+        refs = sum(p.reference is not None for p in prompts)
+        print(f"{path}: {len(prompts)} prompts, {refs} with a reference answer")
+    return 0
