@@ -119,7 +119,16 @@ int64_t sample_row(const float* logits, int64_t V, double T, int64_t k, double p
     // Threshold search over the kept values: grow the sorted head until it holds p * Z.
     const double need = p * z;
     int64_t c = std::min<int64_t>(n_kept, 64);
+    const double thr_k = thr;
     while (true) {
+      if (c > 64) {
+        // Refill in vocabulary order: after a heap select the tail holds the evicted values in rising
+        // order, which would make the next heap select quadratic-ish (measured 20x slower at V=128k).
+        int64_t j = 0;
+        for (int64_t i = 0; i < V; ++i) {
+          if (xs[i] >= thr_k) cand[j++] = xs[i];
+        }
+      }
       select_head(cand, n_kept, c);
       double mass = 0.0;
       bool found = false;

@@ -90,7 +90,20 @@ def _build() -> tuple[Any, bool]:
         is_python_module=False,  # the op registers itself with the dispatcher on load
         verbose=False,
     )
+    _register_fake()
     return torch.ops.srlm_sampling, with_cuda
+
+
+def _register_fake() -> None:
+    """Shape-only implementation so `torch.compile` can trace a decode step that calls the op."""
+    try:
+        torch.library.register_fake("srlm_sampling::sample")(
+            lambda logits, temperature, top_k, top_p, seeds, steps: logits.new_empty(
+                (logits.shape[0],), dtype=torch.long
+            )
+        )
+    except RuntimeError as e:  # already registered in this process (a rebuild after reset())
+        log.debug("srlm_fast.native: fake kernel not registered again: %s", e)
 
 
 def get_op(*, strict: bool = False) -> Any:
