@@ -34,7 +34,7 @@ from common import (
     print_table,
     report_rss_growth,
     rss_mark,
-    time_ms,
+    time_interleaved,
     write_results,
 )
 
@@ -193,35 +193,54 @@ def main() -> None:
 
     rows = []
     for n, d, v in shapes:
+        fns = {}
         for name in candidates:
             fn = _loss_fn(name, device)
             if fn is None:
                 print(f"skip {name}: not available on {device.type}", file=sys.stderr)
-                continue
-            h, w, y = make_inputs(n, d, v, dtype, device)
-            for passes in ("fwd", "fwd+bwd"):
-                row = {"N": n, "D": d, "V": v, "dtype": args.dtype, "impl": name, "pass": passes}
+            else:
+                fns[name] = fn
+        h, w, y = make_inputs(n, d, v, dtype, device)
+        for passes in ("fwd", "fwd+bwd"):
+            base = {"N": n, "D": d, "V": v, "dtype": args.dtype, "pass": passes}
+            runs, failed = {}, {}
+            for name, fn in fns.items():
                 run = _runner(fn, h, w, y, passes)
                 try:
-                    row["ms"] = time_ms(run, device, warmup=1, iters=iters)
-                    if cuda:
-                        row["peak_mb"] = cuda_peak_mb(run, device)
-                    else:
-                        child = ["--child", name, "--child-shape", str(n), str(d), str(v)]
-                        row["peak_mb"] = cpu_peak_rss_mb(
-                            __file__, [*child, "--child-passes", passes, "--dtype", args.dtype]
-                        )
+                    run()  # warm-up (compiles) and a check that it fits in memory
+                    runs[name] = run
                 except torch.OutOfMemoryError:
-                    row["error"] = "out of memory"
+                    failed[name] = "out of memory"
                     torch.cuda.empty_cache()
-                    rows.append(row)
+                h.grad = w.grad = None
+            times = time_interleaved(runs, device, warmup=0, iters=iters)
+            for name in fns:
+                row = {**base, "impl": name}
+                rows.append(row)
+                if name in failed:
+                    row["error"] = failed[name]
                     continue
+                row["ms"] = times[name]
+                if cuda:
+                    row["peak_mb"] = cuda_peak_mb(runs[name], device)
+                    h.grad = w.grad = None
+                else:
+                    child = [
+                        "--child",
+                        name,
+                        "--child-shape",
+                        str(n),
+                        str(d),
+                        str(v),
+                        "--child-passes",
+                        passes,
+                    ]
+                    row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
                 flops = 2 * n * d * v * (1 if passes == "fwd" else 3)
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
                 grads_mb = (n * d + v * d) * torch.finfo(dtype).bits / 8 / 2**20
                 row["peak_over_dh_dw"] = row["peak_mb"] / grads_mb if passes == "fwd+bwd" else None
-                rows.append(row)
-            del h, w, y
+        del h, w, y
     _add_ratios(rows)
     print_table(
         rows,

@@ -29,7 +29,7 @@ from common import (
     print_table,
     report_rss_growth,
     rss_mark,
-    time_ms,
+    time_interleaved,
     write_results,
 )
 
@@ -136,44 +136,55 @@ def main() -> None:
 
     rows = []
     for p, t, d, v in shapes:
+        fns = {}
         for name in args.candidates:
             fn = _loss_fn(name, device)
             if fn is None:
                 print(f"skip {name}: not importable", file=sys.stderr)
-                continue
-            inputs = make_inputs(p, t, d, v, dtype, device)
-            for passes in ("fwd", "fwd+bwd"):
-                row = {"P": p, "T": t, "D": d, "V": v, "dtype": args.dtype, "impl": name, "pass": passes}
+            else:
+                fns[name] = fn
+        inputs = make_inputs(p, t, d, v, dtype, device)
+        h, w = inputs[0], inputs[1]
+        for passes in ("fwd", "fwd+bwd"):
+            base = {"P": p, "T": t, "D": d, "V": v, "dtype": args.dtype, "pass": passes}
+            runs, failed = {}, {}
+            for name, fn in fns.items():
                 run = _runner(fn, inputs, passes)
                 try:
-                    row["ms"] = time_ms(run, device, warmup=1, iters=iters)
-                    if cuda:
-                        row["peak_mb"] = cuda_peak_mb(run, device)
-                    else:
-                        child = [
-                            "--child",
-                            name,
-                            "--child-shape",
-                            *map(str, (p, t, d, v)),
-                            "--child-passes",
-                            passes,
-                        ]
-                        row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
+                    run()  # warm-up and a check that it fits
+                    runs[name] = run
                 except torch.OutOfMemoryError:
-                    row["error"] = "out of memory"
+                    failed[name] = "out of memory"
                     torch.cuda.empty_cache()
                 except Exception as e:  # an optional third-party candidate with another API: record, go on
-                    if name == "liger":
-                        row["error"] = f"{type(e).__name__}: {e}"[:200]
-                    else:
+                    if name != "liger":
                         raise
-                if "ms" in row:
-                    tokens = 2 * p * t
-                    row["tflops"] = (
-                        2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
-                    )
+                    failed[name] = f"{type(e).__name__}: {e}"[:200]
+                h.grad = w.grad = None
+            times = time_interleaved(runs, device, warmup=0, iters=iters)
+            for name in fns:
+                row = {**base, "impl": name}
                 rows.append(row)
-            del inputs
+                if name in failed:
+                    row["error"] = failed[name]
+                    continue
+                row["ms"] = times[name]
+                if cuda:
+                    row["peak_mb"] = cuda_peak_mb(runs[name], device)
+                    h.grad = w.grad = None
+                else:
+                    child = [
+                        "--child",
+                        name,
+                        "--child-shape",
+                        *map(str, (p, t, d, v)),
+                        "--child-passes",
+                        passes,
+                    ]
+                    row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
+                tokens = 2 * p * t
+                row["tflops"] = 2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
+        del inputs, h, w
     naive = {
         (r["P"], r["T"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "naive" and "ms" in r
     }

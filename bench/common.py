@@ -92,6 +92,21 @@ def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 1, iters:
     return statistics.median(samples)
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int = 1, iters: int = 5
+) -> dict[str, float]:
+    """Median ms of each fn, measured round-robin (a, b, a, b, …), so that a load change on a shared machine
+    hits every candidate alike and their ratios stay honest."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            samples[name].append(time_ms(fn, device, warmup=0, iters=1))
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def cuda_peak_mb(fn: Callable[[], Any], device: torch.device) -> float:
     """Peak extra CUDA memory of fn() in MiB, above what was allocated before it ran."""
     torch.cuda.synchronize(device)
