@@ -1,6 +1,6 @@
 """The run report: a markdown table of per-iteration metrics, plots, score histograms and lengths, plus JSON.
 
-`write_report(run_metrics, out_dir)` takes one dict per iteration (what the loop's `iterN/eval.json` holds) and
+`write_report(run_metrics, out_dir)` takes one dict per iteration or model (e.g. the loop's `eval/m<k>.json`) and
 writes, atomically, `report.md`, `report.json` and the plots `metrics.svg`, `score_histograms.svg`,
 `lengths.svg` beside it.
 

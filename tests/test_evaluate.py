@@ -116,6 +116,12 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "iter2" / "eval.json").write_text("[1, 2]")
     assert srlm(["eval", "report", str(tmp_path)]) == 1
     assert "expected a JSON object" in capsys.readouterr().err
+    # the loop's layout, eval/m<k>.json, wins over iter<t>/eval.json
+    (tmp_path / "eval").mkdir()
+    for k in (1, 2, 11):
+        (tmp_path / "eval" / f"m{k}.json").write_text(json.dumps({"task": {"accuracy": k / 20}}))
+    assert srlm(["eval", "report", str(tmp_path)]) == 0
+    assert "| metric | M1 | M2 | M11 | trend |" in (tmp_path / "report.md").read_text()
 
 
 def test_cli_data(capsys: pytest.CaptureFixture) -> None:

@@ -3,7 +3,8 @@
     srlm eval agreement --judgments FILE     judge vs human metrics from scored judgments (ranked and/or pairs)
     srlm eval head2head --verdicts FILE      win/tie/loss with bootstrap CIs from verdicts in both orders;
                                              with `output` + `reference` fields also the LC win rate vs reference
-    srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/iter*/eval.json
+    srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/eval/m<k>.json
+                                             (or RUN_DIR/iter<t>/eval.json)
     srlm eval data FILE                      read an evaluation data file and summarize it (checks its format)
 
 The model-driven evaluations (judging OpenAssistant rankings, generating answers for AlpacaEval) call the
@@ -35,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = sub.add_parser("report", help="write RUN_DIR/report.md from the per-iteration eval.json files")
-    p.add_argument("run_dir", help="the run directory (reads iter*/eval.json)")
+    p = sub.add_parser("report", help="write RUN_DIR/report.md from the per-model evaluation files")
+    p.add_argument("run_dir", help="the run directory (reads eval/m<k>.json or iter<t>/eval.json)")
     p.add_argument("--title", default=None, help="report title (default: the run directory name)")
     p = sub.add_parser("data", help="read an evaluation data file and summarize it")
     p.add_argument(
@@ -132,9 +133,18 @@ def _head2head(args: argparse.Namespace) -> int:
     return 0
 
 
-def _iteration_key(path: Path) -> tuple[int, str]:
-    m = re.search(r"(\d+)$", path.parent.name)
-    return (int(m.group(1)) if m else 1 << 30, path.parent.name)
+def _number_key(path: Path) -> tuple[int, str]:
+    m = re.search(r"(\d+)$", path.stem if path.name != "eval.json" else path.parent.name)
+    return (int(m.group(1)) if m else 1 << 30, str(path))
+
+
+def find_eval_files(run_dir: Path) -> list[tuple[str, Path]]:
+    """(label, path) of a run's per-model evaluations: `eval/m<k>.json` (label M<k>, the loop's layout),
+    else `iter<t>/eval.json` (label iter<t>); in numeric order."""
+    per_model = sorted(run_dir.glob("eval/m*.json"), key=_number_key)
+    if per_model:
+        return [(p.stem.upper(), p) for p in per_model]
+    return [(p.parent.name, p) for p in sorted(run_dir.glob("iter*/eval.json"), key=_number_key)]
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -145,14 +155,14 @@ def _report(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
     run_metrics = []
-    for path in sorted(run_dir.glob("iter*/eval.json"), key=_iteration_key):
+    for label, path in find_eval_files(run_dir):
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(d, dict):
             raise DataError(f"{path}: expected a JSON object")
-        d.setdefault("iteration", path.parent.name)
+        d.setdefault("iteration", label)
         run_metrics.append(d)
     md = write_report(run_metrics, run_dir, title=args.title or f"Run report: {run_dir.name}")
     print(f"wrote {md} ({len(run_metrics)} iteration(s))")
