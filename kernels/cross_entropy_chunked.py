@@ -101,7 +101,11 @@ class _ChunkedLinearCE(torch.autograd.Function):
         y = torch.where(valid, targets, 0).long()
         needs_h, needs_w, needs_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_in_forward = scale is not None and (needs_h or needs_w or needs_b)
-        dh = torch.empty_like(hidden) if grad_in_forward and needs_h else None
+        dh = (
+            torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
+            if grad_in_forward and needs_h
+            else None
+        )
         dw = (
             torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             if grad_in_forward and needs_w
@@ -136,6 +140,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             db = None if db is None else db.to(bias.dtype)
             ctx.save_for_backward(dh, dw, db)
             return rows_loss.sum() * scale
+        if scale is not None:  # reduced, but nothing needs a gradient
+            return rows_loss.sum() * scale
         ctx.save_for_backward(hidden, weight, bias, targets, lse_all)
         return rows_loss
 
@@ -152,7 +158,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         valid = targets != opts.ignore_index
         y = torch.where(valid, targets, 0).long()
         g_all = grad_out.float() * valid  # (N,) upstream gradient, 0 at ignored rows
-        dh = torch.empty_like(hidden) if needs_h else None
+        dh = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if needs_h else None
         dw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_w else None
         db = torch.zeros(v, dtype=torch.float32, device=weight.device) if needs_b else None
         step = chunk_rows(n, v)

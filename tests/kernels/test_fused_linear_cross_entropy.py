@@ -181,11 +181,18 @@ def test_leading_dims_and_frozen_weight(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_no_grad_forward(impl):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_forward_without_gradients(impl, reduction):
     hidden, weight, targets, _ = make_case(*ODD, ignore="half")
+    want = linear_cross_entropy_reference(hidden, weight, targets, reduction=reduction)
     with torch.no_grad():
-        got = fused_linear_cross_entropy(hidden, weight, targets, impl=impl)
-    torch.testing.assert_close(got, linear_cross_entropy_reference(hidden, weight, targets))
+        got = fused_linear_cross_entropy(hidden, weight, targets, impl=impl, reduction=reduction)
+    torch.testing.assert_close(got, want)
+    got = fused_linear_cross_entropy(
+        hidden, weight, targets, impl=impl, reduction=reduction
+    )  # grad mode, no leaves
+    assert got.shape == want.shape and not got.requires_grad
+    torch.testing.assert_close(got, want)
 
 
 # --- log-probs ---
