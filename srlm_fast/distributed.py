@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -33,7 +33,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     initialized: bool = False  # a default process group exists (created by us or by the caller)
     owns_group: bool = False  # we created it, so `shutdown` destroys it
 

@@ -26,12 +26,13 @@ function of the seed), the LR is a function of the step, the optimizer and RNG s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import torch
@@ -100,11 +101,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-@dataclass
-class _Data:
-    stream: object  # EpochStream
-    stats: DataStats
-    n_items: int
+@contextlib.contextmanager
+def _single_process_dcp(info: D.DistInfo):
+    """DCP warns on every call without a process group; in a plain process that is intended."""
+    with warnings.catch_warnings():
+        if not info.initialized:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 class Trainer:
@@ -220,7 +223,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         D.barrier(self.info)
-        dcp.save(self._state_dict(lm, opt), checkpoint_id=str(tmp / "state"))
+        with _single_process_dcp(self.info):
+            dcp.save(self._state_dict(lm, opt), checkpoint_id=str(tmp / "state"))
         torch.save(_rng_state(), tmp / f"rng-rank{self.info.rank}.pt")
         self._save_hf(lm, tokenizer, [tmp / "model", *extra_hf])
         D.barrier(self.info)
@@ -262,7 +266,8 @@ class Trainer:
                 f"{plan.global_rows} (world x grad_accum x micro_batch_size must stay the same to resume)"
             )
         sd = self._state_dict(lm, opt)
-        dcp.load(sd, checkpoint_id=str(path / "state"))
+        with _single_process_dcp(self.info):
+            dcp.load(sd, checkpoint_id=str(path / "state"))
         set_state_dict(lm, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
         rng = path / f"rng-rank{self.info.rank}.pt"
         if rng.is_file():  # absent when the world size changed; data order does not depend on it

@@ -16,7 +16,8 @@ from srlm_fast.train_config import TrainConfig
 
 def main() -> None:
     warnings.filterwarnings("ignore")
-    spec = json.loads(open(sys.argv[1]).read())
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
     info = D.init_distributed("cpu")
     try:
         for overrides in spec["jobs"]:
