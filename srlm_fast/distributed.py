@@ -195,6 +195,17 @@ def shard_model(
     return root
 
 
+def reshard(module: nn.Module) -> None:
+    """Free the unsharded parameters FSDP2 keeps after a forward without backward (the root keeps its
+    parameters gathered after forward, expecting a backward). Without this, `module.parameters()` would
+    return the gathered tensors, not the sharded ones an optimizer must hold."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in module.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
 def full_state_dict(module: nn.Module, info: DistInfo) -> dict[str, Tensor]:
     """Full (unsharded) weights on CPU: on rank 0 under FSDP (other ranks get {}), else the module's own."""
     if not info.sharded:

@@ -47,6 +47,7 @@ def score_pairs(
         p = len(chunk)
         results.extend(zip(logps[:p].tolist()[:real], logps[p:].tolist()[:real]))
     lm.train(was_training)
+    D.reshard(lm)
     gathered = D.all_gather_objects(results, info)
     return [x for part in gathered for x in part]
 

@@ -378,6 +378,7 @@ class Trainer:
                 compile=cfg.model.compile, param_dtype=cfg.model.param_dtype,
             )  # fmt: skip
             lm.train()
+            opt = self._optimizer(lm)  # before any no-grad forward (see distributed.reshard)
             if ref_out is not None:
                 from srlm_fast.reference import attach_and_write, score_pairs
 
@@ -391,7 +392,6 @@ class Trainer:
                     attach_and_write(items, scores, cfg.data.train, ref_out)
                     log.info(f"[dpo] reference log-probs written to {ref_out}")
                 D.barrier(info)
-            opt = self._optimizer(lm)
             start = 0
             latest = latest_checkpoint(self.run_dir) if cfg.checkpoint.resume else None
             if latest is not None:
