@@ -1,0 +1,33 @@
+"""`srlm run`: the self-rewarding loop, resumable, on the embedded default or a config file."""
+
+from __future__ import annotations
+
+import argparse
+
+from srlm_fast.config import load_config
+from srlm_fast.loop_config import LoopConfig
+
+HELP = "run (or resume) the self-rewarding loop: SFT → M1, then self-instruct, judge, pairs, DPO, evaluate"
+ACCEPTS_OVERRIDES = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="TOML loop config (default: the embedded default)")
+    parser.add_argument(
+        "--name", default=None, help="run name (directory under runs_dir); same as --name=..."
+    )
+    parser.epilog = (
+        "Any config key can be overridden: --iterations=2 --model.preset=tiny --sft.optim.lr=1e-3 ... "
+        "A killed run resumes where it stopped when started again with the same options."
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from srlm_fast.loop import run_loop
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"--name={args.name}")
+    cfg = load_config(LoopConfig, args.config, overrides)
+    run_loop(cfg)
+    return 0

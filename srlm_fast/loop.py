@@ -1,0 +1,562 @@
+"""The self-rewarding loop (`srlm run`): SFT → M1, then for t = 1..T:
+self-instruct → N candidates → judge → pairs → reference log-probs → DPO → M_{t+1}, with an evaluation of every
+model.
+
+One run is one directory (DESIGN.md §3). Every stage reads the previous stage's files and writes its own
+artifact atomically, so a run killed at any moment resumes at the first missing artifact and never repeats or
+loses finished work. Training stages resume from their own checkpoints. Every stage is deterministic given its
+inputs and the run's seed, so a resumed run ends with the same artifacts as an uninterrupted one.
+
+    runs/<name>/config.toml                   the resolved config (a resumed run must match it)
+    runs/<name>/seed/sft.jsonl, ift.jsonl, eft.jsonl, seed_prompts.jsonl
+    runs/<name>/tokenizer/tokenizer.json
+    runs/<name>/m0/ (random init) m1/ (SFT) m2/ ... (DPO)                       HF checkpoints
+    runs/<name>/iter<t>/prompts.jsonl candidates.jsonl judgments.jsonl pairs.jsonl pairs.ref.jsonl
+    runs/<name>/iter<t>/stats.json            counts of every stage of the iteration
+    runs/<name>/eval/m<k>.json                evaluation of every model
+    runs/<name>/report.md, report.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srlm_fast import judge as J
+from srlm_fast import pairs as P
+from srlm_fast import selfinstruct as SI
+from srlm_fast import tasks
+from srlm_fast.config import ConfigError, from_dict, merge, to_toml
+from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
+from srlm_fast.loop_config import LoopConfig
+
+# Tests set this to a stage name: the process SIGKILLs itself after that stage's work, before its artifact is
+# committed — the worst moment for a crash.
+KILL_ENV = "SRLM_TEST_KILL_IN_STAGE"
+
+
+class RunDir:
+    """Paths of one run."""
+
+    def __init__(self, cfg: LoopConfig) -> None:
+        self.root = Path(cfg.runs_dir) / cfg.name
+        self.config = self.root / "config.toml"
+        self.seed = self.root / "seed"
+        self.tokenizer = self.root / "tokenizer"
+        self.eval = self.root / "eval"
+
+    def model(self, k: int) -> Path:
+        return self.root / f"m{k}"
+
+    def iteration(self, t: int) -> Path:
+        return self.root / f"iter{t}"
+
+    def train_dir(self, k: int) -> Path:
+        return self.root / "train" / f"m{k}"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def stage(name: str, artifact: Path, compute: Callable[[], None]) -> bool:
+    """Run `compute` unless `artifact` exists; `compute` must create `artifact` atomically, last."""
+    if artifact.exists():
+        log(f"  ✓ {name:<28} (done: {artifact.name})")
+        return False
+    log(f"  ▶ {name}")
+    t0 = time.perf_counter()
+    compute()
+    if not artifact.exists():
+        raise RuntimeError(f"stage {name} finished without writing {artifact}")
+    log(f"    {name} took {time.perf_counter() - t0:.1f}s")
+    return True
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(KILL_ENV) == name:
+        log(f"    [test] killing the process inside stage {name}")
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# ---- config of a run ------------------------------------------------------------------------------------
+
+
+def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
+    """Save the resolved config; a resumed run must have the same one (else its artifacts would mix)."""
+    text = to_toml(cfg)
+    if run.config.exists():
+        if run.config.read_text() != text:
+            raise ConfigError(
+                f"{run.config}: this run was started with a different config; resume it with the same "
+                f"options (`srlm run --config {run.config}`) or choose another --name"
+            )
+        log(f"resuming run {run.root}")
+        return
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.config, text)
+    log(f"new run {run.root}")
+
+
+# ---- seed data and tokenizer ------------------------------------------------------------------------------
+
+
+def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
+    """IFT + EFT + self-instruct-format examples → seed/sft.jsonl (shuffled), plus the seed prompt pool."""
+    s, seed = cfg.seed_data, cfg.seed
+    template = J.JudgeTemplate.from_spec(cfg.judge.template)
+    if s.source == "tasks":
+        ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
+        eft = [
+            {"prompt": e.prompt, "response": e.response} for e in tasks.eft_examples(s.n_eft, seed, template)
+        ]
+        seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
+    else:
+        from srlm_fast.seed import load_ift
+
+        if not s.ift_files:
+            raise ConfigError(
+                "seed_data.ift_files: at least one file is needed when seed_data.source = 'files'"
+            )
+        ift = [{"prompt": e.prompt, "response": e.response} for e in load_ift(s.ift_files)[0]]
+        eft = []
+        for path in s.eft_files:
+            eft += read_jsonl(path, required=("prompt", "response"))[0]
+        seed_prompts = [r["prompt"] for r in ift[: s.n_seed_prompts]]
+    si = [{"prompt": p, "response": r} for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed)]
+    mixed = ift + eft + si
+    random.Random(f"sft-mix:{seed}").shuffle(mixed)
+    write_jsonl_atomic(run.seed / "ift.jsonl", ift)
+    write_jsonl_atomic(run.seed / "eft.jsonl", eft)
+    write_jsonl_atomic(run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in seed_prompts])
+    crash_point("seed")
+    write_jsonl_atomic(run.seed / "sft.jsonl", mixed)
+    log(f"    {len(ift)} IFT + {len(eft)} EFT + {len(si)} self-instruct examples")
+
+
+def build_tokenizer(cfg: LoopConfig, run: RunDir) -> None:
+    from srlm_fast.tokenizer import Tokenizer
+
+    source = cfg.model.tokenizer or cfg.model.checkpoint
+    if source:
+        tok = Tokenizer.from_dir(source)
+    else:
+        rows = read_jsonl(run.seed / "sft.jsonl")[0]
+        texts = [t for r in rows for t in (r["prompt"], r["response"])]
+        tok = Tokenizer.train_bpe(texts, vocab_size=cfg.model.vocab_size)
+    tmp = run.tokenizer.with_name(".tokenizer.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save(tmp)
+    crash_point("tokenizer")
+    os.replace(tmp, run.tokenizer)
+    log(f"    {tok.vocab_size} tokens, chat template {tok.template.name!r}")
+
+
+def build_m0(cfg: LoopConfig, run: RunDir) -> None:
+    """A random M0 of the preset's architecture with the run's vocabulary and context length."""
+    import dataclasses
+
+    from srlm_fast.config import get_preset
+    from srlm_fast.model import build_model
+    from srlm_fast.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(run.tokenizer)
+    base = get_preset(cfg.model.preset)
+    mcfg = dataclasses.replace(
+        base,
+        vocab_size=tok.vocab_size,
+        max_seq_len=cfg.model.max_seq_len,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
+    model = build_model(mcfg, seed=cfg.seed)
+    model.save_pretrained(run.model(0), tokenizer=tok)
+    log(f"    {cfg.model.preset} architecture, {model.num_params():,} parameters")
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+# Trainer settings of the embedded default (a tiny model trained from scratch on CPU). They apply only when the
+# run starts from a random M0; from a real checkpoint the trainer's defaults are the paper's (SFT 5.5e-6 → 1.1e-6,
+# DPO 1e-6 → 1e-7). Either way the config's `sft` and `dpo` tables override them key by key.
+FROM_SCRATCH = {
+    "sft": {
+        "data": {"max_seq_len": 512},
+        "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 30, "weight_decay": 0.0},
+        "schedule": {"micro_batch_size": 8, "epochs": 2.0},
+        "logging": {"log_every": 25},
+    },
+    "dpo": {
+        "data": {"max_seq_len": 256},
+        "optim": {"lr": 1e-4, "min_lr": 1e-5, "warmup_steps": 5},
+        "schedule": {"micro_batch_size": 16, "epochs": 2.0},
+        "logging": {"log_every": 10},
+    },
+}
+
+
+def _train(task: str, cfg: LoopConfig, run: RunDir, init: Path, data: Path, out_k: int) -> None:
+    from srlm_fast.train import train
+    from srlm_fast.train_config import TrainConfig
+
+    defaults: dict[str, Any] = {
+        "task": task,
+        "device": cfg.device,
+        "model": {"init": str(init)},
+        "data": {"train": str(data)},
+        "checkpoint": {"run_dir": str(run.train_dir(out_k)), "final_dir": str(run.model(out_k))},
+        "schedule": {"seed": cfg.seed},
+    }
+    if cfg.wandb.enabled:
+        defaults["logging"] = {
+            "wandb": True, "wandb_project": cfg.wandb.project, "wandb_mode": cfg.wandb.mode,
+            "wandb_run_name": f"{cfg.name}-m{out_k}",
+        }  # fmt: skip
+    if cfg.model.checkpoint is None:
+        defaults = merge(defaults, FROM_SCRATCH[task])
+    user = cfg.sft if task == "sft" else cfg.dpo
+    tc = from_dict(TrainConfig, merge(defaults, user), where=task)
+    if os.environ.get(KILL_ENV) == f"{task}-m{out_k}":
+        tc.checkpoint.kill_after_step = max(1, tc.checkpoint.save_every)
+    train(tc)
+
+
+# ---- one iteration -----------------------------------------------------------------------------------------
+
+
+def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
+    it = run.iteration(t)
+    stats_path = it / "stats.json"
+    stats: dict[str, Any] = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+
+    def save_stats(key: str, value: dict) -> None:
+        stats[key] = value
+        write_json_atomic(stats_path, stats)
+
+    seed = cfg.seed * 1000 + t
+    policy = None
+
+    def get_policy():
+        nonlocal policy
+        if policy is None:
+            policy = policy_factory(run.model(t))
+        return policy
+
+    def prompts_stage() -> None:
+        seed_prompts = [r["prompt"] for r in read_jsonl(run.seed / "seed_prompts.jsonl")[0]]
+        earlier = [
+            r["prompt"] for k in range(1, t) for r in read_jsonl(run.iteration(k) / "prompts.jsonl")[0]
+        ]
+        held_out = [task.prompt for task in tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed)]
+        s = cfg.selfinstruct
+        si_cfg = SI.SelfInstructConfig(
+            n_seed=s.n_seed, n_generated=s.n_generated, temperature=s.temperature, top_p=s.top_p,
+            max_new_tokens=s.max_new_tokens, min_words=s.min_words, max_words=s.max_words,
+            dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
+        )  # fmt: skip
+        generator = policy_factory(Path(s.generator)) if s.generator else get_policy()
+        prompts, si_stats = SI.generate_prompts(
+            generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=seed, pool=earlier + held_out
+        )
+        counts = {"generated": si_stats.generated, "kept": len(prompts), "removed": dict(si_stats.removed)}
+        if cfg.seed_data.source == "tasks":
+            parsed = sum(tasks.parse_prompt(p) is not None for p in prompts)
+            counts["task_world_parseable"] = parsed
+        save_stats("prompts", counts)
+        crash_point("prompts")
+        write_jsonl_atomic(it / "prompts.jsonl", [{"prompt": p} for p in prompts])
+        log(
+            f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
+        )
+
+    def candidates_stage() -> None:
+        prompts = [r["prompt"] for r in read_jsonl(it / "prompts.jsonl")[0]]
+        c = cfg.candidates
+        outs = get_policy().generate(
+            prompts,
+            n=c.n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=seed,
+        )
+        rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
+        lengths = [len(r) for rs in outs for r in rs]
+        save_stats("candidates", {"prompts": len(rows), "responses": len(lengths),
+                                  "mean_chars": sum(lengths) / max(1, len(lengths))})  # fmt: skip
+        crash_point("candidates")
+        write_jsonl_atomic(it / "candidates.jsonl", rows)
+
+    def judge_stage() -> None:
+        rows = read_jsonl(it / "candidates.jsonl")[0]
+        items = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
+        results = judge_items(cfg, get_policy(), items, seed)
+        out, i = [], 0
+        for r in rows:
+            res = results[i : i + len(r["responses"])]
+            i += len(r["responses"])
+            out.append({**r, "scores": [x.score for x in res], "judgments": [list(x.judgments) for x in res],
+                        "n_invalid": [x.n_invalid for x in res]})  # fmt: skip
+        n_invalid = sum(x.n_invalid for x in results)
+        n_valid = sum(x.n_valid for x in results)
+        save_stats("judge", {"candidates": len(results), "judgments_valid": n_valid, "judgments_invalid": n_invalid,
+                             "unscored_candidates": sum(x.score is None for x in results)})  # fmt: skip
+        crash_point("judge")
+        write_jsonl_atomic(it / "judgments.jsonl", out)
+        log(f"    {len(results)} candidates judged, {n_invalid} invalid judgments")
+
+    def pairs_stage() -> None:
+        rows = read_jsonl(it / "judgments.jsonl")[0]
+        items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
+        p = cfg.pairs
+        pairs, pstats = P.make_pairs(items, P.PairConfig(p.min_margin, p.tier, p.length_control))
+        save_stats("pairs", pstats.to_dict())
+        crash_point("pairs")
+        write_jsonl_atomic(it / "pairs.jsonl", [x.to_dict() for x in pairs])
+        log(f"    {pstats.pairs} pairs from {pstats.prompts} prompts; dropped {dict(pstats.dropped)}")
+
+    def reference_stage() -> None:
+        from srlm_fast.reference import compute_reference_logprobs
+
+        # The trainer's sequence limit must equal the one the reference log-probs were computed with.
+        dpo_defaults = FROM_SCRATCH["dpo"] if cfg.model.checkpoint is None else {}
+        max_len = merge(merge({"data": {"max_seq_len": 1024}}, dpo_defaults), cfg.dpo)["data"]["max_seq_len"]
+        if not read_jsonl(it / "pairs.jsonl")[0]:
+            write_jsonl_atomic(it / "pairs.ref.jsonl", [])
+            return
+        crash_point("reference")
+        compute_reference_logprobs(
+            run.model(t), it / "pairs.jsonl", it / "pairs.ref.jsonl", max_seq_len=max_len, device=cfg.device
+        )
+
+    def dpo_stage() -> None:
+        if not read_jsonl(it / "pairs.ref.jsonl")[0]:
+            log(f"    no pairs: M{t + 1} = M{t}")
+            shutil.copytree(run.model(t), run.model(t + 1).with_name(f".m{t + 1}.tmp"), dirs_exist_ok=True)
+            os.replace(run.model(t + 1).with_name(f".m{t + 1}.tmp"), run.model(t + 1))
+            return
+        _train("dpo", cfg, run, run.model(t), it / "pairs.ref.jsonl", t + 1)
+
+    log(f"\n== iteration {t}: M{t} → M{t + 1} ==")
+    stage(f"iter{t}: self-instruct", it / "prompts.jsonl", prompts_stage)
+    stage(f"iter{t}: candidates", it / "candidates.jsonl", candidates_stage)
+    stage(f"iter{t}: judge", it / "judgments.jsonl", judge_stage)
+    stage(f"iter{t}: pairs", it / "pairs.jsonl", pairs_stage)
+    if policy is not None:
+        policy.close()  # free the sampler's cache before training
+    stage(f"iter{t}: reference log-probs", it / "pairs.ref.jsonl", reference_stage)
+    stage(f"iter{t}: DPO → M{t + 1}", run.model(t + 1), dpo_stage)
+
+
+def judge_items(cfg: LoopConfig, policy, items: list[tuple[str, str]], seed: int) -> list[J.JudgeResult]:
+    j = cfg.judge
+    jcfg = J.JudgeConfig(
+        mode=j.mode, k=j.k, temperature=j.temperature, top_p=j.top_p, max_new_tokens=j.max_new_tokens
+    )
+    return J.judge(
+        items,
+        J.JudgeTemplate.from_spec(j.template),
+        jcfg,
+        generate_fn=policy.generate,
+        score_probs_fn=lambda prompts: policy.score_probs(prompts, max_new_tokens=j.max_new_tokens),
+        seed=seed,
+    )
+
+
+# ---- evaluation of every model ------------------------------------------------------------------------------
+
+
+def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
+    """Task-world evaluation of M_k: checker accuracy of its greedy answers, its judge against the checker."""
+    from srlm_fast.eval_tasks import task_world_metrics
+
+    e = cfg.eval
+    held_out = tasks.eval_prompts(e.n_task_prompts, cfg.seed)
+    prompts = [t.prompt for t in held_out]
+    answers = [o[0] for o in policy.generate(prompts, n=1, temperature=0.0, top_p=1.0,
+                                             max_new_tokens=e.max_new_tokens, seed=cfg.seed)]  # fmt: skip
+    own = judge_items(cfg, policy, list(zip(prompts, answers)), seed=cfg.seed)
+    # Candidates of known quality for held-out tasks: 3 per prompt, so the judge's ranking can be scored too.
+    rng = random.Random(f"eval-judge:{cfg.seed}")
+    known = []
+    for task in held_out[: max(1, e.n_judge_items // 3)]:
+        for quality in rng.sample(tasks.QUALITIES, 3):
+            known.append((task.prompt, tasks.candidate(task, quality, rng)))
+    known_scores = judge_items(cfg, policy, known, seed=cfg.seed + 1)
+    own_m = task_world_metrics(prompts, answers, [r.score for r in own]).to_dict()
+    known_m = task_world_metrics(
+        [p for p, _ in known], [c for _, c in known], [r.score for r in known_scores]
+    )
+    known_m = known_m.to_dict()
+    return {
+        "model": f"M{k}",
+        "task_accuracy": own_m["accuracy"],
+        "judge_agreement_own": own_m["judge_checker_agreement"],
+        "judge_agreement_known": known_m["judge_checker_agreement"],
+        "judge_pairwise_known": known_m["judge_pairwise_accuracy"],
+        "invalid_judgments": own_m["n_invalid_scores"] + known_m["n_invalid_scores"],
+        "mean_response_chars": sum(map(len, answers)) / max(1, len(answers)),
+        "by_family": own_m["by_family"],
+        "examples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:5]],
+    }
+
+
+def eval_stage(cfg: LoopConfig, run: RunDir, k: int, policy_factory) -> None:
+    def compute() -> None:
+        policy = policy_factory(run.model(k))
+        try:
+            result = evaluate_model(cfg, run, k, policy)
+        finally:
+            policy.close()
+        crash_point(f"eval-m{k}")
+        write_json_atomic(run.eval / f"m{k}.json", result)
+
+    stage(f"evaluate M{k}", run.eval / f"m{k}.json", compute)
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("task acc", "task_accuracy", "{:.1%}"),
+    ("judge=checker", "judge_agreement_own", "{:.1%}"),
+    ("judge pairwise", "judge_pairwise_known", "{:.1%}"),
+    ("prompts", "prompts", "{}"),
+    ("pairs", "pairs", "{}"),
+    ("resp chars", "mean_response_chars", "{:.1f}"),
+)
+
+
+def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
+    """One row per evaluated model, with the counts of the iteration that produced it."""
+    rows = []
+    for k in range(1, cfg.iterations + 2):
+        path = run.eval / f"m{k}.json"
+        if not path.exists():
+            break
+        row = json.loads(path.read_text())
+        stats_path = run.iteration(k - 1) / "stats.json"
+        if k > 1 and stats_path.exists():
+            stats = json.loads(stats_path.read_text())
+            row["prompts"] = stats.get("prompts", {}).get("kept")
+            row["pairs"] = stats.get("pairs", {}).get("pairs")
+            row["judgments_invalid"] = stats.get("judge", {}).get("judgments_invalid")
+            row["ties_dropped"] = stats.get("pairs", {}).get("dropped", {}).get("tie")
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    header = " | ".join(f"{name:>14}" for name, _, _ in COLUMNS)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            v = r.get(key)
+            cells.append(f"{'-' if v is None else fmt.format(v):>14}")
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def write_run_report(cfg: LoopConfig, run: RunDir, wall_s: float | None) -> None:
+    from srlm_fast.report import write_report
+
+    rows = summary_rows(cfg, run)
+    metrics = []
+    for i, r in enumerate(rows):
+        m = {k: v for k, v in r.items() if k not in ("examples", "model")}
+        m["iteration"] = r["model"]
+        scores_path = run.iteration(i) / "judgments.jsonl"
+        if i > 0 and scores_path.exists():
+            jrows = read_jsonl(scores_path)[0]
+            m["scores"] = [s for jr in jrows for s in jr["scores"] if s is not None]
+            m["lengths"] = [len(x) for jr in jrows for x in jr["responses"]]
+        metrics.append(m)
+    title = f"srlm run `{cfg.name}`" + (f" ({wall_s / 60:.1f} min)" if wall_s else "")
+    write_report(metrics, run.root, title=title)
+
+
+def run_loop(cfg: LoopConfig, policy_factory=None) -> Path:
+    """Run (or resume) the whole loop; returns the run directory."""
+    if policy_factory is None:
+        from srlm_fast.policy import Policy
+
+        device = resolve_device(cfg.device)
+        policy_factory = lambda path: Policy.load(path, device=device, dtype=cfg.model.dtype)
+    t0 = time.perf_counter()
+    run = RunDir(cfg)
+    save_or_check_config(cfg, run)
+    torch.manual_seed(cfg.seed)
+    wandb_run = _wandb_init(cfg, run)
+
+    log("\n== seed data, tokenizer, M1 ==")
+    stage("seed data", run.seed / "sft.jsonl", lambda: build_seed_data(cfg, run))
+    stage("tokenizer", run.tokenizer, lambda: build_tokenizer(cfg, run))
+    if cfg.model.checkpoint and cfg.model.skip_sft:
+        if not run.model(1).exists():
+            shutil.copytree(cfg.model.checkpoint, run.model(1))
+    else:
+        if cfg.model.checkpoint:
+            if not run.model(0).exists():
+                shutil.copytree(cfg.model.checkpoint, run.model(0))
+        else:
+            stage("random M0", run.model(0), lambda: build_m0(cfg, run))
+        stage(
+            "SFT → M1", run.model(1), lambda: _train("sft", cfg, run, run.model(0), run.seed / "sft.jsonl", 1)
+        )
+    eval_stage(cfg, run, 1, policy_factory)
+    _report_progress(cfg, run, wandb_run)
+
+    for t in range(1, cfg.iterations + 1):
+        run_iteration(cfg, run, t, policy_factory)
+        eval_stage(cfg, run, t + 1, policy_factory)
+        _report_progress(cfg, run, wandb_run)
+
+    wall = time.perf_counter() - t0
+    write_run_report(cfg, run, wall)
+    log(f"\ndone in {wall / 60:.1f} min: {run.root}/report.md")
+    if wandb_run is not None:
+        wandb_run.finish()
+    return run.root
+
+
+def _report_progress(cfg: LoopConfig, run: RunDir, wandb_run) -> None:
+    rows = summary_rows(cfg, run)
+    log("\n" + format_table(rows))
+    if wandb_run is not None and rows:
+        r = rows[-1]
+        wandb_run.log({k: v for k, v in r.items() if isinstance(v, int | float) and v is not None},
+                      step=len(rows))  # fmt: skip
+
+
+def _wandb_init(cfg: LoopConfig, run: RunDir):
+    if not cfg.wandb.enabled or cfg.wandb.mode == "disabled":
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(
+            "wandb.enabled = true but wandb is not installed (pip install srlm-fast[wandb])"
+        ) from None
+    from srlm_fast.config import to_dict
+
+    return wandb.init(project=cfg.wandb.project, name=cfg.name, mode=cfg.wandb.mode, config=to_dict(cfg),
+                      dir=str(run.root), resume="allow", id=f"{cfg.name}-loop")  # fmt: skip

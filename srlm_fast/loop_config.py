@@ -1,0 +1,108 @@
+"""Configuration of `srlm run`, the self-rewarding loop.
+
+Every default is the embedded default: a tiny Llama trained from scratch on the task world, three iterations,
+on a laptop CPU. A TOML file (and `--section.key=value` overrides) changes what differs; unknown keys are errors.
+The `sft` and `dpo` tables are passed through to the trainer's `TrainConfig` (see train_config.py), so every
+trainer option is available in a loop config too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class ModelSpec:
+    preset: str = "debug"  # architecture of M0 when no checkpoint is given (vocab and length adapted)
+    checkpoint: str | None = None  # HF checkpoint directory to start from instead of a random M0
+    skip_sft: bool = False  # with `checkpoint`: it already is M1 (an instruction- and judge-tuned model)
+    tokenizer: str | None = None  # directory with tokenizer.json; default: the checkpoint's, else trained
+    vocab_size: int = 2048  # of the tokenizer trained on the fly
+    max_seq_len: int = 512  # of a random M0
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # generation/judging dtype; auto: bf16 on GPU
+
+
+@dataclass
+class SeedSpec:
+    source: Literal["tasks", "files"] = "tasks"
+    ift_files: list[str] = field(default_factory=list)  # JSONL prompt/response shapes, OpenAssistant files
+    eft_files: list[str] = field(default_factory=list)  # JSONL {"prompt","response"} judge examples
+    n_ift: int = 6000  # task world: instruction examples
+    n_eft: int = 3000  # task world: judge examples (balanced over scores 0..5)
+    n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
+    n_seed_prompts: int = 300  # prompts self-instruct draws its 6 seed shots from
+
+
+@dataclass
+class SelfInstructSpec:
+    n_prompts: int = 300
+    temperature: float = 0.6
+    top_p: float = 0.9
+    max_new_tokens: int = 32
+    n_seed: int = 6
+    n_generated: int = 2
+    min_words: int = 3
+    max_words: int = 40
+    dedup_threshold: float = 0.8
+    batch_size: int = 128
+    generator: str | None = None  # a fixed checkpoint (as in the paper) instead of the current model
+
+
+@dataclass
+class CandidateSpec:
+    n: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 32
+
+
+@dataclass
+class JudgeSpec:
+    mode: Literal["sample", "expected"] = "sample"
+    k: int = 3
+    template: str = "compact"  # "compact", "full" or a path to a template file
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 40
+
+
+@dataclass
+class PairSpec:
+    min_margin: float = 0.0
+    tier: float = 0.0
+    length_control: bool = False
+
+
+@dataclass
+class EvalSpec:
+    n_task_prompts: int = 200  # held-out task-world prompts answered greedily by every model
+    n_judge_items: int = 240  # held-out candidates of known quality the model judges (judge vs checker)
+    max_new_tokens: int = 32
+
+
+@dataclass
+class WandbSpec:
+    enabled: bool = False
+    project: str = "srlm-fast"
+    mode: Literal["online", "offline", "disabled"] = "online"
+
+
+@dataclass
+class LoopConfig:
+    name: str = "default"
+    runs_dir: str = "runs"
+    seed: int = 0
+    iterations: int = 3
+    device: str = "auto"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    seed_data: SeedSpec = field(default_factory=SeedSpec)
+    selfinstruct: SelfInstructSpec = field(default_factory=SelfInstructSpec)
+    candidates: CandidateSpec = field(default_factory=CandidateSpec)
+    judge: JudgeSpec = field(default_factory=JudgeSpec)
+    pairs: PairSpec = field(default_factory=PairSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    # Trainer tables (TrainConfig sections): merged over the loop's defaults for SFT and for each DPO stage.
+    sft: dict[str, Any] = field(default_factory=dict)
+    dpo: dict[str, Any] = field(default_factory=dict)
