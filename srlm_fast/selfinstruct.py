@@ -133,6 +133,7 @@ class NearDupIndex:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.bands, self.rows = bands, rows
+        self.comparisons = 0  # exact Jaccard checks made: the cost that must not grow with the pool
         gen = np.random.default_rng(seed)
         n = bands * rows
         # Multiply-shift hashing on 64-bit words (wrapping arithmetic), top 32 bits kept: a cheap universal family.
@@ -179,6 +180,7 @@ class NearDupIndex:
                 if j in seen:
                     continue
                 seen.add(j)
+                self.comparisons += 1
                 other = self._sets[j]
                 inter = len(sset & other)
                 if inter and inter >= self.threshold * (len(sset) + len(other) - inter):

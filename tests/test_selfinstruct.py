@@ -1,7 +1,6 @@
 """Self-instruct: few-shot prompts, parsing, length filters, near-duplicate removal at scale, the loop's counts."""
 
 import random
-import time
 
 import pytest
 
@@ -103,16 +102,15 @@ def test_near_dup_scales_to_20k_prompts() -> None:
         words = t.split()
         words[len(words) // 2] = "changed"
         dups.append(" ".join(words))
-    start = time.perf_counter()
     index = NearDupIndex(threshold=0.7)
     first = index.add_many(texts)
     second = index.add_many(dups)
-    elapsed = time.perf_counter() - start
     assert sum(d is not None for d in first) == 0  # random prompts: no false positives
     assert sum(d is not None for d in second) >= 297  # LSH recall at J~0.8 is ~1
     assert all(d == t for d, t in zip(second, texts) if d is not None)
-    # Generous bound for a loaded 2-core CI box (~2 s here); an O(n²) index would take minutes.
-    assert elapsed < 10.0, f"20k-prompt dedup took {elapsed:.1f}s"
+    # Scaling without timing: exact checks stay a few per query (only LSH candidates), where comparing against the
+    # whole pool would make ~2e8 of them.
+    assert index.comparisons < 2 * (len(texts) + len(dups))
 
 
 def test_generate_prompts_loop_counts_and_seeds() -> None:
