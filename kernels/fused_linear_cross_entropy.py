@@ -4,7 +4,7 @@
 
 The LM head's logits are the largest activation of LLM training (16k tokens × 128k vocabulary in fp32 is
 8 GB, and again for its gradient). Here they exist only blockwise: in Triton tiles on the GPU (Cut
-Cross-Entropy, Wijmans et al. 2024, arXiv:2411.09009) or in row chunks of ≈64 MB in the pure-torch path
+Cross-Entropy, Wijmans et al. 2024, arXiv:2411.09009) or in row chunks of ≈128 MB in the pure-torch path
 (Liger-Kernel, Hsu et al. 2024, arXiv:2410.10989). Extra memory is O(N) floats plus the gradients.
 
 Ignored rows (target == ignore_index) are dropped before any matmul (one host sync), so prompt and padding
