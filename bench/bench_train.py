@@ -27,12 +27,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
+import common
 
-from srlm_fast import distributed as D  # noqa: E402
-from srlm_fast.config import ModelConfig, get_preset  # noqa: E402
-from srlm_fast.losses import build_lm  # noqa: E402
-from srlm_fast.metrics import peak_tflops  # noqa: E402
+from srlm_fast import distributed as D
+from srlm_fast.config import ModelConfig, get_preset
+from srlm_fast.losses import build_lm
+from srlm_fast.metrics import peak_tflops
 
 IGNORE = -100
 
@@ -162,6 +162,7 @@ def child_memory(args) -> None:
     cfg = get_preset(args.preset)
     info = D.init_distributed("cpu")
     import transformers  # noqa: F401  (import cost is not training memory)
+
     import srlm_kernels  # noqa: F401
 
     mark = common.rss_mark()
@@ -207,7 +208,7 @@ def main() -> None:
             if gpu:
                 torch.cuda.empty_cache()
                 mem[n] = common.cuda_peak_mb(
-                    lambda n=n: steps.setdefault(n, _first_steps(n, cfg, info, args)), device
+                    lambda n=n, steps=steps: steps.setdefault(n, _first_steps(n, cfg, info, args)), device
                 )
             else:
                 steps[n] = build_candidate(n, cfg, info, args.batch, args.seq, args.compile)
