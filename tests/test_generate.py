@@ -250,3 +250,20 @@ def test_packed_weights_follow_in_place_updates():
     after = gen.generate([prompt], GREEDY)[0].token_ids
     assert after == greedy_reference(model, prompt, 12)
     assert after != before
+
+
+def test_generate_command_writes_jsonl(tmp_path, tokenizer):
+    import json
+
+    from srlm_fast.cli import main as srlm
+
+    build_model(PRESETS["tiny"], seed=0).save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    (tmp_path / "p.jsonl").write_text(
+        '{"prompt": "hello"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "p.jsonl")]
+    assert srlm([*argv, "--out", str(out), "--n", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1] and all(len(r["completions"]) == 2 for r in rows)
+    assert all(c["num_tokens"] <= 4 for r in rows for c in r["completions"])

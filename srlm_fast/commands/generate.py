@@ -1,0 +1,117 @@
+"""`srlm generate --checkpoint DIR (--prompt TEXT ... | --prompts FILE.jsonl) [--out FILE.jsonl]`: sample completions.
+
+Prompts are wrapped in the checkpoint tokenizer's chat template (one user turn, then the assistant header) unless
+`--raw`. A JSONL prompts file has one object per line with "prompt" (a string) or "messages" (a chat list).
+Output: JSONL (to --out, written atomically, or stdout) with the index, the prompt and the n completions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "sample completions from a checkpoint (KV-cached, batched)"
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared with `srlm chat`."""
+    parser.add_argument(
+        "--checkpoint", required=True, help="HF-layout checkpoint directory (with tokenizer.json)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    parser.add_argument("--system", default=None, help="system prompt for the chat template")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--max-batch", type=int, default=64)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    src.add_argument("--prompts", help='JSONL file: one {"prompt": ...} or {"messages": [...]} per line')
+    parser.add_argument("--out", help="output JSONL (default: print to stdout)")
+    parser.add_argument("--n", type=int, default=1, help="samples per prompt")
+    parser.add_argument("--raw", action="store_true", help="no chat template: continue the text as is")
+    parser.add_argument("--logprobs", action="store_true", help="include per-token log-probs")
+    add_sampling_arguments(parser)
+
+
+def load_generator(args: argparse.Namespace):
+    """(Generator, Tokenizer) for `args.checkpoint` on `args.device` (bf16 on CUDA, fp32 on CPU)."""
+    import torch
+
+    from srlm_fast.generate import Generator
+    from srlm_fast.model import Llama
+    from srlm_fast.tokenizer import load_tokenizer
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tokenizer = load_tokenizer(args.checkpoint)
+    model = Llama.from_pretrained(args.checkpoint, dtype=dtype, device=device).eval()
+    return Generator(model, tokenizer, max_batch=args.max_batch), tokenizer
+
+
+def sampling_params(args: argparse.Namespace, n: int = 1):
+    from srlm_fast.generate import SamplingParams
+
+    return SamplingParams(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        n=n,
+        seed=args.seed,
+        stop=tuple(args.stop),
+        logprobs=getattr(args, "logprobs", False),
+    )
+
+
+def _read_prompts(args: argparse.Namespace) -> list[dict]:
+    if args.prompt:
+        return [{"prompt": p} for p in args.prompt]
+    from srlm_fast.io import read_jsonl
+
+    def check(row: dict) -> str | None:
+        if isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list):
+            return None
+        return 'needs "prompt" (a string) or "messages" (a list of {role, content})'
+
+    rows, _ = read_jsonl(args.prompts, validate=check)
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    rows = _read_prompts(args)
+    gen, tok = load_generator(args)
+    requests = []
+    for row in rows:
+        if "messages" in row:
+            requests.append(tok.encode_chat(row["messages"], add_generation_prompt=True)[0])
+        elif args.raw:
+            requests.append(tok.encode(row["prompt"]))
+        else:
+            requests.append(tok.encode_prompt(row["prompt"], system=args.system))
+    results = gen.generate(requests, sampling_params(args, args.n))
+    out_rows = []
+    for row, r in zip(rows, results):
+        completions = []
+        for s in r.samples:
+            c = {"text": s.text, "finish_reason": s.finish_reason, "num_tokens": len(s.token_ids)}
+            if s.logprobs is not None:
+                c["logprobs"] = s.logprobs
+            completions.append(c)
+        out_rows.append({"index": r.request_index, **row, "completions": completions})
+    if args.out:
+        from srlm_fast.io import write_jsonl_atomic
+
+        write_jsonl_atomic(args.out, out_rows)
+        print(f"wrote {len(out_rows)} results to {args.out}", file=sys.stderr)
+    else:
+        for o in out_rows:
+            print(json.dumps(o, ensure_ascii=False))
+    return 0
