@@ -236,6 +236,10 @@ def _blocks(n: int, v: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, 
     not yet tuned on a GPU."""
     if interpreter_on():
         return _pow2(n, 16, 64), _pow2(v, 16, 512), _pow2(d, 16, 256), 4
+    return _gpu_blocks(n, v, d, dtype)
+
+
+def _gpu_blocks(n: int, v: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
     if dtype in (torch.bfloat16, torch.float16):
         return _pow2(n, 16, 128), _pow2(v, 16, 128), _pow2(d, 16, 32), 8
     return _pow2(n, 16, 64), _pow2(v, 16, 128), _pow2(d, 16, 16), 8
