@@ -55,11 +55,12 @@ def ws(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def multi(ws):
-    """Launch A: three jobs in one 2-process torchrun."""
+    """Launch A: four jobs in one 2-process torchrun."""
     root = ws["root"]
     jobs = [
         sft_overrides(ws, root / "p2_g4", schedule__micro_batch_size=2, checkpoint__save_every=4),
         sft_overrides(ws, root / "p2_1x8", schedule__micro_batch_size=1, schedule__grad_accum=4),
+        sft_overrides(ws, root / "p2_ac", schedule__micro_batch_size=2, model__activation_checkpointing=True),
         dpo_overrides(ws, root / "p2_g4" / "final", root / "p2_dpo", schedule__micro_batch_size=2),
     ]
     spec = root / "spec.json"
@@ -76,6 +77,9 @@ def test_two_processes_match_one_process_and_the_loss_goes_down(ws, multi):
     assert curve(two)[-1] < curve(two)[0] - 0.5
     assert curve(two) == pytest.approx(curve(one), abs=1e-5)
     assert_same_weights(two / "final", one / "final")  # also checks FSDP's sharded load and full gather
+    # Activation checkpointing (recomputation inside FSDP's backward) changes nothing either.
+    assert curve(multi / "p2_ac") == pytest.approx(curve(one), abs=1e-5)
+    assert_same_weights(multi / "p2_ac" / "final", one / "final")
 
 
 def test_eight_micro_batches_of_one_over_two_ranks_equal_one_batch_of_eight(ws, multi):
