@@ -93,10 +93,15 @@ def barrier(info: DistInfo) -> None:
 
 
 def all_reduce_sum(x: Tensor, info: DistInfo) -> Tensor:
-    """Sum over ranks (in place, returned); a no-op in a single process."""
-    if info.initialized and info.world_size > 1:
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
+    """Sum over ranks, returned on x's device; a no-op in a single process.
+
+    NCCL only reduces CUDA tensors, so host-side counters travel through this rank's device.
+    """
+    if not (info.initialized and info.world_size > 1):
+        return x
+    y = x.to(info.device)
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y.to(x.device)
 
 
 def broadcast_object(obj, info: DistInfo, src: int = 0):

@@ -303,7 +303,8 @@ class Trainer:
             beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, nll_weight=d.nll_weight
         )
         n_pairs = plan.global_rows
-        sums = torch.zeros(7, dtype=torch.float64)
+        # Metric sums stay on the device (no host sync per micro-batch); one all-reduce per step.
+        sums = torch.zeros(7, dtype=torch.float64, device=dev)
         seq_len = 0
         for pairs in micro:
             b = collate_dpo(pairs, pad)
@@ -315,18 +316,16 @@ class Trainer:
             share = b.n_pairs / n_pairs  # the kernel's loss is a mean over this micro-batch's pairs
             (out["loss"] * share).backward()
             p = b.n_pairs
-            sums += torch.tensor(
-                [
-                    out["loss"].item() * p,
-                    out["reward_accuracy"].item() * p,
-                    out["margins"].sum().item(),
-                    out["chosen_rewards"].sum().item(),
-                    out["rejected_rewards"].sum().item(),
-                    out["nll"].item() * p,
-                    b.n_tokens,
-                ],
-                dtype=torch.float64,
-            )
+            parts = [
+                out["loss"].detach() * p,
+                out["reward_accuracy"] * p,
+                out["margins"].sum(),
+                out["chosen_rewards"].sum(),
+                out["rejected_rewards"].sum(),
+                out["nll"] * p,
+                torch.tensor(float(b.n_tokens), device=dev),
+            ]
+            sums += torch.stack([x.to(dev, torch.float64) for x in parts])
         s = D.all_reduce_sum(sums, self.info).tolist()
         return {
             "loss": s[0] / n_pairs,
