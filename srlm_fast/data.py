@@ -15,15 +15,17 @@ Order. The plan of global rows (SFT: packed rows; DPO: pairs) is a pure function
 and the epoch, never of the world size: step s consumes global rows [s·G, (s+1)·G) of the endless
 epoch-after-epoch stream (G = world · grad_accum · micro_batch), and rank r takes its contiguous slice.
 That is what makes one process and N processes train on identical batches, and a resumed run continue
-exactly where it stopped (the position is the step number).
+exactly where it stopped (the position is the step number). Reading is split too: each rank tokenises
+every world-th row and the ranks exchange the results (`shard`, `gather`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -180,22 +182,56 @@ def load_sft(
     max_seq_len: int,
     overlong: str = "truncate",
     on_bad_row: str = "error",
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list] | None = None,
 ) -> tuple[list[SFTDocument], DataStats]:
-    """Read and tokenise an SFT JSONL file into documents with shifted targets."""
+    """Read and tokenise an SFT JSONL file into documents with shifted targets.
+
+    shard=(rank, world) with `gather` (an all-gather of Python objects): each rank tokenises only every
+    world-th row and the ranks exchange the results, so the tokenising work is split while every rank
+    ends with the same, complete document list (the global packing plan needs every length).
+    """
     stats = DataStats(path=str(path))
-    docs = []
-    for _, row in _read(path, validate_sft_row, on_bad_row, stats):
+    rank, world = shard
+    docs: list[tuple[int, SFTDocument]] = []
+    for i, (_, row) in enumerate(_read(path, validate_sft_row, on_bad_row, stats)):
+        if i % world != rank:
+            continue
         ids, mask = tokenizer.encode_chat(sft_messages(row))
         kept = _limit(ids, shift_targets(ids, mask), max_seq_len, overlong, stats)
         if kept is None:
             continue
-        docs.append(SFTDocument(*kept))
+        docs.append((i, SFTDocument(*kept)))
         stats.rows += 1
         stats.tokens += len(kept[0])
         stats.target_tokens += sum(t != IGNORE_INDEX for t in kept[1])
-    if not docs:
+    out = _merge_shards(docs, stats, None, world, gather)
+    if not out:
         raise DataError(f"{path}: no usable SFT rows ({stats.summary()})")
-    return docs, stats
+    return out, stats
+
+
+_COUNTS = ("rows", "truncated", "dropped", "tokens", "target_tokens")
+
+
+def _merge_shards(
+    items: list[tuple[int, Any]], stats: DataStats, error: str | None, world: int, gather
+) -> list:
+    """Every rank's (index, item) lists merged in index order; per-shard counts summed into `stats`.
+
+    An error found on one rank is raised on all of them after the exchange (raising before it would
+    leave the other ranks waiting in the collective)."""
+    if world > 1:
+        if gather is None:
+            raise ValueError("a sharded load needs `gather` (an all-gather of Python objects)")
+        parts = gather((items, {k: getattr(stats, k) for k in _COUNTS}, error))
+        items = [x for part in parts for x in part[0]]
+        for k in _COUNTS:
+            setattr(stats, k, sum(part[1][k] for part in parts))
+        error = next((part[2] for part in parts if part[2] is not None), None)
+    if error is not None:
+        raise DataError(error)
+    return [item for _, item in sorted(items, key=lambda x: x[0])]
 
 
 @dataclass
@@ -231,11 +267,19 @@ def load_dpo(
     max_seq_len: int,
     overlong: str = "truncate",
     on_bad_row: str = "error",
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list] | None = None,
 ) -> tuple[list[Pair], DataStats]:
-    """Read and tokenise DPO pairs (chosen and rejected share the prompt; each is limited on its own)."""
+    """Read and tokenise DPO pairs (chosen and rejected share the prompt; each is limited on its own).
+
+    shard and gather split the tokenising work over ranks as in `load_sft`."""
     stats = DataStats(path=str(path))
-    pairs = []
-    for line, row in _read(path, validate_dpo_row, on_bad_row, stats):
+    rank, world = shard
+    pairs: list[tuple[int, Pair]] = []
+    error = None
+    for i, (line, row) in enumerate(_read(path, validate_dpo_row, on_bad_row, stats)):
+        if i % world != rank or error is not None:
+            continue
         chosen = _limit(*_dpo_sequence(tokenizer, row, row["chosen"]), max_seq_len, overlong, stats)
         rejected = _limit(*_dpo_sequence(tokenizer, row, row["rejected"]), max_seq_len, overlong, stats)
         if chosen is None or rejected is None:
@@ -243,18 +287,19 @@ def load_dpo(
         pair = Pair(line, *chosen, *rejected, row.get("ref_chosen_logp"), row.get("ref_rejected_logp"))
         for side, n in (("chosen", pair.chosen_n), ("rejected", pair.rejected_n)):
             want = row.get(f"ref_{side}_tokens")
-            if want is not None and want != n:
-                raise DataError(
+            if want is not None and want != n and error is None:
+                error = (
                     f"{path}:{line}: ref_{side}_logp was computed over {want} target tokens but this "
                     f"tokenizer and max_seq_len give {n}; recompute the reference log-probs"
                 )
-        pairs.append(pair)
+        pairs.append((i, pair))
         stats.rows += 1
         stats.tokens += len(chosen[0]) + len(rejected[0])
         stats.target_tokens += pair.chosen_n + pair.rejected_n
-    if not pairs:
+    out = _merge_shards(pairs, stats, error, world, gather)
+    if not out:
         raise DataError(f"{path}: no usable DPO pairs ({stats.summary()})")
-    return pairs, stats
+    return out, stats
 
 
 # ---- packing and batching ------------------------------------------------------------------------

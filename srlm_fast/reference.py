@@ -101,8 +101,9 @@ def compute_reference_logprobs(
     try:
         tokenizer = Tokenizer.from_dir(checkpoint_dir, template)
         pairs, _ = load_dpo(
-            pairs_in, tokenizer, max_seq_len=max_seq_len, overlong=overlong, on_bad_row=on_bad_row
-        )
+            pairs_in, tokenizer, max_seq_len=max_seq_len, overlong=overlong, on_bad_row=on_bad_row,
+            shard=(info.rank, info.world_size), gather=lambda obj: D.all_gather_objects(obj, info),
+        )  # fmt: skip
         from srlm_fast.losses import build_lm
 
         lm = build_lm(load_config(checkpoint_dir), info, init_dir=checkpoint_dir, param_dtype=param_dtype)

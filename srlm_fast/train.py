@@ -142,7 +142,14 @@ class Trainer:
 
     def _load_data(self, tokenizer: Tokenizer) -> tuple[list, DataStats, Path | None]:
         d = self.cfg.data
-        kw = dict(max_seq_len=d.max_seq_len, overlong=d.overlong, on_bad_row=d.on_bad_row)
+        info = self.info
+        kw = dict(
+            max_seq_len=d.max_seq_len,
+            overlong=d.overlong,
+            on_bad_row=d.on_bad_row,
+            shard=(info.rank, info.world_size),  # each rank tokenises its share; the results are exchanged
+            gather=lambda obj: D.all_gather_objects(obj, info),
+        )
         if self.cfg.task == "sft":
             docs, stats = load_sft(d.train, tokenizer, **kw)
             return docs, stats, None

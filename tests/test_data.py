@@ -168,3 +168,25 @@ def test_order_is_deterministic_and_independent_of_world_size(ws, tok):
     epoch0 = stream.rows(0, len(pairs))
     assert sorted(p.line for p in epoch0) == list(range(1, 25))
     assert [p.line for p in stream.rows(len(pairs), 2 * len(pairs))] != [p.line for p in epoch0]
+
+
+def test_sharded_tokenisation_merges_to_the_full_data(ws, tok):
+    """Each rank tokenises every world-th row; the exchanged shards give every rank the full list."""
+    full, full_stats = load_sft(ws["sft"], tok, max_seq_len=40)
+    sent = {}
+
+    def gather_rank1(obj):
+        sent[1] = obj
+        return [obj, obj]  # rank 1's own merge is not checked here
+
+    load_sft(ws["sft"], tok, max_seq_len=40, shard=(1, 2), gather=gather_rank1)
+    docs, stats = load_sft(ws["sft"], tok, max_seq_len=40, shard=(0, 2), gather=lambda obj: [obj, sent[1]])
+    assert [d.ids for d in docs] == [d.ids for d in full]
+    assert (stats.rows, stats.truncated, stats.tokens) == (
+        full_stats.rows,
+        full_stats.truncated,
+        full_stats.tokens,
+    )
+    assert full_stats.truncated > 0
+    with pytest.raises(ValueError, match="gather"):
+        load_dpo(ws["pairs"], tok, max_seq_len=96, shard=(0, 2))
