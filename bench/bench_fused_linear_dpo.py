@@ -15,6 +15,7 @@ Results: bench/results/fused_linear_dpo-<device>.json.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,7 +80,7 @@ def make_inputs(p: int, t: int, d: int, v: int, dtype: torch.dtype, device: torc
     w = (torch.randn(v, d, device=device, dtype=dtype, generator=gen) / d**0.5).requires_grad_()
     y = torch.randint(0, v, (2 * p, t), device=device, generator=gen)
     y[:, : t // 4] = -100  # the prompt
-    ref = -torch.rand(2, p, device=device, generator=gen) * 10 - 3 * t / 4 * torch.log(torch.tensor(float(v)))
+    ref = -torch.rand(2, p, device=device, generator=gen) * 10 - 3 * t / 4 * math.log(v)  # ≈ uniform policy
     return h, w, y, ref[0], ref[1]
 
 
