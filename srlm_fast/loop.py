@@ -199,18 +199,24 @@ def build_m0(cfg: LoopConfig, run: RunDir) -> None:
 # DPO 1e-6 → 1e-7). Either way the config's `sft` and `dpo` tables override them key by key.
 FROM_SCRATCH = {
     "sft": {
-        "data": {"max_seq_len": 512},
         "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 30, "weight_decay": 0.0},
         "schedule": {"micro_batch_size": 8, "epochs": 2.0},
         "logging": {"log_every": 25},
     },
     "dpo": {
-        "data": {"max_seq_len": 256},
         "optim": {"lr": 1e-4, "min_lr": 1e-5, "warmup_steps": 5},
         "schedule": {"micro_batch_size": 16, "epochs": 2.0},
         "logging": {"log_every": 10},
     },
 }
+
+
+def train_table(task: str, cfg: LoopConfig) -> dict[str, Any]:
+    """The trainer settings of a stage: the from-scratch defaults (if any) under the config's own table."""
+    table: dict[str, Any] = {}
+    if cfg.model.checkpoint is None:
+        table = merge(FROM_SCRATCH[task], {"data": {"max_seq_len": cfg.model.max_seq_len}})
+    return merge(table, cfg.sft if task == "sft" else cfg.dpo)
 
 
 def _train(task: str, cfg: LoopConfig, run: RunDir, init: Path, data: Path, out_k: int) -> None:
@@ -230,10 +236,7 @@ def _train(task: str, cfg: LoopConfig, run: RunDir, init: Path, data: Path, out_
             "wandb": True, "wandb_project": cfg.wandb.project, "wandb_mode": cfg.wandb.mode,
             "wandb_run_name": f"{cfg.name}-m{out_k}",
         }  # fmt: skip
-    if cfg.model.checkpoint is None:
-        defaults = merge(defaults, FROM_SCRATCH[task])
-    user = cfg.sft if task == "sft" else cfg.dpo
-    tc = from_dict(TrainConfig, merge(defaults, user), where=task)
+    tc = from_dict(TrainConfig, merge(defaults, train_table(task, cfg)), where=task)
     if os.environ.get(KILL_ENV) == f"{task}-m{out_k}":
         tc.checkpoint.kill_after_step = max(1, tc.checkpoint.save_every)
     train(tc)
@@ -337,8 +340,9 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
         from srlm_fast.reference import compute_reference_logprobs
 
         # The trainer's sequence limit must equal the one the reference log-probs were computed with.
-        dpo_defaults = FROM_SCRATCH["dpo"] if cfg.model.checkpoint is None else {}
-        max_len = merge(merge({"data": {"max_seq_len": 1024}}, dpo_defaults), cfg.dpo)["data"]["max_seq_len"]
+        from srlm_fast.train_config import DataSection
+
+        max_len = train_table("dpo", cfg).get("data", {}).get("max_seq_len", DataSection.max_seq_len)
         if not read_jsonl(it / "pairs.jsonl")[0]:
             write_jsonl_atomic(it / "pairs.ref.jsonl", [])
             return

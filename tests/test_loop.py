@@ -1,0 +1,94 @@
+"""`srlm run` end to end at seconds scale, and a run SIGKILLed inside every stage that resumes to the same end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from srlm_fast.config import ConfigError, load_config
+from srlm_fast.loop import KILL_ENV, run_loop
+from srlm_fast.loop_config import LoopConfig
+
+pytestmark = pytest.mark.slow
+
+# A seconds-scale run: the tiny architecture, a few dozen examples, one iteration.
+SMOKE = [
+    "--iterations=1", "--model.preset=tiny", "--model.vocab_size=400", "--model.max_seq_len=256",
+    "--seed_data.n_ift=160", "--seed_data.n_eft=60", "--seed_data.n_selfinstruct=30", "--seed_data.n_seed_prompts=30",
+    "--selfinstruct.n_prompts=6", "--selfinstruct.batch_size=8", "--selfinstruct.max_new_tokens=12",
+    "--candidates.max_new_tokens=8", "--judge.k=2", "--judge.max_new_tokens=20",
+    "--eval.n_task_prompts=6", "--eval.n_judge_items=6", "--eval.max_new_tokens=8",
+    "--sft.schedule.epochs=1.0", "--sft.checkpoint.save_every=2", "--sft.logging.log_every=100",
+    "--dpo.schedule.epochs=1.0", "--dpo.checkpoint.save_every=1", "--dpo.schedule.micro_batch_size=2",
+    # An untrained model writes no parsable "Score:"; the expected-score judge always scores, so pairs exist and
+    # the DPO stage really trains.
+    "--judge.mode=expected",
+]  # fmt: skip
+
+# Every stage of a run, in order, with the artifact that marks it done.
+STAGES = ["seed", "tokenizer", "sft-m1", "eval-m1", "prompts", "candidates", "judge", "pairs", "reference",
+          "dpo-m2", "eval-m2"]  # fmt: skip
+
+# Artifacts that must be byte-identical between an uninterrupted run and a killed-and-resumed one.
+ARTIFACTS = [
+    "config.toml", "seed/sft.jsonl", "seed/ift.jsonl", "seed/eft.jsonl", "seed/seed_prompts.jsonl",
+    "tokenizer/tokenizer.json", "m0/model.safetensors", "m1/model.safetensors", "eval/m1.json",
+    "iter1/prompts.jsonl", "iter1/candidates.jsonl", "iter1/judgments.jsonl", "iter1/pairs.jsonl",
+    "iter1/pairs.ref.jsonl", "iter1/stats.json", "m2/model.safetensors", "eval/m2.json",
+]  # fmt: skip
+
+
+def _cli(runs: Path, name: str, kill: str | None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop(KILL_ENV, None)
+    if kill:
+        env[KILL_ENV] = kill
+    cmd = [sys.executable, "-m", "srlm_fast.cli", "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config(LoopConfig, None, [f"--runs_dir={runs}", "--name=ref", *SMOKE])
+    return run_loop(cfg)
+
+
+def test_end_to_end_writes_every_artifact_and_a_report(reference_run):
+    for rel in ARTIFACTS:
+        assert (reference_run / rel).is_file(), rel
+    report = (reference_run / "report.md").read_text()
+    assert "M1" in report and "M2" in report
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        assert (reference_run / "m2" / name).is_file()  # an HF checkpoint any tool can load
+
+
+def test_killed_in_every_stage_resumes_to_identical_artifacts(reference_run, tmp_path):
+    for stage in STAGES:
+        proc = _cli(tmp_path, "ref", kill=stage)
+        assert proc.returncode == -signal.SIGKILL, f"{stage}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+    proc = _cli(tmp_path, "ref", kill=None)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "✓" in proc.stdout  # finished stages were not redone
+    resumed = tmp_path / "ref"
+    for rel in ARTIFACTS:
+        ours, theirs = (resumed / rel).read_bytes(), (reference_run / rel).read_bytes()
+        if rel == "config.toml":  # the runs directory differs, nothing else may
+            ours, theirs = (
+                ours.replace(str(tmp_path).encode(), b""),
+                theirs.replace(str(reference_run.parent).encode(), b""),
+            )
+        assert ours == theirs, f"{rel} differs after kill + resume"
+
+
+def test_resume_with_a_different_config_is_refused(reference_run):
+    cfg = load_config(
+        LoopConfig, None, [f"--runs_dir={reference_run.parent}", "--name=ref", *SMOKE, "--seed=7"]
+    )
+    with pytest.raises(ConfigError, match="different config"):
+        run_loop(cfg)
