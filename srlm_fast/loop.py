@@ -488,8 +488,9 @@ def write_run_report(cfg: LoopConfig, run: RunDir, wall_s: float | None) -> None
     for i, r in enumerate(rows):
         m = {k: v for k, v in r.items() if k not in ("examples", "model")}
         m["iteration"] = r["model"]
-        scores_path = run.iteration(i) / "judgments.jsonl"
-        if i > 0 and scores_path.exists():
+        # Histograms per judge: M_k judged the candidates of iteration k (the last model judges none).
+        scores_path = run.iteration(i + 1) / "judgments.jsonl"
+        if scores_path.exists():
             jrows = read_jsonl(scores_path)[0]
             m["scores"] = [s for jr in jrows for s in jr["scores"] if s is not None]
             m["lengths"] = [len(x) for jr in jrows for x in jr["responses"]]

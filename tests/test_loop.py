@@ -92,3 +92,20 @@ def test_resume_with_a_different_config_is_refused(reference_run):
     )
     with pytest.raises(ConfigError, match="different config"):
         run_loop(cfg)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "srlm_fast" / "configs").glob("loop-*.toml"))
+)
+def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
+    from srlm_fast.config import from_dict, merge
+    from srlm_fast.loop import train_table
+    from srlm_fast.train_config import TrainConfig
+
+    cfg = load_config(LoopConfig, path)
+    for task in ("sft", "dpo"):
+        tc = from_dict(
+            TrainConfig,
+            merge({"task": task, "data": {"train": "x"}, "model": {"init": "m"}}, train_table(task, cfg)),
+        )
+        tc.validate()
