@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    # Commands that take `--section.key=value` config overrides declare `accepts_overrides`.
+    # Commands that take `--section.key=value` config overrides declare `ACCEPTS_OVERRIDES = True`.
     if extra:
         if not getattr(args._module, "ACCEPTS_OVERRIDES", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ValueError, FileNotFoundError) as e:
         # Our errors (ConfigError, DataError, CheckpointError, ...) carry a complete message already.
-        if "SRLM_DEBUG" in __import__("os").environ:
+        if "SRLM_DEBUG" in os.environ:  # show the traceback
             raise
         print(f"srlm {args.command}: error: {e}", file=sys.stderr)
         return 1
