@@ -6,9 +6,11 @@
     srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/eval/m<k>.json
                                              (or RUN_DIR/iter<t>/eval.json)
     srlm eval data FILE                      read an evaluation data file and summarize it (checks its format)
+    srlm eval judge --checkpoint DIR ...     a checkpoint judges human-ranked replies (OASST trees) and/or
+                                             HH-RLHF pairs; the paper's agreement metrics (Table 4)
 
-The model-driven evaluations (judging OpenAssistant rankings, generating answers for AlpacaEval) call the
-functions in `srlm_fast.evaluate` with the model's score/verdict callables.
+The other model-driven evaluations (head-to-head between checkpoints, AlpacaEval answers) are functions in
+`srlm_fast.evaluate` that take the model's score/verdict callables.
 """
 
 from __future__ import annotations
@@ -44,10 +46,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "file", help="OpenAssistant trees, HH-RLHF pairs, AlpacaEval, MT-Bench or Self-Instruct file"
     )
     p.add_argument("--kind", choices=("auto", "oasst", "hh", "prompts"), default="auto")
+    p = sub.add_parser(
+        "judge", help="a checkpoint as judge: agreement with human rankings and preference pairs"
+    )
+    p.add_argument("--checkpoint", required=True, help="HF checkpoint directory (the judge)")
+    p.add_argument(
+        "--rankings", default=None, help="OpenAssistant trees JSONL (e.g. prefs/oasst_en_100_trees.jsonl)"
+    )
+    p.add_argument("--pairs", default=None, help="HH-RLHF chosen/rejected JSONL(.gz)")
+    p.add_argument("--mode", choices=("sample", "expected"), default="sample")
+    p.add_argument("--k", type=int, default=3, help="judgments averaged per response in sample mode")
+    p.add_argument("--template", default="full", help="judge template: compact, full, or a file")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--limit", type=int, default=0, help="at most this many prompts/pairs per file (0: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="also write the metrics as JSON here")
 
 
 def main(args: argparse.Namespace) -> int:
-    handlers = {"agreement": _agreement, "head2head": _head2head, "report": _report, "data": _data}
+    handlers = {"agreement": _agreement, "head2head": _head2head, "report": _report, "data": _data,
+                "judge": _judge}  # fmt: skip
     handler = handlers.get(getattr(args, "eval_command", None) or "")
     if handler is None:
         print("usage: srlm eval {agreement,head2head,report,data} ... (see srlm eval -h)")
@@ -188,4 +206,48 @@ def _data(args: argparse.Namespace) -> int:
         prompts = eval_data.read_eval_prompts(path)
         refs = sum(p.reference is not None for p in prompts)
         print(f"{path}: {len(prompts)} prompts, {refs} with a reference answer")
+    return 0
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from srlm_fast.evaluate import (
+        evaluate_judge_on_pairs,
+        evaluate_judge_on_rankings,
+        read_hh_pairs,
+        read_oasst_trees,
+    )
+    from srlm_fast.io import write_json_atomic
+    from srlm_fast.judge import JudgeConfig, JudgeTemplate, judge
+    from srlm_fast.loop import resolve_device
+    from srlm_fast.policy import Policy
+
+    if not (args.rankings or args.pairs):
+        raise ValueError("give --rankings and/or --pairs")
+    policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
+    template = JudgeTemplate.from_spec(args.template)
+    cfg = JudgeConfig(mode=args.mode, k=args.k, max_new_tokens=args.max_new_tokens)
+
+    def score_fn(items):
+        results = judge(
+            items,
+            template,
+            cfg,
+            generate_fn=policy.generate,
+            score_probs_fn=lambda ps: policy.score_probs(ps, max_new_tokens=args.max_new_tokens),
+        )
+        return [r.score for r in results]  # fmt: skip
+
+    limit = args.limit or None
+    out: dict = {"checkpoint": str(args.checkpoint), "mode": args.mode, "template": args.template}
+    if args.rankings:
+        # The expected score is continuous: a perfect 5 is anything at or above 4.5.
+        perfect = 4.5 if args.mode == "expected" else 5.0
+        ranked = read_oasst_trees(args.rankings)[:limit]
+        out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
+    if args.pairs:
+        out["pairs"] = evaluate_judge_on_pairs(read_hh_pairs(args.pairs).pairs[:limit], score_fn).to_dict()
+    out["prompts_skipped_too_long"] = policy.skipped_too_long
+    if args.out:
+        write_json_atomic(args.out, out)
+    print(json.dumps(out, indent=2))
     return 0
