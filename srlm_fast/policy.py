@@ -55,11 +55,13 @@ class Policy:
     def close(self) -> None:
         self.generator.close()
 
-    def _encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], list[bool]]:
+    def _encode(
+        self, prompts: Sequence[str], max_new_tokens: int, count: bool = True
+    ) -> tuple[list[list[int]], list[bool]]:
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
         fits = [len(x) + max_new_tokens <= self.max_len for x in ids]
         skipped = fits.count(False)
-        if skipped:
+        if skipped and count:
             self.skipped_too_long += skipped
             print(
                 f"    skipped {skipped} prompt(s) longer than {self.max_len - max_new_tokens} tokens",
@@ -100,7 +102,7 @@ class Policy:
         """
         texts = self.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
                               stop=(SCORE_MARKER,))  # fmt: skip
-        ids, fits = self._encode(prompts, max_new_tokens)
+        ids, fits = self._encode(prompts, max_new_tokens, count=False)  # generate() counted the skips
         forced, index = [], []
         for i, (prompt_ids, ok, t) in enumerate(zip(ids, fits, texts)):
             if not ok:
