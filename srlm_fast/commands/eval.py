@@ -1,16 +1,16 @@
 """`srlm eval`: evaluation from files already on disk (no model needed).
 
-    srlm eval agreement --judgments FILE     judge vs human metrics from scored judgments (ranked and/or pairs)
-    srlm eval head2head --verdicts FILE      win/tie/loss with bootstrap CIs from verdicts in both orders;
-                                             with `output` + `reference` fields also the LC win rate vs reference
-    srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/eval/m<k>.json
-                                             (or RUN_DIR/iter<t>/eval.json)
-    srlm eval data FILE                      read an evaluation data file and summarize it (checks its format)
-    srlm eval judge --checkpoint DIR ...     a checkpoint judges human-ranked replies (OASST trees) and/or
-                                             HH-RLHF pairs; the paper's agreement metrics (Table 4)
-
-The other model-driven evaluations (head-to-head between checkpoints, AlpacaEval answers) are functions in
-`srlm_fast.evaluate` that take the model's score/verdict callables.
+srlm eval agreement --judgments FILE     judge vs human metrics from scored judgments (ranked and/or pairs)
+srlm eval head2head --verdicts FILE      win/tie/loss with bootstrap CIs from verdicts in both orders;
+                                         with `output` + `reference` fields also the LC win rate vs reference
+srlm eval report RUN_DIR                 report.md (+ JSON, SVG plots) from RUN_DIR/eval/m<k>.json
+                                         (or RUN_DIR/iter<t>/eval.json)
+srlm eval data FILE                      read an evaluation data file and summarize it (checks its format)
+srlm eval judge --checkpoint DIR ...     a checkpoint judges human-ranked replies (OASST trees) and/or
+                                         HH-RLHF pairs; the paper's agreement metrics (Table 4)
+srlm eval versus --a DIR --b DIR ...     A's and B's answers to a prompt file, judged in both orders by a
+                                         judge checkpoint (default B); with --references also each model's
+                                         win rate (and LC win rate) against the file's reference outputs
 """
 
 from __future__ import annotations
@@ -61,11 +61,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most this many prompts/pairs per file (0: all)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
+    p = sub.add_parser(
+        "versus", help="head-to-head of two checkpoints on a prompt file, judged by a checkpoint"
+    )
+    p.add_argument("--a", required=True, help="checkpoint A (e.g. the older model)")
+    p.add_argument("--b", required=True, help="checkpoint B (e.g. the newer model)")
+    p.add_argument(
+        "--judge", default=None, help="judge checkpoint (default: B, the newer model, as in the paper)"
+    )
+    p.add_argument(
+        "--prompts", required=True, help="AlpacaEval .json, MT-Bench, Self-Instruct or prompt JSONL"
+    )
+    p.add_argument(
+        "--references", action="store_true", help="also judge A and B against the file's references"
+    )
+    p.add_argument("--limit", type=int, default=0, help="at most this many prompts (0: all)")
+    p.add_argument("--temperature", type=float, default=0.0, help="answer sampling temperature (0: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
+    p.add_argument("--judge-mode", choices=("sample", "expected"), default="expected")
+    p.add_argument("--template", default="full", help="judge template: compact, full, or a file")
+    p.add_argument("--judge-max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="write the results (and the answers) as JSON here")
 
 
 def main(args: argparse.Namespace) -> int:
     handlers = {"agreement": _agreement, "head2head": _head2head, "report": _report, "data": _data,
-                "judge": _judge}  # fmt: skip
+                "judge": _judge, "versus": _versus}  # fmt: skip
     handler = handlers.get(getattr(args, "eval_command", None) or "")
     if handler is None:
         print("usage: srlm eval {agreement,head2head,report,data} ... (see srlm eval -h)")
@@ -209,6 +232,26 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_fn(policy, template: str, mode: str, k: int, max_new_tokens: int):
+    """A checkpoint's pointwise judge as the `score_fn(items) -> scores` the evaluation functions take."""
+    from srlm_fast.judge import JudgeConfig, JudgeTemplate, judge
+
+    tmpl = JudgeTemplate.from_spec(template)
+    cfg = JudgeConfig(mode=mode, k=k, max_new_tokens=max_new_tokens)
+
+    def score_fn(items):
+        results = judge(
+            items,
+            tmpl,
+            cfg,
+            generate_fn=policy.generate,
+            score_probs_fn=lambda ps: policy.score_probs(ps, max_new_tokens=max_new_tokens),
+        )
+        return [r.score for r in results]
+
+    return score_fn
+
+
 def _judge(args: argparse.Namespace) -> int:
     from srlm_fast.evaluate import (
         evaluate_judge_on_pairs,
@@ -217,25 +260,13 @@ def _judge(args: argparse.Namespace) -> int:
         read_oasst_trees,
     )
     from srlm_fast.io import write_json_atomic
-    from srlm_fast.judge import JudgeConfig, JudgeTemplate, judge
     from srlm_fast.loop import resolve_device
     from srlm_fast.policy import Policy
 
     if not (args.rankings or args.pairs):
         raise ValueError("give --rankings and/or --pairs")
     policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
-    template = JudgeTemplate.from_spec(args.template)
-    cfg = JudgeConfig(mode=args.mode, k=args.k, max_new_tokens=args.max_new_tokens)
-
-    def score_fn(items):
-        results = judge(
-            items,
-            template,
-            cfg,
-            generate_fn=policy.generate,
-            score_probs_fn=lambda ps: policy.score_probs(ps, max_new_tokens=args.max_new_tokens),
-        )
-        return [r.score for r in results]  # fmt: skip
+    score_fn = _score_fn(policy, args.template, args.mode, args.k, args.max_new_tokens)
 
     limit = args.limit or None
     out: dict = {"checkpoint": str(args.checkpoint), "mode": args.mode, "template": args.template}
@@ -250,4 +281,48 @@ def _judge(args: argparse.Namespace) -> int:
     if args.out:
         write_json_atomic(args.out, out)
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def _versus(args: argparse.Namespace) -> int:
+    from srlm_fast.evaluate import head_to_head, pointwise_verdict_fn, read_eval_prompts, reference_win_rate
+    from srlm_fast.io import write_json_atomic
+    from srlm_fast.loop import resolve_device
+    from srlm_fast.policy import Policy
+
+    device = resolve_device(args.device)
+    prompts = read_eval_prompts(args.prompts)[: args.limit or None]
+    instructions = [p.instruction for p in prompts]
+    if args.references and any(p.reference is None for p in prompts):
+        raise ValueError(f"{args.prompts}: --references needs a reference output for every prompt")
+
+    def answers(checkpoint: str) -> list[str]:
+        # One model in memory at a time: answer, free, then the next.
+        policy = Policy.load(checkpoint, device=device)
+        try:
+            outs = policy.generate(instructions, n=1, temperature=args.temperature, top_p=1.0,
+                                   max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
+        finally:
+            policy.close()
+        return [o[0] for o in outs]
+
+    answers_a, answers_b = answers(args.a), answers(args.b)
+    judge_dir = args.judge or args.b
+    judge_policy = Policy.load(judge_dir, device=device)
+    verdict_fn = pointwise_verdict_fn(
+        _score_fn(judge_policy, args.template, args.judge_mode, 3, args.judge_max_new_tokens)
+    )
+    out: dict = {"a": args.a, "b": args.b, "judge": judge_dir, "prompts": args.prompts, "n": len(prompts)}
+    out["a_vs_b"] = head_to_head(instructions, answers_a, answers_b, verdict_fn, seed=args.seed).to_dict()
+    if args.references:
+        refs = [p.reference for p in prompts]
+        for name, outs in (("a", answers_a), ("b", answers_b)):
+            out[f"{name}_vs_reference"] = reference_win_rate(
+                instructions, outs, refs, verdict_fn, seed=args.seed
+            ).to_dict()
+    out["prompts_skipped_too_long"] = judge_policy.skipped_too_long
+    print(json.dumps(out, indent=2))
+    if args.out:
+        write_json_atomic(args.out, {**out, "answers": [{"instruction": i, "a": a, "b": b}
+                                                        for i, a, b in zip(instructions, answers_a, answers_b)]})  # fmt: skip
     return 0
