@@ -389,7 +389,59 @@ def judge_items(cfg: LoopConfig, policy, items: list[tuple[str, str]], seed: int
 
 
 def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
-    """Task-world evaluation of M_k: checker accuracy of its greedy answers, its judge against the checker."""
+    """Every evaluation the config lists for M_k, as one JSON-able dict."""
+    e = cfg.eval
+    result: dict[str, Any] = {"model": f"M{k}"}
+    if e.task_world:
+        result.update(evaluate_task_world(cfg, policy))
+    score_fn = lambda items: [r.score for r in judge_items(cfg, policy, list(items), seed=cfg.seed)]
+    limit = e.limit or None
+    if e.rankings or e.pairs:
+        from srlm_fast.evaluate import (
+            evaluate_judge_on_pairs,
+            evaluate_judge_on_rankings,
+            read_hh_pairs,
+            read_oasst_trees,
+        )
+
+        perfect = 4.5 if cfg.judge.mode == "expected" else 5.0  # the expected score is continuous
+        if e.rankings:
+            m = evaluate_judge_on_rankings(read_oasst_trees(e.rankings)[:limit], score_fn, perfect=perfect)
+            result["human_rankings"] = m.to_dict()
+            result["judge_pairwise_humans"] = result["human_rankings"]["pairwise_accuracy"]
+        if e.pairs:
+            result["human_pairs"] = evaluate_judge_on_pairs(
+                read_hh_pairs(e.pairs).pairs[:limit], score_fn
+            ).to_dict()
+    if e.prompts:
+        result.update(_versus_previous(cfg, run, k, policy, score_fn))
+    return result
+
+
+def _versus_previous(cfg: LoopConfig, run: RunDir, k: int, policy, score_fn) -> dict:
+    """M_k's answers to the prompt file, and M_k against M_{k-1} judged by M_k (the newer model) in both orders."""
+    from srlm_fast.evaluate import head_to_head, pointwise_verdict_fn, read_eval_prompts
+
+    e = cfg.eval
+    prompts = [p.instruction for p in read_eval_prompts(e.prompts)[: e.limit or None]]
+    answers = [o[0] for o in policy.generate(prompts, n=1, temperature=0.0, top_p=1.0,
+                                             max_new_tokens=e.max_new_tokens, seed=cfg.seed)]  # fmt: skip
+    write_jsonl_atomic(
+        run.eval / f"m{k}.answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+    )
+    out: dict[str, Any] = {"mean_answer_chars": sum(map(len, answers)) / max(1, len(answers))}
+    previous = run.eval / f"m{k - 1}.answers.jsonl"
+    if k > 1 and previous.exists():
+        before = [r["answer"] for r in read_jsonl(previous)[0]]
+        h2h = head_to_head(prompts, before, answers, pointwise_verdict_fn(score_fn), seed=cfg.seed).to_dict()
+        out["vs_previous"] = h2h
+        # head_to_head reports A's (the previous model's) rates; the newer model's win rate is the complement.
+        out["win_rate_vs_previous"] = 1.0 - h2h["win_rate"]["value"] if h2h["n_valid"] else None
+    return out
+
+
+def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
+    """Checker accuracy of the model's greedy answers to held-out tasks, and its judge against the checker."""
     from srlm_fast.eval_tasks import task_world_metrics
 
     e = cfg.eval
@@ -411,7 +463,6 @@ def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
     )
     known_m = known_m.to_dict()
     return {
-        "model": f"M{k}",
         "task_accuracy": own_m["accuracy"],
         "judge_agreement_own": own_m["judge_checker_agreement"],
         "judge_agreement_known": known_m["judge_checker_agreement"],
@@ -446,6 +497,9 @@ COLUMNS = (
     ("prompts", "prompts", "{}"),
     ("pairs", "pairs", "{}"),
     ("resp chars", "mean_response_chars", "{:.1f}"),
+    # Shown only when the config asks for these evaluations:
+    ("judge~humans", "judge_pairwise_humans", "{:.1%}"),
+    ("win vs prev", "win_rate_vs_previous", "{:.1%}"),
 )
 
 
@@ -469,11 +523,13 @@ def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = " | ".join(f"{name:>14}" for name, _, _ in COLUMNS)
+    optional = {"judge_pairwise_humans", "win_rate_vs_previous"}
+    columns = [c for c in COLUMNS if c[1] not in optional or any(c[1] in r for r in rows)]
+    header = " | ".join(f"{name:>14}" for name, _, _ in columns)
     lines = [header, "-" * len(header)]
     for r in rows:
         cells = []
-        for _, key, fmt in COLUMNS:
+        for _, key, fmt in columns:
             v = r.get(key)
             cells.append(f"{'-' if v is None else fmt.format(v):>14}")
         lines.append(" | ".join(cells))

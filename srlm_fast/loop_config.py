@@ -76,9 +76,16 @@ class PairSpec:
 
 @dataclass
 class EvalSpec:
+    """Evaluations of every model M_k, run after the model is made (results in eval/m<k>.json and report.md)."""
+
+    task_world: bool = True  # checker accuracy and judge/checker agreement on held-out task-world prompts
     n_task_prompts: int = 200  # held-out task-world prompts answered greedily by every model
     n_judge_items: int = 240  # held-out candidates of known quality the model judges (judge vs checker)
     max_new_tokens: int = 32
+    rankings: str | None = None  # OpenAssistant trees: the model's judge against human rankings (Table 4)
+    pairs: str | None = None  # HH-RLHF chosen/rejected: the model's judge against human preferences
+    prompts: str | None = None  # prompt file (AlpacaEval, MT-Bench, ...): M_k vs M_{k-1}, judged by M_k
+    limit: int = 0  # at most this many prompts / trees / pairs per file (0: all)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,11 @@ SMOKE = [
     # the DPO stage really trains.
     "--judge.mode=expected",
 ]  # fmt: skip
+# The evaluations a config can list, on the real shared files (a few records each) when they are present.
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if (_SHARED / "eval" / "mt_bench_questions.jsonl").is_file():
+    SMOKE += [f"--eval.prompts={_SHARED / 'eval' / 'mt_bench_questions.jsonl'}",
+              f"--eval.rankings={_SHARED / 'prefs' / 'oasst_en_100_trees.jsonl'}", "--eval.limit=3"]  # fmt: skip
 
 # Every stage of a run, in order, with the artifact that marks it done.
 STAGES = ["seed", "tokenizer", "sft-m1", "eval-m1", "prompts", "candidates", "judge", "pairs", "reference",
@@ -64,6 +70,11 @@ def test_end_to_end_writes_every_artifact_and_a_report(reference_run):
         assert (reference_run / rel).is_file(), rel
     report = (reference_run / "report.md").read_text()
     assert "M1" in report and "M2" in report
+    if any(a.startswith("--eval.prompts=") for a in SMOKE):
+        m2 = json.loads((reference_run / "eval" / "m2.json").read_text())
+        assert m2["vs_previous"]["n"] == 3  # M2 against M1 on 3 MT-Bench prompts, both orders
+        assert "pairwise_accuracy" in m2["human_rankings"]
+        assert (reference_run / "eval" / "m1.answers.jsonl").is_file()
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         assert (reference_run / "m2" / name).is_file()  # an HF checkpoint any tool can load
 
