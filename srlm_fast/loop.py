@@ -603,9 +603,21 @@ def _report_progress(cfg: LoopConfig, run: RunDir, wandb_run) -> None:
     rows = summary_rows(cfg, run)
     log("\n" + format_table(rows))
     if wandb_run is not None and rows:
-        r = rows[-1]
-        wandb_run.log({k: v for k, v in r.items() if isinstance(v, int | float) and v is not None},
-                      step=len(rows))  # fmt: skip
+        log_to_wandb(wandb_run, rows)
+
+
+def log_to_wandb(wandb_run, rows: list[dict]) -> None:
+    """The newest model's metrics as scalars (one step per model: wandb plots them across iterations) and the
+    whole per-model table as a wandb Table."""
+    import wandb
+
+    latest = rows[-1]
+    metrics: dict[str, Any] = {
+        k: v for k, v in latest.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    keys = [key for _, key, _ in COLUMNS if any(key in r for r in rows)]
+    metrics["models"] = wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows])
+    wandb_run.log(metrics, step=len(rows))
 
 
 def _wandb_init(cfg: LoopConfig, run: RunDir):

@@ -120,3 +120,20 @@ def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
             merge({"task": task, "data": {"train": "x"}, "model": {"init": "m"}}, train_table(task, cfg)),
         )
         tc.validate()
+
+
+def test_wandb_offline_gets_scalars_and_the_model_table(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from srlm_fast.loop import log_to_wandb
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run = wandb.init(project="srlm-test", mode="offline", dir=str(tmp_path))
+    rows = [
+        {"model": "M1", "task_accuracy": 0.2, "pairs": None},
+        {"model": "M2", "task_accuracy": 0.25, "pairs": 12},
+    ]
+    log_to_wandb(run, rows)
+    run.finish()
+    files = [p.name for p in tmp_path.rglob("*")]
+    assert any(name.endswith(".wandb") for name in files)  # the offline run was written
+    assert any("models" in name and name.endswith(".table.json") for name in files)  # and the table with it
