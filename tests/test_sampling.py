@@ -249,6 +249,33 @@ def test_native_matches_torch_large_k_and_flat_distribution(native_op) -> None:
     _assert_same_tokens(sample(**case, impl="native"), sample(**case, impl="torch"), case)
 
 
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_native_matches_torch_exactly_flat_large_vocab(native_op, top_p: float) -> None:
+    # Flat rows at V=32000 send top-p past the sorted head of 64 into the histogram search (kept set of
+    # thousands of tokens); constant and coarsely tied rows hit its exact-crossing fallback. Exact equality.
+    gen = torch.Generator().manual_seed(int(top_p * 100))
+    b, v = 12, 32000
+    logits = torch.randn(b, v, generator=gen)
+    logits[0:4] *= 0.01  # nearly uniform
+    logits[4:8] *= 2.5  # the benchmark's N(0, 2.5^2) at T = 0.7
+    logits[8] = 0.25  # all equal: p * Z lands exactly on a prefix sum
+    logits[9] = torch.round(logits[9] * 4) / 4  # many exact ties
+    logits[10, ::3] = float("-inf")  # masked tokens
+    case = dict(
+        logits=logits,
+        temperature=torch.tensor([1.0, 0.7, 1.3, 0.7, 0.7, 1.0, 0.7, 0.5, 1.0, 0.7, 0.7, 2.0]),
+        top_k=torch.tensor([0, 0, 20000, 31999, 0, 0, 5000, 0, 0, 0, 0, 30000]),
+        top_p=torch.full((b,), top_p),
+        seeds=torch.randint(-(2**62), 2**62, (b,), generator=gen),
+        steps=torch.randint(0, 10_000, (b,), generator=gen),
+    )
+    for step in range(4):
+        case["steps"] = case["steps"] + step
+        got = sample(**case, impl="native")
+        want = sample(**case, impl="torch")
+        assert torch.equal(got, want), (step, (got != want).nonzero().flatten().tolist())
+
+
 # ------------------------------------------------------------------------------------------ statistics
 
 CONFIGS = [  # (temperature, top_k, top_p)
