@@ -375,14 +375,7 @@ def judge_items(cfg: LoopConfig, policy, items: list[tuple[str, str]], seed: int
     jcfg = J.JudgeConfig(
         mode=j.mode, k=j.k, temperature=j.temperature, top_p=j.top_p, max_new_tokens=j.max_new_tokens
     )
-    return J.judge(
-        items,
-        J.JudgeTemplate.from_spec(j.template),
-        jcfg,
-        generate_fn=policy.generate,
-        score_probs_fn=lambda prompts: policy.score_probs(prompts, max_new_tokens=j.max_new_tokens),
-        seed=seed,
-    )
+    return policy.judge(items, J.JudgeTemplate.from_spec(j.template), jcfg, seed=seed)
 
 
 # ---- evaluation of every model ------------------------------------------------------------------------------

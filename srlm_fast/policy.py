@@ -15,7 +15,7 @@ import torch
 
 from srlm_fast.checkpoint import from_pretrained
 from srlm_fast.generate import Generator, SamplingParams
-from srlm_fast.judge import MAX_SCORE, MIN_SCORE
+from srlm_fast.judge import MAX_SCORE, MIN_SCORE, JudgeConfig, JudgeResult, JudgeTemplate, judge
 from srlm_fast.tokenizer import Tokenizer
 
 SCORE_MARKER = "Score:"
@@ -55,13 +55,11 @@ class Policy:
     def close(self) -> None:
         self.generator.close()
 
-    def _encode(
-        self, prompts: Sequence[str], max_new_tokens: int, count: bool = True
-    ) -> tuple[list[list[int]], list[bool]]:
+    def _encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], list[bool]]:
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
         fits = [len(x) + max_new_tokens <= self.max_len for x in ids]
         skipped = fits.count(False)
-        if skipped and count:
+        if skipped:
             self.skipped_too_long += skipped
             print(
                 f"    skipped {skipped} prompt(s) longer than {self.max_len - max_new_tokens} tokens",
@@ -81,13 +79,19 @@ class Policy:
     ) -> list[list[str]]:
         """n completions of each user message (chat template applied); "" for a prompt that does not fit."""
         ids, fits = self._encode(prompts, max_new_tokens)
+        return self._generate_encoded(ids, fits, n, temperature, top_p, max_new_tokens, seed, stop)
+
+    def _generate_encoded(
+        self, ids: list[list[int]], fits: list[bool], n: int, temperature: float, top_p: float,
+        max_new_tokens: int, seed: int, stop: Sequence[str],
+    ) -> list[list[str]]:  # fmt: skip
         todo = [i for i, ok in enumerate(fits) if ok]
         params = [
             SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
                            seed=_request_seed(seed, i), stop=tuple(stop), include_stop_str_in_output=True)
             for i in todo
         ]  # fmt: skip
-        out: list[list[str]] = [[""] * n for _ in prompts]
+        out: list[list[str]] = [[""] * n for _ in ids]
         if todo:
             for i, result in zip(todo, self.generator.generate([ids[i] for i in todo], params)):
                 out[i] = [t or "" for t in result.texts]
@@ -100,9 +104,8 @@ class Policy:
         `Score:` straight after the prompt would ask for a score it never learned to give without one), and
         `Score:` is appended if it never writes it. One forward pass then reads the digit distribution.
         """
-        texts = self.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens,
-                              stop=(SCORE_MARKER,))  # fmt: skip
-        ids, fits = self._encode(prompts, max_new_tokens, count=False)  # generate() counted the skips
+        ids, fits = self._encode(prompts, max_new_tokens)
+        texts = self._generate_encoded(ids, fits, 1, 0.0, 1.0, max_new_tokens, 0, (SCORE_MARKER,))
         forced, index = [], []
         for i, (prompt_ids, ok, t) in enumerate(zip(ids, fits, texts)):
             if not ok:
@@ -121,3 +124,16 @@ class Policy:
             for j, row in zip(keep, picked):
                 out[index[j]] = dict(zip(self._score_tokens, row))
         return out
+
+    def judge(
+        self, items: Sequence[tuple[str, str]], template: JudgeTemplate, config: JudgeConfig, seed: int = 0
+    ) -> list[JudgeResult]:
+        """This model as the judge of (instruction, response) items, in either judge mode."""
+        return judge(
+            items,
+            template,
+            config,
+            generate_fn=self.generate,
+            score_probs_fn=lambda prompts: self.score_probs(prompts, max_new_tokens=config.max_new_tokens),
+            seed=seed,
+        )

@@ -234,22 +234,11 @@ def _data(args: argparse.Namespace) -> int:
 
 def _score_fn(policy, template: str, mode: str, k: int, max_new_tokens: int):
     """A checkpoint's pointwise judge as the `score_fn(items) -> scores` the evaluation functions take."""
-    from srlm_fast.judge import JudgeConfig, JudgeTemplate, judge
+    from srlm_fast.judge import JudgeConfig, JudgeTemplate
 
     tmpl = JudgeTemplate.from_spec(template)
     cfg = JudgeConfig(mode=mode, k=k, max_new_tokens=max_new_tokens)
-
-    def score_fn(items):
-        results = judge(
-            items,
-            tmpl,
-            cfg,
-            generate_fn=policy.generate,
-            score_probs_fn=lambda ps: policy.score_probs(ps, max_new_tokens=max_new_tokens),
-        )
-        return [r.score for r in results]
-
-    return score_fn
+    return lambda items: [r.score for r in policy.judge(items, tmpl, cfg)]
 
 
 def _judge(args: argparse.Namespace) -> int:
