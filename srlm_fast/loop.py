@@ -279,6 +279,8 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
         prompts, si_stats = SI.generate_prompts(
             generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=seed, pool=earlier + held_out
         )
+        if generator is not policy:
+            generator.close()
         counts = {"generated": si_stats.generated, "kept": len(prompts), "removed": dict(si_stats.removed)}
         if cfg.seed_data.source == "tasks":
             parsed = sum(tasks.parse_prompt(p) is not None for p in prompts)
@@ -338,10 +340,9 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
 
     def reference_stage() -> None:
         from srlm_fast.reference import compute_reference_logprobs
-
-        # The trainer's sequence limit must equal the one the reference log-probs were computed with.
         from srlm_fast.train_config import DataSection
 
+        # The trainer's sequence limit must equal the one the reference log-probs were computed with.
         max_len = train_table("dpo", cfg).get("data", {}).get("max_seq_len", DataSection.max_seq_len)
         if not read_jsonl(it / "pairs.jsonl")[0]:
             write_jsonl_atomic(it / "pairs.ref.jsonl", [])
@@ -365,7 +366,8 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
     stage(f"iter{t}: judge", it / "judgments.jsonl", judge_stage)
     stage(f"iter{t}: pairs", it / "pairs.jsonl", pairs_stage)
     if policy is not None:
-        policy.close()  # free the sampler's cache before training
+        policy.close()  # free the sampler's cache, and drop the model, before training
+        policy = None
     stage(f"iter{t}: reference log-probs", it / "pairs.ref.jsonl", reference_stage)
     stage(f"iter{t}: DPO → M{t + 1}", run.model(t + 1), dpo_stage)
 
