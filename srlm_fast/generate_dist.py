@@ -8,13 +8,20 @@
   all ranks must make the same number of forward calls: a rank that ran out of work makes 1-token dummy forwards
   until a per-step all-reduce says every rank is done.
 
+* `prefill_logits_data_parallel` / `prefill_logits_lockstep`: the same two modes for `Generator.prefill_logits` (the
+  expected-score judge reads the next-token distribution after a forced `Score:`). A row-wise `transform` runs on
+  each rank's slice before the exchange, so a caller that reads a few columns of a 128k vocabulary sends only those.
+* `load_sharded_model(directory, device, dtype)`: an HF checkpoint loaded FSDP2-sharded for lockstep generation (each
+  rank reads only its rows of every tensor).
+
 Seeds are resolved before the split (rank 0 draws the missing ones and broadcasts them), so a request's samples are
 identical to a single-process run whatever the world size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import torch
@@ -83,7 +90,12 @@ def generate_lockstep(
     plist = _resolve(requests, params, group)
     mine = _split(len(requests), group)
     seqs, prompts = generator.prepare([requests[i] for i in mine], [plist[i] for i in mine])
-    steps = generator.steps(seqs, prompts)  # every `next` makes exactly one forward call, or ends
+    _run_lockstep(generator, generator.steps(seqs, prompts), group)
+    return _gather(generator.collect(seqs, prompts), mine, len(requests), group)
+
+
+def _run_lockstep(generator: Generator, steps: Iterator[None], group) -> None:
+    """Drive `steps` (one forward call per `next`) until every rank's is exhausted, padding with dummy forwards."""
     done = False
     flag = torch.zeros(1, dtype=torch.long, device=generator.device)
     while True:
@@ -98,7 +110,77 @@ def generate_lockstep(
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
         if int(flag.item()) == 0:
             break
-    return _gather(generator.collect(seqs, prompts), mine, len(requests), group)
+
+
+# A row-wise map applied to each rank's (n_local, V) logits before they are exchanged.
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _gather_rows(local: torch.Tensor, mine: list[int], n: int, group) -> torch.Tensor:
+    parts: list = [None] * dist.get_world_size(group)
+    # Objects travel through the host for any backend; rows are few (one per request) and usually narrow.
+    dist.all_gather_object(parts, (mine, local.cpu()), group=group)
+    width = parts[0][1].shape[1:]
+    out = torch.empty((n, *width), dtype=local.dtype)
+    for idx, rows in parts:
+        if idx:
+            out[idx] = rows
+    return out.to(local.device)
+
+
+@torch.no_grad()
+def prefill_logits_data_parallel(
+    generator: Generator, requests: Sequence[Request], *, transform: Transform | None = None, group=None
+) -> torch.Tensor:
+    """`generator.prefill_logits(requests)` (optionally mapped by `transform`), each rank prefilling its strided
+    slice on its full replica; every rank returns all rows in request order."""
+    mine = _split(len(requests), group)
+    local = generator.prefill_logits([requests[i] for i in mine])
+    return _gather_rows(transform(local) if transform else local, mine, len(requests), group)
+
+
+@torch.no_grad()
+def prefill_logits_lockstep(
+    generator: Generator, requests: Sequence[Request], *, transform: Transform | None = None, group=None
+) -> torch.Tensor:
+    """Like `prefill_logits_data_parallel` on a sharded model: all ranks make the same number of forward calls."""
+    mine = _split(len(requests), group)
+    # The same sequences `Generator.prefill_logits` builds: one greedy 1-token sample per request, seed 0.
+    greedy = SamplingParams(max_new_tokens=1, temperature=0.0, seed=0)
+    seqs, prompts = generator.prepare([requests[i] for i in mine], greedy)
+    local = torch.empty(len(mine), generator.config.vocab_size, dtype=torch.float32, device=generator.device)
+    _run_lockstep(generator, generator.steps(seqs, prompts, logits_out=local), group)
+    return _gather_rows(transform(local) if transform else local, mine, len(requests), group)
+
+
+def load_sharded_model(
+    directory: str | os.PathLike, *, device: torch.device | str, dtype: torch.dtype, group=None
+) -> Llama:
+    """An HF checkpoint as an FSDP2-sharded `Llama` over the default process group, for lockstep generation.
+
+    Weights are stored and computed in `dtype` (no fp32 master copy: nothing trains this model) and every rank
+    reads only its own rows of each tensor, so a model larger than one device loads without ever being whole.
+    """
+    from srlm_fast import distributed as D
+    from srlm_fast.checkpoint import load_config, load_weights
+
+    if not dist.is_initialized():
+        raise RuntimeError("load_sharded_model needs a process group (run under torchrun)")
+    if group is not None:
+        raise NotImplementedError("load_sharded_model shards over the default process group only")
+    device = torch.device(device)
+    info = D.DistInfo(
+        dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), device, True, False
+    )
+    with torch.device("meta"):
+        model = Llama(load_config(directory))
+    model.to(dtype)
+    D.shard_model(model, model.layers, info, param_dtype=dtype)
+    model.to_empty(device=device)
+    model.init_buffers()
+    with torch.no_grad():
+        load_weights(model, directory)
+    return model.eval()
 
 
 def gather_full_model(model: Llama, device: torch.device | str | None = None) -> Llama:
