@@ -21,8 +21,10 @@ Two ways to run the network (`runner=`):
 
 * `"fast"` (default on CPU): a lean re-implementation of the Llama forward on the model's own weights, with q/k/v
   and gate/up projections packed into one matmul each and rotary tables precomputed. On this 2-core CPU the model
-  is tiny and the step is dominated by per-op overhead and small matmuls, so fewer, larger matmuls win. It gives
-  bit-identical hidden states to `Llama.forward` in fp32 (tested). Packed weights are rebuilt when any parameter
+  is tiny and the step is dominated by per-op overhead and small matmuls, so fewer, larger matmuls win; weights
+  are stored transposed (K-major), which MKL multiplies faster at these shapes, and a decode step computes its
+  attention as two batched matmuls instead of the CPU flash kernel. Prefill gives bit-identical hidden states to
+  `Llama.forward` in fp32; decode steps agree to rounding (both tested). Packed weights are rebuilt when any parameter
   changes (in-place optimizer steps bump the tensors' version counters), so a trainer can update the model between
   calls.
 * `"model"`: `Llama.forward` with a `CacheView`. Required for FSDP-sharded models (their parameters only exist
@@ -194,12 +196,15 @@ class _ModelRunner:
 
 @dataclass
 class _Packed:
+    """One layer's weights, transposed to (in, out) and packed: `x @ w` with a K-major weight measures 20-30%
+    faster than `F.linear` at decode shapes with MKL on this CPU (the LM head most of all)."""
+
     ln1: Tensor
-    wqkv: Tensor  # (Hq·Dh + 2·Hkv·Dh, D)
-    wo: Tensor
+    wqkv: Tensor  # (D, Hq·Dh + 2·Hkv·Dh)
+    wo: Tensor  # (Hq·Dh, D)
     ln2: Tensor
-    wgu: Tensor  # (2·I, D)
-    wdown: Tensor
+    wgu: Tensor  # (D, 2·I)
+    wdown: Tensor  # (I, D)
 
 
 class _FastRunner:
@@ -228,13 +233,14 @@ class _FastRunner:
             self.layers.append(
                 _Packed(
                     ln1=layer.input_layernorm.weight,
-                    wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                    wo=a.o_proj.weight,
+                    wqkv=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous(),
+                    wo=a.o_proj.weight.t().contiguous(),
                     ln2=layer.post_attention_layernorm.weight,
-                    wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-                    wdown=mlp.down_proj.weight,
+                    wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous(),
+                    wdown=mlp.down_proj.weight.t().contiguous(),
                 )
             )
+        self.lm_head = m.lm_head_weight.t().contiguous()  # (D, V)
         # Rotary tables for every slot, computed exactly as `rope_cos_sin` does (fp32 product, then cos/sin).
         pos = torch.arange(self.max_len, device=m.rope_inv_freq.device)
         freqs = pos[:, None].float() * m.rope_inv_freq  # (S, hd/2)
@@ -249,6 +255,20 @@ class _FastRunner:
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.model.config.norm_eps)
         return w * x32.to(x.dtype)
 
+    def _decode_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """One query per row as two batched matmuls over the query heads of each KV head (no repeat of K/V).
+
+        At decode shapes this measures ~3x faster than the CPU flash kernel of `scaled_dot_product_attention`,
+        whose per-call setup dominates when there is a single query."""
+        B, H, _, Dh = q.shape
+        Hkv = k.shape[1]
+        qg = q.reshape(B, Hkv, H // Hkv, Dh)  # the query heads that share KV head j are rows of group j
+        scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(Dh**-0.5).add_(bias)  # (B, Hkv, G, S)
+        return torch.matmul(scores.softmax(dim=-1), v).view(B, H, 1, Dh)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return (hidden @ self.lm_head).float()
+
     def forward(self, ids: Tensor, positions: Tensor, cache: KVCache, kv_len: int, decode: bool) -> Tensor:
         c = self.model.config
         B, T = ids.shape
@@ -258,10 +278,13 @@ class _FastRunner:
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # (B, 1, T, Dh)
         slots = torch.arange(kv_len, device=ids.device)
         mask = (slots[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, T, S)
+        bias = None
+        if T == 1:  # additive mask of the decode attention, one per row: (B, 1, 1, S)
+            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         rows = torch.arange(B, device=ids.device)[:, None]  # (B, 1)
         for i, w in enumerate(self.layers):
             h = self._rms(x, w.ln1)
-            qkv = F.linear(h, w.wqkv)  # (B, T, nq + 2 nk)
+            qkv = h @ w.wqkv  # (B, T, nq + 2 nk)
             q = qkv[..., :nq].view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
             k = qkv[..., nq : nq + nk].view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
             v = qkv[..., nq + nk :].view(B, T, Hkv, Dh)  # (B, T, Hkv, Dh): the layout the cache write wants
@@ -269,13 +292,15 @@ class _FastRunner:
             k_all, v_all = cache.k[i], cache.v[i]  # (B, Hkv, S_max, Dh)
             k_all[rows, :, positions] = k.transpose(1, 2)
             v_all[rows, :, positions] = v
-            o = F.scaled_dot_product_attention(
-                q, k_all[:, :, :kv_len], v_all[:, :, :kv_len], attn_mask=mask, enable_gqa=Hkv != H
-            )  # (B, H, T, Dh)
-            x = x + F.linear(o.transpose(1, 2).reshape(B, T, nq), w.wo)
+            k_all, v_all = k_all[:, :, :kv_len], v_all[:, :, :kv_len]
+            if T == 1:
+                o = self._decode_attention(q, k_all, v_all, bias)
+            else:
+                o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=Hkv != H)
+            x = x + o.transpose(1, 2).reshape(B, T, nq) @ w.wo
             h = self._rms(x, w.ln2)
-            gate, up = F.linear(h, w.wgu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, w.wdown)
+            gate, up = (h @ w.wgu).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ w.wdown
         return self._rms(x, self.model.norm.weight)
 
 
@@ -500,6 +525,12 @@ class Generator:
             pass
         return w
 
+    def _logits(self, hidden: Tensor) -> Tensor:
+        """fp32 next-token logits of hidden states (N, D)."""
+        if isinstance(self._runner, _FastRunner):
+            return self._runner.logits(hidden)
+        return F.linear(hidden, self._lm_head_weight()).float()
+
     def _kv_len(self, max_pos: int) -> int:
         need = max_pos + 1
         if self.compiled:
@@ -537,7 +568,7 @@ class Generator:
         """
         self._runner.refresh()
         self._lm_head = None
-        W = self._lm_head_weight()  # before any early return: for a sharded model this is a collective
+        self._lm_head_weight()  # before any early return: for a sharded model this is a collective
         total = sum(len(g) for g in seqs)
         if total == 0:
             return
@@ -598,7 +629,7 @@ class Generator:
             view = KVCache(cache.k[:, :B], cache.v[:, :B])
             hidden = self._runner.forward(tok[:B, None], pos[:B, None], view, kv_len, decode=True)
             yield
-            logits = F.linear(hidden[:n_active, -1], W).float()  # (B, V)
+            logits = self._logits(hidden[:n_active, -1])  # (B, V)
             n_active = self._advance(logits, slice(0, n_active), row_seq, state, cache, n_active, fresh=False)
 
     def _take(self, pending: deque[_Group], free: int, P: int) -> list[tuple[_Group, list[_Seq]]]:
@@ -651,9 +682,7 @@ class Generator:
         hidden = self._runner.forward(ids, positions, view, P + T, decode=False)
         yield
         last = torch.tensor(lens, device=self.device) - 1
-        logits = F.linear(
-            hidden[torch.arange(G, device=self.device), last], self._lm_head_weight()
-        ).float()  # (G, V)
+        logits = self._logits(hidden[torch.arange(G, device=self.device), last])  # (G, V)
         if logits_out is not None:
             logits_out[[g.req for g, _ in groups]] = logits
             return

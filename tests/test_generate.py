@@ -69,6 +69,26 @@ def test_fast_runner_is_bit_identical_to_model_forward(model):
     assert torch.equal(c1.k, c2.k) and torch.equal(c1.v, c2.v)
 
 
+def test_fast_runner_decode_step_matches_model_forward(model):
+    """Decode steps (one query per row) take the fast runner's own attention: equal up to rounding."""
+    cfg = model.config
+    c1 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    c2 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    fast = _FastRunner(model, 32)
+    prompt = torch.randint(0, cfg.vocab_size, (3, 9))
+    pos = torch.arange(9).expand(3, 9)
+    with torch.no_grad():
+        model(prompt, positions=pos, cache=CacheView(c1, None, 16))
+        fast.forward(prompt, pos, c2, 16, decode=False)
+        ids = torch.randint(0, cfg.vocab_size, (3, 1))
+        step = torch.tensor([[9], [5], [2]])  # ragged rows: each attends to its own slots <= position
+        a = model(ids, positions=step, cache=CacheView(c1, None, 16))
+        b = fast.forward(ids, step, c2, 16, decode=True)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    reference_logits = torch.nn.functional.linear(a[:, -1], model.lm_head_weight)
+    torch.testing.assert_close(fast.logits(b[:, -1]), reference_logits, rtol=1e-5, atol=1e-5)
+
+
 def test_ragged_batch_equals_each_request_alone(model):
     prompts = prompts_of((3, 25, 8, 14), seed=1)
     params = SamplingParams(max_new_tokens=10, temperature=0.9, top_k=50, seed=3, logprobs=True)
