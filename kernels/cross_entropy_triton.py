@@ -158,6 +158,7 @@ def _lce_bwd_kernel(
     N,
     V,
     D,
+    v_start,
     stride_hn,
     stride_hd,
     stride_wv,
@@ -183,7 +184,8 @@ def _lce_bwd_kernel(
     row_mask = rows < N
     g = tl.load(G + rows, mask=row_mask, other=0.0)  # upstream gradient, 0 at ignored rows
     if tl.max(tl.abs(g), axis=0) > 0.0:  # skip row blocks that receive no gradient
-        cols = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        # This launch covers the vocabulary rows [v_start, V); DW holds only those rows (its row 0 is v_start).
+        cols = v_start + pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         col_mask = cols < V
         s, dsdz = _scores_tile(
             H, W, B, rows, cols, row_mask, col_mask, D, stride_hn, stride_hd, stride_wv, stride_wd,
@@ -221,7 +223,9 @@ def _lce_bwd_kernel(
                 )  # (BLOCK_N, BLOCK_D)
                 dw = tl.dot(tl.trans(grad_in), h, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_D)
                 tl.atomic_add(
-                    DW + cols64[:, None] * D + ds[None, :], dw, mask=col_mask[:, None] & d_mask[None, :]
+                    DW + (cols64 - v_start)[:, None] * D + ds[None, :],
+                    dw,
+                    mask=col_mask[:, None] & d_mask[None, :],
                 )
 
 
@@ -295,6 +299,21 @@ def _forward(
     return loss, lse
 
 
+# fp32 scratch for the weight gradient of a 16/32-bit weight, per launch. dW must accumulate in fp32 (summing
+# thousands of bf16 tile products in bf16 is where chunked peers lose precision), but a full fp32 copy of dW
+# doubles the backward's memory at a large head (2.1 GB for 128256 × 4096). So the vocabulary is covered in
+# slices whose fp32 dW fits this budget; each slice is rounded into the output dW once, when it is complete.
+DW_SCRATCH_BYTES = 64 << 20
+
+
+def _dw_slice_rows(v: int, d: int, block_v: int, weight_dtype: torch.dtype) -> int:
+    """Vocabulary rows per backward launch: all of them for an fp32 weight (dW accumulates in place)."""
+    if weight_dtype == torch.float32:
+        return v
+    rows = max(block_v, DW_SCRATCH_BYTES // (4 * d) // block_v * block_v)
+    return min(rows, triton.cdiv(v, block_v) * block_v)
+
+
 def _backward(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -305,28 +324,48 @@ def _backward(
     opts: RowLossOptions,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of hidden, weight and bias. Memory beyond the gradients themselves: dh in fp32 (it sums over
+    the whole vocabulary, across launches) and one dW slice in fp32 (`DW_SCRATCH_BYTES`)."""
     n, d = hidden.shape
     v = weight.shape[0]
     block_n, block_v, block_d, warps = _blocks(n, v, d, hidden.dtype)
     f32 = {"dtype": torch.float32, "device": hidden.device}
     dh = torch.zeros((n, d), **f32) if needs[0] else None
-    dw = torch.zeros((v, d), **f32) if needs[1] else None
     db = torch.zeros((v,), **f32) if needs[2] else None
-    _lce_bwd_kernel[(triton.cdiv(n, block_n), triton.cdiv(v, block_v))](
-        hidden, weight, bias if bias is not None else hidden, targets, lse, g,
-        dh if dh is not None else g, dw if dw is not None else g, db if db is not None else g,
-        n, v, d,
-        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-        opts.logit_softcap or 1.0, 1.0 / opts.temperature,
-        2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v,
-        HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
-        COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
-        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
-        num_warps=warps,
-    )  # fmt: skip
+    dw = scratch = None
+    slice_rows = _dw_slice_rows(v, d, block_v, weight.dtype) if needs[1] else v
+    in_place = weight.dtype == torch.float32  # fp32 dW accumulates in the output itself, slice by slice
+    if needs[1]:
+        dw = (
+            torch.zeros((v, d), **f32)
+            if in_place
+            else torch.empty((v, d), dtype=weight.dtype, device=weight.device)
+        )
+        if not in_place:
+            scratch = torch.empty((slice_rows, d), **f32)
+    for v0 in range(0, v, slice_rows):
+        v1 = min(v, v0 + slice_rows)
+        dw_slice = None
+        if dw is not None:
+            dw_slice = dw[v0:v1] if in_place else scratch[: v1 - v0].zero_()
+        _lce_bwd_kernel[(triton.cdiv(n, block_n), triton.cdiv(v1 - v0, block_v))](
+            hidden, weight, bias if bias is not None else hidden, targets, lse, g,
+            dh if dh is not None else g, dw_slice if dw_slice is not None else g, db if db is not None else g,
+            n, v1, d, v0,
+            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+            opts.logit_softcap or 1.0, 1.0 / opts.temperature,
+            2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v,
+            HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
+            COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
+            BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
+            num_warps=warps,
+        )  # fmt: skip
+        if scratch is not None:
+            dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
+    del scratch
     return (
         None if dh is None else dh.to(hidden.dtype),
-        None if dw is None else dw.to(weight.dtype),
+        dw,
         None if db is None else db.to(bias.dtype),
     )
 

@@ -264,6 +264,48 @@ def test_triton_on_cpu_needs_interpreter(monkeypatch):
         fused_linear_cross_entropy(hidden, weight, targets, impl="triton")
 
 
+# --- the backward's vocabulary slices (bounded fp32 scratch for dW) ---
+
+
+def test_triton_backward_in_vocab_slices_fp32(monkeypatch):
+    # A 16/32-bit weight's dW is computed one vocabulary slice per launch; force one block per slice (8 here).
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "_dw_slice_rows", lambda v, d, block_v, weight_dtype: block_v)
+    case = make_case(*REAL, ignore="half", bias=True)
+    assert_matches(ce("triton"), linear_cross_entropy_reference, *case, label_smoothing=0.1, z_loss=1e-4)
+
+
+def test_triton_backward_fp16_weight_through_fp32_slices(monkeypatch):
+    """A half-precision weight accumulates each dW slice in fp32 scratch and is rounded once: the result is the
+    exact gradient rounded to fp16 (the interpreter runs fp16, not bf16: its bf16 arithmetic is garbage)."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "_dw_slice_rows", lambda v, d, block_v, weight_dtype: block_v)
+    hidden, weight, targets, _ = make_case(*REAL, ignore="half")
+    h16, w16 = hidden.half(), weight.half()
+    out, (gh, gw) = run(ce("triton"), h16, w16, targets, None, reduction="none")
+    ref, (rh, rw) = run(
+        linear_cross_entropy_reference, h16.double(), w16.double(), targets, None, reduction="none"
+    )
+    assert gh.dtype == gw.dtype == torch.float16
+    torch.testing.assert_close(out.double(), ref, atol=2e-5, rtol=2e-4)
+    # The kernel's dots take fp16 operands (softmax gradients rounded to fp16, as on tensor cores), so each
+    # gradient is within a few fp16 roundings of the exact one; bf16 or fp16 accumulation would be far worse.
+    err = lambda a, b: ((a.double() - b).abs() / b.abs().max()).max().item()
+    assert err(gh, rh) < 2e-3 and err(gw, rw) < 2e-3  # fp16 eps ≈ 1e-3; measured ≈ 5e-4
+
+
+def test_dw_slices_fit_the_scratch_budget():
+    import srlm_kernels.cross_entropy_triton as tri
+
+    v, d, block_v = 128256, 4096, 128  # the Llama-3-8B head
+    rows = tri._dw_slice_rows(v, d, block_v, torch.bfloat16)
+    assert rows % block_v == 0 and 0 < rows * 4 * d <= tri.DW_SCRATCH_BYTES
+    assert tri._dw_slice_rows(v, d, block_v, torch.float32) == v  # fp32 accumulates in place: one launch
+    assert tri._dw_slice_rows(100, d, block_v, torch.bfloat16) == block_v  # never more than the vocabulary
+
+
 # --- bf16 on a GPU: the kernel's error against fp32 at most ~2× that of same-precision torch ---
 
 
