@@ -6,12 +6,15 @@
    and plain T=1.0; no stop tokens so every row generates all 128), for our `Generator` and for `LlamaForCausalLM.generate` on the
    same weights (random init, saved with `save_pretrained` and loaded by transformers), timed round-robin in the
    same process so load changes on a shared machine hit both alike.
-2. Judge workload: 64 judge prompts that share the real rubric text of `templates/judge_rubric.txt` as a prefix
+2. Judge workload (prefix reuse: the rubric is prefilled once and read once per decode step by all rows): 64 judge
+   prompts that share the real rubric text of `templates/judge_rubric.txt` as a prefix
    (~400 tokens) followed by ~60 distinct tokens, as the self-rewarding judge sends them:
      sample   k=3 samples per prompt, 48 new tokens (the judge's `sample` mode), T=0.7, top-p 0.9;
      expected one prefill per prompt, next-token logits (the judge's `expected` mode, `prefill_logits`);
    each with prefix reuse on and off.
-On CUDA (untested here) the same runs go through the compiled decode step; the roofline fraction is not computed.
+On CUDA the same runs go through the compiled decode step, and every decode row also gets its fraction of the
+memory-bandwidth roofline: bytes a step must read (all weights + the KV cache attended) × steps/s, over the
+device-to-device copy bandwidth measured in the same run (run `--preset llama-3.2-1b` for the 1B goal).
 Prints a table and writes bench/results/bench_generate-<device>.json.
 """
 
@@ -31,7 +34,7 @@ import common  # bench/common.py: device names, versions, timing, JSON
 
 from srlm_fast.config import PRESETS
 from srlm_fast.generate import Generator, SamplingParams
-from srlm_fast.model import build_model
+from srlm_fast.model import KVCache, build_model
 
 PROMPT_LEN, NEW_TOKENS = 32, 128
 TEMPERATURE, TOP_P = 0.7, 0.9  # the paper's generation settings (and the judge workload's)
@@ -100,6 +103,27 @@ def bench_decode(model, hf, device, batches, iters, setting: str) -> list[dict]:
     return rows
 
 
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
+    """Achievable memory bandwidth in bytes/s: a large device-to-device copy reads and writes every byte."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = common.time_ms(lambda: dst.copy_(src), device, warmup=2, iters=10)
+    return 2 * nbytes / (ms / 1e3)
+
+
+def add_roofline(rows: list[dict], model, bandwidth: float) -> None:
+    """Each decode row's fraction of the bandwidth roofline: a decode step reads every weight once and each row's
+    KV cache up to its position (prompt + half the new tokens on average)."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_per_token = KVCache.bytes_per_token(model.config, model.embed_tokens.weight.dtype)
+    for r in rows:
+        context = r["prompt_len"] + r["new_tokens"] / 2
+        step_bytes = weight_bytes + r["batch"] * context * kv_per_token
+        achieved = r["ours_tok_s"] / r["batch"] * step_bytes  # steps/s × bytes/step
+        r["roofline_fraction"] = achieved / bandwidth
+        r["achieved_GBps"] = achieved / 1e9
+
+
 def judge_prompts(vocab: int, n: int) -> tuple[list[list[int]], int]:
     """n token-id prompts sharing the rubric as a prefix; the rubric is mapped to ids by bytes (no tokenizer)."""
     rubric = (
@@ -151,6 +175,11 @@ def bench_judge(model, device, n_prompts, iters) -> list[dict]:
         }
         rows.append(row)
         print(f"  judge {mode}: reuse {ms['reuse']:.0f} ms, none {ms['none']:.0f} ms", flush=True)
+    # What saving the prefix's prefill alone could give the sampled judge: its decode work (k samples of every
+    # prompt) is the same with or without reuse. The `expected` runs are exactly the prefill of all prompts.
+    sample, expected = rows
+    saved = expected["no_reuse_ms"] - expected["reuse_ms"]
+    sample["speedup_prefill_only_bound"] = sample["no_reuse_ms"] / (sample["no_reuse_ms"] - saved)
     return rows
 
 
@@ -175,10 +204,19 @@ def main() -> None:
     print(f"device: {common.device_name(device)}; threads {torch.get_num_threads()}; load {load0:.1f}")
     decode = [r for s in SETTINGS for r in bench_decode(model, hf, device, batches, args.iters, s)]
     judge = bench_judge(model, device, 16 if args.quick else 64, args.iters)
+    decode_columns = ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"]
+    bandwidth = None
+    if device.type == "cuda":
+        bandwidth = copy_bandwidth(device)
+        add_roofline(decode, model, bandwidth)
+        decode_columns += ["achieved_GBps", "roofline_fraction"]
+        print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")
     print()
-    common.print_table(decode, ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"])
+    common.print_table(decode, decode_columns)
     print()
     common.print_table(judge, ["mode", "prompts", "prefix_tokens", "reuse_ms", "no_reuse_ms", "speedup"])
+    bound = judge[0]["speedup_prefill_only_bound"]
+    print(f"sampled judge: saving only the prefix prefill would give at most {bound:.2f}x")
     if args.quick:
         return
     path = common.write_results(
@@ -189,6 +227,7 @@ def main() -> None:
             "dtype": str(dtype),
             "num_params": model.num_params(),
             "decode_settings": SETTINGS,
+            "copy_bandwidth_GBps": None if bandwidth is None else bandwidth / 1e9,
             "judge_sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
             "loadavg_before_after": [load0, os.getloadavg()[0]],
             "wall_s": time.perf_counter() - t0,
