@@ -278,28 +278,30 @@ class _FastRunner:
         by normalising them with a common max (cascade attention).
         """
         B, H, _, Dh = q.shape
-        Hkv = k.shape[1]
+        Hkv, S = k.shape[1], k.shape[2]
         G = H // Hkv
-        qg = q.reshape(B, Hkv, G, Dh)  # the query heads that share KV head j are rows of group j
+        P = 0 if shared is None else shared[0].shape[1]
         scale = Dh**-0.5
+        # 3-D views (B·Hkv, ·, Dh) of the rows' slots: `torch.bmm` reads the strided cache slice in place, where
+        # a 4-D `matmul` would first copy it (measured 2x slower here).
+        kb = k[:, :, P:].reshape(B * Hkv, S - P, Dh)
+        vb = v[:, :, P:].reshape(B * Hkv, S - P, Dh)
+        s_own = torch.bmm(q.reshape(B * Hkv, G, Dh), kb.transpose(1, 2)).view(B, Hkv, G, S - P)
+        s_own = s_own.mul_(scale).add_(bias[..., P:])
         if shared is None:
-            scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(scale).add_(bias)  # (B, Hkv, G, S)
-            return torch.matmul(scores.softmax(dim=-1), v).view(B, H, 1, Dh)
-        pk, pv = shared
-        P = pk.shape[1]
-        qh = qg.permute(1, 0, 2, 3).reshape(Hkv, B * G, Dh)  # every query of the batch, per KV head
-        s_pre = torch.matmul(qh, pk.transpose(-1, -2)).mul_(scale)  # (Hkv, B·G, P)
-        s_own = (
-            torch.matmul(qg, k[:, :, P:].transpose(-1, -2)).mul_(scale).add_(bias[..., P:])
-        )  # (B, Hkv, G, S-P)
-        s_own = s_own.permute(1, 0, 2, 3).reshape(Hkv, B * G, -1)
-        m = torch.maximum(s_pre.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))
-        e_pre, e_own = s_pre.sub_(m).exp_(), s_own.sub_(m).exp_()
-        denom = e_pre.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True)
-        v_own = v[:, :, P:].permute(1, 0, 2, 3)  # (Hkv, B, S-P, Dh)
-        o_own = torch.matmul(e_own.view(Hkv, B, G, -1), v_own).view(Hkv, B * G, Dh)
-        o = (torch.matmul(e_pre, pv) + o_own).div_(denom)  # (Hkv, B·G, Dh)
-        return o.view(Hkv, B, G, Dh).permute(1, 0, 2, 3).reshape(B, H, 1, Dh)
+            p = s_own.softmax(dim=-1).view(B * Hkv, G, S)
+            return torch.bmm(p, vb).view(B, H, 1, Dh)
+        pk, pv = shared  # (Hkv, P, Dh)
+        qh = q.reshape(B, Hkv, G, Dh).transpose(0, 1).reshape(Hkv, B * G, Dh)  # every query, per KV head
+        s_pre = torch.bmm(qh, pk.transpose(1, 2)).mul_(scale)  # (Hkv, B·G, P)
+        s_pre_b = s_pre.view(Hkv, B, G, P).permute(1, 0, 2, 3)  # the same memory seen as (B, Hkv, G, P)
+        m = torch.maximum(s_pre_b.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))  # (B, Hkv, G, 1)
+        s_pre_b.sub_(m).exp_()  # in place: s_pre now holds the prefix's unnormalised probabilities
+        e_own = s_own.sub_(m).exp_()
+        denom = s_pre_b.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True)
+        o_pre = torch.bmm(s_pre, pv).view(Hkv, B, G, Dh).permute(1, 0, 2, 3)
+        o_own = torch.bmm(e_own.view(B * Hkv, G, S - P), vb).view(B, Hkv, G, Dh)
+        return (o_pre + o_own).div_(denom).reshape(B, H, 1, Dh)
 
     def logits(self, hidden: Tensor) -> Tensor:
         return (hidden @ self.lm_head).float()
