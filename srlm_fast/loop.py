@@ -15,10 +15,16 @@ inputs and the run's seed, so a resumed run ends with the same artifacts as an u
     runs/<name>/iter<t>/stats.json            counts of every stage of the iteration
     runs/<name>/eval/m<k>.json                evaluation of every model
     runs/<name>/report.md, report.json
+
+Under `torchrun` every rank runs this same loop (see `run_loop`): generation stages split their requests over the
+ranks (full replicas, or an FSDP-sharded model in lockstep), training runs FSDP2, and rank 0 alone writes files.
+Whether a stage is done is decided on rank 0 and broadcast, and a barrier after every stage makes its artifact
+visible to all ranks before the next stage reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -32,6 +38,7 @@ from typing import Any
 
 import torch
 
+from srlm_fast import distributed as D
 from srlm_fast import judge as J
 from srlm_fast import pairs as P
 from srlm_fast import selfinstruct as SI
@@ -46,9 +53,10 @@ KILL_ENV = "SRLM_TEST_KILL_IN_STAGE"
 
 
 class RunDir:
-    """Paths of one run."""
+    """Paths of one run, and where this process sits in the job (rank 0 alone writes the run's files)."""
 
-    def __init__(self, cfg: LoopConfig) -> None:
+    def __init__(self, cfg: LoopConfig, info: D.DistInfo | None = None) -> None:
+        self.info = info or D.DistInfo()
         self.root = Path(cfg.runs_dir) / cfg.name
         self.config = self.root / "config.toml"
         self.seed = self.root / "seed"
@@ -64,23 +72,53 @@ class RunDir:
     def train_dir(self, k: int) -> Path:
         return self.root / "train" / f"m{k}"
 
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def barrier(self) -> None:
+        D.barrier(self.info)
+
+    def agree(self, value):
+        """Rank 0's `value` on every rank: decisions that read the filesystem must not diverge between ranks."""
+        return D.broadcast_object(value, self.info)
+
+    def exists(self, path: Path) -> bool:
+        """Whether `path` exists, as rank 0 sees it."""
+        return self.agree(path.exists() if self.is_main else None)
+
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    # Every rank runs the loop; one copy of its story is enough.
+    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not grouped or torch.distributed.get_rank() == 0:
+        print(msg, flush=True)
 
 
-def stage(name: str, artifact: Path, compute: Callable[[], None]) -> bool:
-    """Run `compute` unless `artifact` exists; `compute` must create `artifact` atomically, last."""
-    if artifact.exists():
+def stage(run: RunDir, name: str, artifact: Path, compute: Callable[[], None]) -> bool:
+    """Run `compute` (on every rank) unless `artifact` exists; `compute` must create `artifact` atomically, last
+    (on rank 0). Returns whether it ran."""
+    if run.exists(artifact):
         log(f"  ✓ {name:<28} (done: {artifact.name})")
         return False
     log(f"  ▶ {name}")
     t0 = time.perf_counter()
     compute()
-    if not artifact.exists():
+    run.barrier()  # rank 0 has committed the artifact before any rank reads it in the next stage
+    if not run.exists(artifact):
         raise RuntimeError(f"stage {name} finished without writing {artifact}")
     log(f"    {name} took {time.perf_counter() - t0:.1f}s")
     return True
+
+
+def on_main(run: RunDir, fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn` as a stage computation that only rank 0 runs (cheap CPU work that writes files)."""
+
+    def compute() -> None:
+        if run.is_main:
+            fn()
+
+    return compute
 
 
 def crash_point(name: str) -> None:
@@ -101,18 +139,33 @@ def resolve_device(device: str) -> str:
 
 def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
     """Save the resolved config; a resumed run must have the same one (else its artifacts would mix)."""
+    status = _save_or_check_config(cfg, run) if run.is_main else None
+    status = run.agree(status)
+    if status.startswith("error:"):
+        raise ConfigError(status.removeprefix("error:"))
+    log(f"{status} run {run.root}")
+    run.barrier()
+    # Every rank reads the artifacts rank 0 writes: they must share the run directory's filesystem.
+    blind = [r for r, seen in enumerate(D.all_gather_objects(run.config.is_file(), run.info)) if not seen]
+    if blind:
+        raise ConfigError(
+            f"runs_dir: rank(s) {blind} cannot see {run.config}, written by rank 0; under torchrun on several "
+            "nodes runs_dir must be on a filesystem every node shares"
+        )
+
+
+def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
     text = to_toml(cfg)
     if run.config.exists():
         if run.config.read_text() != text:
-            raise ConfigError(
-                f"{run.config}: this run was started with a different config; resume it with the same "
+            return (
+                f"error:{run.config}: this run was started with a different config; resume it with the same "
                 f"options (`srlm run --config {run.config}`) or choose another --name"
             )
-        log(f"resuming run {run.root}")
-        return
+        return "resuming"
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, text)
-    log(f"new run {run.root}")
+    return "new"
 
 
 # ---- seed data and tokenizer ------------------------------------------------------------------------------
@@ -248,11 +301,14 @@ def _train(task: str, cfg: LoopConfig, run: RunDir, init: Path, data: Path, out_
 def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
     it = run.iteration(t)
     stats_path = it / "stats.json"
-    stats: dict[str, Any] = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    stats: dict[str, Any] = run.agree(
+        (json.loads(stats_path.read_text()) if stats_path.exists() else {}) if run.is_main else None
+    )
 
     def save_stats(key: str, value: dict) -> None:
-        stats[key] = value
-        write_json_atomic(stats_path, stats)
+        stats[key] = value  # on every rank: they all computed `value`
+        if run.is_main:
+            write_json_atomic(stats_path, stats)
 
     seed = cfg.seed * 1000 + t
     policy = None
@@ -276,9 +332,11 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
             dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
         )  # fmt: skip
         generator = policy_factory(Path(s.generator)) if s.generator else get_policy()
-        prompts, si_stats = SI.generate_prompts(
-            generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=seed, pool=earlier + held_out
-        )
+        # Every rank runs the same rounds: each round's generation is collective and returns all prompts to all.
+        with _progress(generator, f"iter{t}: self-instruct"):
+            prompts, si_stats = SI.generate_prompts(
+                generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=seed, pool=earlier + held_out
+            )
         if generator is not policy:
             generator.close()
         counts = {"generated": si_stats.generated, "kept": len(prompts), "removed": dict(si_stats.removed)}
@@ -287,7 +345,8 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
             counts["task_world_parseable"] = parsed
         save_stats("prompts", counts)
         crash_point("prompts")
-        write_jsonl_atomic(it / "prompts.jsonl", [{"prompt": p} for p in prompts])
+        if run.is_main:
+            write_jsonl_atomic(it / "prompts.jsonl", [{"prompt": p} for p in prompts])
         log(
             f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
         )
@@ -295,25 +354,28 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
     def candidates_stage() -> None:
         prompts = [r["prompt"] for r in read_jsonl(it / "prompts.jsonl")[0]]
         c = cfg.candidates
-        outs = get_policy().generate(
-            prompts,
-            n=c.n,
-            temperature=c.temperature,
-            top_p=c.top_p,
-            max_new_tokens=c.max_new_tokens,
-            seed=seed,
-        )
+        with _progress(get_policy(), f"iter{t}: candidates"):
+            outs = get_policy().generate(
+                prompts,
+                n=c.n,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                max_new_tokens=c.max_new_tokens,
+                seed=seed,
+            )
         rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
         lengths = [len(r) for rs in outs for r in rs]
         save_stats("candidates", {"prompts": len(rows), "responses": len(lengths),
                                   "mean_chars": sum(lengths) / max(1, len(lengths))})  # fmt: skip
         crash_point("candidates")
-        write_jsonl_atomic(it / "candidates.jsonl", rows)
+        if run.is_main:
+            write_jsonl_atomic(it / "candidates.jsonl", rows)
 
     def judge_stage() -> None:
         rows = read_jsonl(it / "candidates.jsonl")[0]
         items = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
-        results = judge_items(cfg, get_policy(), items, seed)
+        with _progress(get_policy(), f"iter{t}: judge"):
+            results = judge_items(cfg, get_policy(), items, seed)
         out, i = [], 0
         for r in rows:
             res = results[i : i + len(r["responses"])]
@@ -325,10 +387,11 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
         save_stats("judge", {"candidates": len(results), "judgments_valid": n_valid, "judgments_invalid": n_invalid,
                              "unscored_candidates": sum(x.score is None for x in results)})  # fmt: skip
         crash_point("judge")
-        write_jsonl_atomic(it / "judgments.jsonl", out)
+        if run.is_main:
+            write_jsonl_atomic(it / "judgments.jsonl", out)
         log(f"    {len(results)} candidates judged, {n_invalid} invalid judgments")
 
-    def pairs_stage() -> None:
+    def pairs_stage() -> None:  # rank 0 only: cheap, and its stats go to rank 0's file
         rows = read_jsonl(it / "judgments.jsonl")[0]
         items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
         p = cfg.pairs
@@ -344,32 +407,42 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
 
         # The trainer's sequence limit must equal the one the reference log-probs were computed with.
         max_len = train_table("dpo", cfg).get("data", {}).get("max_seq_len", DataSection.max_seq_len)
-        if not read_jsonl(it / "pairs.jsonl")[0]:
-            write_jsonl_atomic(it / "pairs.ref.jsonl", [])
+        if not run.agree(bool(read_jsonl(it / "pairs.jsonl")[0]) if run.is_main else None):
+            if run.is_main:
+                write_jsonl_atomic(it / "pairs.ref.jsonl", [])
             return
         crash_point("reference")
+        # Collective: each rank scores its share of the pairs on the FSDP-sharded model, rank 0 writes the file.
         compute_reference_logprobs(
             run.model(t), it / "pairs.jsonl", it / "pairs.ref.jsonl", max_seq_len=max_len, device=cfg.device
         )
 
+    def copy_model() -> None:
+        log(f"    no pairs: M{t + 1} = M{t}")
+        shutil.copytree(run.model(t), run.model(t + 1).with_name(f".m{t + 1}.tmp"), dirs_exist_ok=True)
+        os.replace(run.model(t + 1).with_name(f".m{t + 1}.tmp"), run.model(t + 1))
+
     def dpo_stage() -> None:
-        if not read_jsonl(it / "pairs.ref.jsonl")[0]:
-            log(f"    no pairs: M{t + 1} = M{t}")
-            shutil.copytree(run.model(t), run.model(t + 1).with_name(f".m{t + 1}.tmp"), dirs_exist_ok=True)
-            os.replace(run.model(t + 1).with_name(f".m{t + 1}.tmp"), run.model(t + 1))
+        if not run.agree(bool(read_jsonl(it / "pairs.ref.jsonl")[0]) if run.is_main else None):
+            on_main(run, copy_model)()
             return
         _train("dpo", cfg, run, run.model(t), it / "pairs.ref.jsonl", t + 1)
 
     log(f"\n== iteration {t}: M{t} → M{t + 1} ==")
-    stage(f"iter{t}: self-instruct", it / "prompts.jsonl", prompts_stage)
-    stage(f"iter{t}: candidates", it / "candidates.jsonl", candidates_stage)
-    stage(f"iter{t}: judge", it / "judgments.jsonl", judge_stage)
-    stage(f"iter{t}: pairs", it / "pairs.jsonl", pairs_stage)
+    stage(run, f"iter{t}: self-instruct", it / "prompts.jsonl", prompts_stage)
+    stage(run, f"iter{t}: candidates", it / "candidates.jsonl", candidates_stage)
+    stage(run, f"iter{t}: judge", it / "judgments.jsonl", judge_stage)
+    stage(run, f"iter{t}: pairs", it / "pairs.jsonl", on_main(run, pairs_stage))
     if policy is not None:
         policy.close()  # free the sampler's cache, and drop the model, before training
         policy = None
-    stage(f"iter{t}: reference log-probs", it / "pairs.ref.jsonl", reference_stage)
-    stage(f"iter{t}: DPO → M{t + 1}", run.model(t + 1), dpo_stage)
+    stage(run, f"iter{t}: reference log-probs", it / "pairs.ref.jsonl", reference_stage)
+    stage(run, f"iter{t}: DPO → M{t + 1}", run.model(t + 1), dpo_stage)
+
+
+def _progress(policy, desc: str):
+    """The policy's progress scope (a bar or periodic lines on rank 0); nothing for a policy without one."""
+    return policy.progress(desc) if hasattr(policy, "progress") else contextlib.nullcontext()
 
 
 def judge_items(cfg: LoopConfig, policy, items: list[tuple[str, str]], seed: int) -> list[J.JudgeResult]:
@@ -421,13 +494,14 @@ def _versus_previous(cfg: LoopConfig, run: RunDir, k: int, policy, score_fn) -> 
     prompts = [p.instruction for p in read_eval_prompts(e.prompts)[: e.limit or None]]
     answers = [o[0] for o in policy.generate(prompts, n=1, temperature=0.0, top_p=1.0,
                                              max_new_tokens=e.max_new_tokens, seed=cfg.seed)]  # fmt: skip
-    write_jsonl_atomic(
-        run.eval / f"m{k}.answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
-    )
+    if run.is_main:
+        write_jsonl_atomic(
+            run.eval / f"m{k}.answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+        )
     out: dict[str, Any] = {"mean_answer_chars": sum(map(len, answers)) / max(1, len(answers))}
     previous = run.eval / f"m{k - 1}.answers.jsonl"
-    if k > 1 and previous.exists():
-        before = [r["answer"] for r in read_jsonl(previous)[0]]
+    if k > 1 and run.exists(previous):
+        before = run.agree([r["answer"] for r in read_jsonl(previous)[0]] if run.is_main else None)
         h2h = head_to_head(prompts, before, answers, pointwise_verdict_fn(score_fn), seed=cfg.seed).to_dict()
         out["vs_previous"] = h2h
         # head_to_head reports A's (the previous model's) rates; the newer model's win rate is the complement.
@@ -473,13 +547,15 @@ def eval_stage(cfg: LoopConfig, run: RunDir, k: int, policy_factory) -> None:
     def compute() -> None:
         policy = policy_factory(run.model(k))
         try:
-            result = evaluate_model(cfg, run, k, policy)
+            with _progress(policy, f"evaluate M{k}"):
+                result = evaluate_model(cfg, run, k, policy)
         finally:
             policy.close()
         crash_point(f"eval-m{k}")
-        write_json_atomic(run.eval / f"m{k}.json", result)
+        if run.is_main:
+            write_json_atomic(run.eval / f"m{k}.json", result)
 
-    stage(f"evaluate M{k}", run.eval / f"m{k}.json", compute)
+    stage(run, f"evaluate M{k}", run.eval / f"m{k}.json", compute)
 
 
 # ---- the run --------------------------------------------------------------------------------------------------
@@ -550,33 +626,76 @@ def write_run_report(cfg: LoopConfig, run: RunDir, wall_s: float | None) -> None
     write_report(metrics, run.root, title=title)
 
 
-def run_loop(cfg: LoopConfig, policy_factory=None) -> Path:
-    """Run (or resume) the whole loop; returns the run directory."""
-    if policy_factory is None:
-        from srlm_fast.policy import Policy
+# Collectives wait at most this long (a hung job is reported after it). Rank 0 alone copies a starting checkpoint
+# (140 GB for a 70B model) while the other ranks wait at a barrier: on a slow filesystem that outlasts the
+# default 30 minutes.
+DIST_TIMEOUT_S = 2 * 3600.0
 
-        device = resolve_device(cfg.device)
-        policy_factory = lambda path: Policy.load(path, device=device, dtype=cfg.model.dtype)
+
+def run_loop(cfg: LoopConfig, policy_factory=None) -> Path:
+    """Run (or resume) the whole loop; returns the run directory.
+
+    Under torchrun (or with a process group already set up) call it on every rank: the process group is created
+    once here (and destroyed on return if created here), the trainer and the reference stage adopt it.
+    """
+    distributed = D.launched_by_torchrun() or (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    )
+    info = D.init_distributed(cfg.device, timeout_s=DIST_TIMEOUT_S) if distributed else D.DistInfo()
+    try:
+        return _run(cfg, RunDir(cfg, info), policy_factory)
+    finally:
+        D.shutdown(info)
+
+
+def default_policy_factory(cfg: LoopConfig, info: D.DistInfo) -> Callable[[Path], Any]:
+    """Checkpoint directory → `Policy` on this rank's device, data-parallel or sharded as configured."""
+    from srlm_fast.policy import Policy
+
+    device = info.device if info.initialized else resolve_device(cfg.device)
+    g = cfg.generation
+    return lambda path: Policy.load(
+        path, device=device, dtype=cfg.model.dtype, sharded=g.mode == "lockstep", max_batch=g.max_batch
+    )
+
+
+def _run(cfg: LoopConfig, run: RunDir, policy_factory) -> Path:
+    policy_factory = policy_factory or default_policy_factory(cfg, run.info)
     t0 = time.perf_counter()
-    run = RunDir(cfg)
     save_or_check_config(cfg, run)
+    if run.info.world_size > 1:
+        log(
+            f"{run.info.world_size} ranks on {run.info.device.type}: {cfg.generation.mode} generation, FSDP2 training"
+        )
     torch.manual_seed(cfg.seed)
-    wandb_run = _wandb_init(cfg, run)
+    wandb_run = _wandb_init(cfg, run) if run.is_main else None
 
     log("\n== seed data, tokenizer, M1 ==")
-    stage("seed data", run.seed / "sft.jsonl", lambda: build_seed_data(cfg, run))
-    stage("tokenizer", run.tokenizer, lambda: build_tokenizer(cfg, run))
-    if cfg.model.checkpoint and cfg.model.skip_sft:
-        if not run.model(1).exists():
-            shutil.copytree(cfg.model.checkpoint, run.model(1))
-    else:
-        if cfg.model.checkpoint:
-            if not run.model(0).exists():
-                shutil.copytree(cfg.model.checkpoint, run.model(0))
-        else:
-            stage("random M0", run.model(0), lambda: build_m0(cfg, run))
+    stage(run, "seed data", run.seed / "sft.jsonl", on_main(run, lambda: build_seed_data(cfg, run)))
+    stage(run, "tokenizer", run.tokenizer, on_main(run, lambda: build_tokenizer(cfg, run)))
+    checkpoint = cfg.model.checkpoint
+    if checkpoint and cfg.model.skip_sft:
         stage(
-            "SFT → M1", run.model(1), lambda: _train("sft", cfg, run, run.model(0), run.seed / "sft.jsonl", 1)
+            run,
+            "checkpoint → M1",
+            run.model(1),
+            on_main(run, lambda: _copy_checkpoint(checkpoint, run.model(1))),
+        )
+    else:
+        if checkpoint:
+            stage(
+                run,
+                "checkpoint → M0",
+                run.model(0),
+                on_main(run, lambda: _copy_checkpoint(checkpoint, run.model(0))),
+            )
+        else:
+            stage(run, "random M0", run.model(0), on_main(run, lambda: build_m0(cfg, run)))
+        stage(
+            run,
+            "SFT → M1",
+            run.model(1),
+            lambda: _train("sft", cfg, run, run.model(0), run.seed / "sft.jsonl", 1),
         )
     eval_stage(cfg, run, 1, policy_factory)
     _report_progress(cfg, run, wandb_run)
@@ -587,14 +706,26 @@ def run_loop(cfg: LoopConfig, policy_factory=None) -> Path:
         _report_progress(cfg, run, wandb_run)
 
     wall = time.perf_counter() - t0
-    write_run_report(cfg, run, wall)
+    if run.is_main:
+        write_run_report(cfg, run, wall)
+    run.barrier()
     log(f"\ndone in {wall / 60:.1f} min: {run.root}/report.md")
     if wandb_run is not None:
         wandb_run.finish()
     return run.root
 
 
+def _copy_checkpoint(source: str, target: Path) -> None:
+    """Copy a starting checkpoint into the run, atomically (a killed copy leaves no half checkpoint behind)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, target)
+
+
 def _report_progress(cfg: LoopConfig, run: RunDir, wandb_run) -> None:
+    if not run.is_main:
+        return
     rows = summary_rows(cfg, run)
     log("\n" + format_table(rows))
     if wandb_run is not None and rows:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from srlm_fast.config import ConfigError
+
 
 @dataclass
 class ModelSpec:
@@ -89,6 +91,24 @@ class EvalSpec:
 
 
 @dataclass
+class GenerationSpec:
+    """How the generation stages (self-instruct, candidates, judge, evaluations) use the ranks of a torchrun job.
+
+    data_parallel: every rank loads the whole model and samples its share of the requests (fastest while the
+    model and its KV cache fit on one device). lockstep: the model is FSDP-sharded over the ranks (each holds
+    1/world of the weights, gathered block by block in every forward) and all ranks step together, for models too
+    large for one device. Either way the results equal a single process's. In one process both mean "the model".
+    """
+
+    mode: Literal["data_parallel", "lockstep"] = "data_parallel"
+    max_batch: int = 64  # most sequences one rank decodes at once (fewer when the KV cache budget is smaller)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"generation.max_batch: must be at least 1, got {self.max_batch}")
+
+
+@dataclass
 class WandbSpec:
     enabled: bool = False
     project: str = "srlm-fast"
@@ -109,6 +129,7 @@ class LoopConfig:
     judge: JudgeSpec = field(default_factory=JudgeSpec)
     pairs: PairSpec = field(default_factory=PairSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
     wandb: WandbSpec = field(default_factory=WandbSpec)
     # Trainer tables (TrainConfig sections): merged over the loop's defaults for SFT and for each DPO stage.
     sft: dict[str, Any] = field(default_factory=dict)

@@ -263,12 +263,17 @@ class Policy:
         The judge first writes its justification greedily up to `Score:` (as it was trained to; forcing
         `Score:` straight after the prompt would ask for a score it never learned to give without one), and
         `Score:` is appended if it never writes it. One forward pass then reads the digit distribution.
+
+        Identical prompts (a model often writes the same candidate twice) are scored once: fewer forwards, and
+        equal candidates get exactly equal scores whatever batch or rank served them.
         """
-        ids, fits = self._encode(prompts, max_new_tokens)
-        out: list[Mapping[str, float]] = []
+        unique = list(dict.fromkeys(prompts))
+        ids, fits = self._encode(unique, max_new_tokens)
+        scored: list[Mapping[str, float]] = []
         for lo, hi in self._chunks(len(ids), 1):
-            out += self._score_encoded(ids[lo:hi], fits[lo:hi], lo, max_new_tokens)
-        return out
+            scored += self._score_encoded(ids[lo:hi], fits[lo:hi], lo, max_new_tokens)
+        by_prompt = dict(zip(unique, scored))
+        return [dict(by_prompt[p]) for p in prompts]
 
     def _score_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, max_new_tokens: int

@@ -33,7 +33,8 @@ def policy_calls(policy: Policy, prompts: list[str]) -> dict:
     out["greedy"] = policy.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=10, seed=0)
     sample = policy.judge(items, tpl, JudgeConfig(mode="sample", k=2, max_new_tokens=12), seed=3)
     out["judge_sample"] = [[r.score, r.n_valid, r.n_invalid, list(r.judgments)] for r in sample]
-    expected = policy.judge(items, tpl, JudgeConfig(mode="expected", max_new_tokens=12), seed=3)
+    # Two items repeated: identical judge prompts are scored once, so they get exactly equal scores.
+    expected = policy.judge(items + items[:2], tpl, JudgeConfig(mode="expected", max_new_tokens=12), seed=3)
     out["judge_expected"] = [r.score for r in expected]
     out["score_probs"] = policy.score_probs([tpl.render(i, r) for i, r in items], max_new_tokens=12)
     # Self-instruct: rounds of generate calls, each with its own seed, until enough prompts are kept.
