@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     cpu_peak_rss_mb,
     cuda_peak_mb,
-    pick_device,
+    kernel_bench_parser,
+    kernel_run,
     print_table,
     report_rss_growth,
     rss_mark,
@@ -160,35 +161,16 @@ def child_memory(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="auto")
-    ap.add_argument(
-        "--preset", choices=sorted(PRESETS), default=None, help="default: cuda on a GPU, else cpu"
-    )
-    ap.add_argument(
-        "--shape", type=int, nargs=3, action="append", metavar=("N", "D", "V"), help="replaces the preset"
-    )
-    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
-    ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=CANDIDATES)
+    ap = kernel_bench_parser(__doc__, PRESETS, CANDIDATES, ("N", "D", "V"))
     ap.add_argument("--compile", action="store_true", help="also run the torch.compile'd baseline on CPU")
-    ap.add_argument("--iters", type=int, default=None)
-    ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--child-shape", type=int, nargs=3, help=argparse.SUPPRESS)
-    ap.add_argument("--child-passes", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child_memory(args)
         return
-
-    device = pick_device(args.device)
-    cuda = device.type == "cuda"
-    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
-    dtype = getattr(torch, args.dtype)
-    shapes = (
-        [tuple(s) for s in args.shape] if args.shape else PRESETS[args.preset or ("cuda" if cuda else "cpu")]
-    )
-    iters = args.iters or (10 if cuda else 3)
+    run_cfg = kernel_run(args, PRESETS)
+    device, cuda, dtype, shapes, iters = (
+        run_cfg.device, run_cfg.cuda, run_cfg.dtype, run_cfg.shapes, run_cfg.iters
+    )  # fmt: skip
     candidates = [c for c in args.candidates if c != "compiled" or cuda or args.compile]
 
     rows = []

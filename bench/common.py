@@ -9,6 +9,7 @@ of the process's peak resident set (an upper bound on the peak of live tensors).
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,50 @@ def write_results(
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+# ---- the shared command line of the kernel benchmarks ------------------------------------------------------
+
+
+def kernel_bench_parser(
+    doc: str, presets: dict, candidates: Sequence[str], shape_names: tuple[str, ...]
+) -> argparse.ArgumentParser:
+    """The options every kernel benchmark takes; `shape_names` are the dimensions of one `--shape`."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--preset", choices=sorted(presets), default=None, help="default: cuda on a GPU, else cpu"
+    )
+    n = len(shape_names)
+    ap.add_argument(
+        "--shape", type=int, nargs=n, action="append", metavar=shape_names, help="replaces the preset"
+    )
+    ap.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--candidates", nargs="+", default=list(candidates), choices=candidates)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--no-write", action="store_true")
+    # A child process measures one candidate's CPU peak memory (see cpu_peak_rss_mb).
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-shape", type=int, nargs=n, help=argparse.SUPPRESS)
+    ap.add_argument("--child-passes", help=argparse.SUPPRESS)
+    return ap
+
+
+@dataclass
+class KernelRun:
+    device: torch.device
+    cuda: bool
+    dtype: torch.dtype
+    shapes: list[tuple[int, ...]]
+    iters: int
+
+
+def kernel_run(args: argparse.Namespace, presets: dict) -> KernelRun:
+    """Device, dtype (filled into args.dtype), shapes and iterations from the parsed options."""
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    shapes = (
+        [tuple(s) for s in args.shape] if args.shape else presets[args.preset or ("cuda" if cuda else "cpu")]
+    )
+    return KernelRun(device, cuda, getattr(torch, args.dtype), shapes, args.iters or (10 if cuda else 3))
