@@ -28,14 +28,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    cpu_peak_rss_mb,
-    cuda_peak_mb,
     kernel_bench_parser,
     kernel_run,
+    measure_candidates,
     print_table,
     report_rss_growth,
     rss_mark,
-    time_interleaved,
     write_results,
 )
 
@@ -183,41 +181,25 @@ def main() -> None:
             else:
                 fns[name] = fn
         h, w, y = make_inputs(n, d, v, dtype, device)
+
+        def clear_grads(h=h, w=w) -> None:
+            h.grad = w.grad = None
+
         for passes in ("fwd", "fwd+bwd"):
             base = {"N": n, "D": d, "V": v, "dtype": args.dtype, "pass": passes}
-            runs, failed = {}, {}
-            for name, fn in fns.items():
-                run = _runner(fn, h, w, y, passes)
-                try:
-                    run()  # warm-up (compiles) and a check that it fits in memory
-                    runs[name] = run
-                except torch.OutOfMemoryError:
-                    failed[name] = "out of memory"
-                    torch.cuda.empty_cache()
-                h.grad = w.grad = None
-            times = time_interleaved(runs, device, warmup=0, iters=iters)
-            for name in fns:
-                row = {**base, "impl": name}
-                rows.append(row)
-                if name in failed:
-                    row["error"] = failed[name]
+            child = ["--child-shape", str(n), str(d), str(v), "--child-passes", passes, "--dtype", args.dtype]
+            measured = measure_candidates(
+                {name: _runner(fn, h, w, y, passes) for name, fn in fns.items()},
+                base,
+                run_cfg,
+                reset=clear_grads,
+                child_args=lambda name, child=child: ["--child", name, *child],
+                script=__file__,
+            )
+            rows += measured
+            for row in measured:
+                if "ms" not in row:
                     continue
-                row["ms"] = times[name]
-                if cuda:
-                    row["peak_mb"] = cuda_peak_mb(runs[name], device)
-                    h.grad = w.grad = None
-                else:
-                    child = [
-                        "--child",
-                        name,
-                        "--child-shape",
-                        str(n),
-                        str(d),
-                        str(v),
-                        "--child-passes",
-                        passes,
-                    ]
-                    row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
                 flops = 2 * n * d * v * (1 if passes == "fwd" else 3)
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
                 grads_mb = (n * d + v * d) * torch.finfo(dtype).bits / 8 / 2**20

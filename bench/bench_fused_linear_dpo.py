@@ -24,14 +24,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    cpu_peak_rss_mb,
-    cuda_peak_mb,
     kernel_bench_parser,
     kernel_run,
+    measure_candidates,
     print_table,
     report_rss_growth,
     rss_mark,
-    time_interleaved,
     write_results,
 )
 
@@ -115,9 +113,7 @@ def main() -> None:
         child_memory(args)
         return
     run_cfg = kernel_run(args, PRESETS)
-    device, cuda, dtype, shapes, iters = (
-        run_cfg.device, run_cfg.cuda, run_cfg.dtype, run_cfg.shapes, run_cfg.iters
-    )  # fmt: skip
+    device, dtype, shapes, iters = run_cfg.device, run_cfg.dtype, run_cfg.shapes, run_cfg.iters
 
     rows = []
     for p, t, d, v in shapes:
@@ -130,43 +126,33 @@ def main() -> None:
                 fns[name] = fn
         inputs = make_inputs(p, t, d, v, dtype, device)
         h, w = inputs[0], inputs[1]
+
+        def clear_grads(h=h, w=w) -> None:
+            h.grad = w.grad = None
+
         for passes in ("fwd", "fwd+bwd"):
             base = {"P": p, "T": t, "D": d, "V": v, "dtype": args.dtype, "pass": passes}
-            runs, failed = {}, {}
-            for name, fn in fns.items():
-                run = _runner(fn, inputs, passes)
-                try:
-                    run()  # warm-up and a check that it fits
-                    runs[name] = run
-                except torch.OutOfMemoryError:
-                    failed[name] = "out of memory"
-                    torch.cuda.empty_cache()
-                except Exception as e:  # an optional third-party candidate with another API: record, go on
-                    if name != "liger":
-                        raise
-                    failed[name] = f"{type(e).__name__}: {e}"[:200]
-                h.grad = w.grad = None
-            times = time_interleaved(runs, device, warmup=0, iters=iters)
-            for name in fns:
-                row = {**base, "impl": name}
-                rows.append(row)
-                if name in failed:
-                    row["error"] = failed[name]
+            child = [
+                "--child-shape",
+                *map(str, (p, t, d, v)),
+                "--child-passes",
+                passes,
+                "--dtype",
+                args.dtype,
+            ]
+            measured = measure_candidates(
+                {name: _runner(fn, inputs, passes) for name, fn in fns.items()},
+                base,
+                run_cfg,
+                reset=clear_grads,
+                child_args=lambda name, child=child: ["--child", name, *child],
+                script=__file__,
+                tolerate=("liger",),  # an optional package whose API may differ from the one we call
+            )
+            rows += measured
+            for row in measured:
+                if "ms" not in row:
                     continue
-                row["ms"] = times[name]
-                if cuda:
-                    row["peak_mb"] = cuda_peak_mb(runs[name], device)
-                    h.grad = w.grad = None
-                else:
-                    child = [
-                        "--child",
-                        name,
-                        "--child-shape",
-                        *map(str, (p, t, d, v)),
-                        "--child-passes",
-                        passes,
-                    ]
-                    row["peak_mb"] = cpu_peak_rss_mb(__file__, [*child, "--dtype", args.dtype])
                 tokens = 2 * p * t
                 row["tflops"] = 2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
         del inputs, h, w

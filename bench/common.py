@@ -240,3 +240,48 @@ def kernel_run(args: argparse.Namespace, presets: dict) -> KernelRun:
         [tuple(s) for s in args.shape] if args.shape else presets[args.preset or ("cuda" if cuda else "cpu")]
     )
     return KernelRun(device, cuda, getattr(torch, args.dtype), shapes, args.iters or (10 if cuda else 3))
+
+
+def measure_candidates(
+    runs: dict[str, Callable[[], Any]],
+    base: dict[str, Any],
+    run_cfg: KernelRun,
+    reset: Callable[[], None],
+    child_args: Callable[[str], list[str]],
+    script: str | Path,
+    tolerate: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per candidate: median ms (interleaved) and peak MB, or the error that stopped it.
+
+    Each run is warmed up once first (compiles; proves it fits in memory). `reset` clears gradients between
+    runs; on CPU the peak comes from a child process started as `script <child_args(name)>`. Candidates named
+    in `tolerate` (optional third-party packages with another API) may fail with any error; others raise.
+    """
+    ok, failed = {}, {}
+    for name, run in runs.items():
+        try:
+            run()
+            ok[name] = run
+        except torch.OutOfMemoryError:
+            failed[name] = "out of memory"
+            torch.cuda.empty_cache()
+        except Exception as e:
+            if name not in tolerate:
+                raise
+            failed[name] = f"{type(e).__name__}: {e}"[:200]
+        reset()
+    times = time_interleaved(ok, run_cfg.device, warmup=0, iters=run_cfg.iters)
+    rows = []
+    for name in runs:
+        row = {**base, "impl": name}
+        rows.append(row)
+        if name in failed:
+            row["error"] = failed[name]
+            continue
+        row["ms"] = times[name]
+        if run_cfg.cuda:
+            row["peak_mb"] = cuda_peak_mb(ok[name], run_cfg.device)
+            reset()
+        else:
+            row["peak_mb"] = cpu_peak_rss_mb(script, child_args(name))
+    return rows
