@@ -2,7 +2,8 @@
 
 * From scratch: every artifact of a one-process run, a report, every stage run once, and rank 1 commits no file.
 * Resumed at M1 from a one-process run's directory: the generation stages (M1's evaluation, self-instruct,
-  candidates, expected-mode judge), pairs and reference log-probs on 2 ranks are byte-identical to one process's.
+  candidates, expected-mode judge), pairs and reference log-probs on 2 ranks are byte-identical to one process's,
+  with data-parallel replicas and with an FSDP-sharded model in lockstep.
   (Training is not: `schedule.micro_batch_size` is per rank, so 2 ranks train with twice the global batch.)
 """
 
@@ -32,10 +33,10 @@ SAME_ON_TWO_RANKS = [
 ]  # fmt: skip
 
 
-def torchrun_run(runs: Path, name: str, writes: Path) -> subprocess.CompletedProcess:
+def torchrun_run(runs: Path, name: str, writes: Path, *extra: str) -> subprocess.CompletedProcess:
     writes.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-           str(writes), "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE]  # fmt: skip
+           str(writes), "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE, *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("SRLM_TEST_KILL_IN_STAGE", None)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -82,14 +83,18 @@ def test_two_ranks_write_every_artifact_once_from_rank_0(one, two):
     assert str(root / "iter1" / "candidates.jsonl") in renames
 
 
-def test_resumed_on_two_ranks_at_m1_equals_one_process(one, tmp_path):
-    # The one-process run's directory up to M1, moved to another runs_dir (the saved config names it).
+@pytest.mark.parametrize("mode", ["data_parallel", "lockstep"])
+def test_resumed_on_two_ranks_at_m1_equals_one_process(one, tmp_path, mode):
+    # The one-process run's directory up to M1, moved to another runs_dir (the saved config names it, and the
+    # generation mode: it changes how the ranks share the work, not the results).
     runs = tmp_path / "runs"
     drop = shutil.ignore_patterns("iter1", "eval", "m2", "report.*", "*.svg")  # "m2" drops train/m2 too
     shutil.copytree(one, runs / "run", ignore=drop)
     config = runs / "run" / "config.toml"
-    config.write_text(config.read_text().replace(str(one.parent), str(runs)))
-    proc = torchrun_run(runs, "run", tmp_path / "writes")
+    text = config.read_text().replace(str(one.parent), str(runs))
+    config.write_text(text.replace('mode = "data_parallel"', f'mode = "{mode}"'))
+    proc = torchrun_run(runs, "run", tmp_path / "writes", f"--generation.mode={mode}")
+    assert f"2 ranks on cpu: {mode} generation" in proc.stdout
     assert "resuming run" in proc.stdout and "✓ SFT → M1" in proc.stdout
     for rel in SAME_ON_TWO_RANKS:
         assert (runs / "run" / rel).read_bytes() == (one / rel).read_bytes(), rel
