@@ -11,6 +11,7 @@ import torch
 from srlm_kernels import DPOOutput, dpo_loss, fused_linear_dpo_loss
 
 IGNORE = -100
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # on a CUDA machine the Triton kernels run for real
 
 
 def naive_seq_logps(hidden, weight, targets):
@@ -35,7 +36,7 @@ def naive_loss(pc, pr, rc, rr, beta, loss_type, eps, lc=None, lr=None):
     return per.mean(), beta * (pc - rc), beta * (pr - rr)
 
 
-def make_batch(p=3, t=11, d=32, v=123, seed=0):
+def make_batch(p=3, t=11, d=32, v=123, seed=0, device=DEVICE):
     gen = torch.Generator().manual_seed(seed)
     hidden = torch.randn(2 * p, t, d, generator=gen)
     weight = torch.randn(v, d, generator=gen) / d**0.5 * 2
@@ -48,7 +49,7 @@ def make_batch(p=3, t=11, d=32, v=123, seed=0):
             targets[i, t - pad :] = IGNORE
     ref_c = -torch.rand(p, generator=gen, dtype=torch.float64) * 20 - 15
     ref_r = -torch.rand(p, generator=gen, dtype=torch.float64) * 20 - 15
-    return hidden, weight, targets, ref_c.float(), ref_r.float()
+    return tuple(x.to(device) for x in (hidden, weight, targets, ref_c.float(), ref_r.float()))
 
 
 # --- dpo_loss on summed log-probs ---
