@@ -655,8 +655,9 @@ def default_policy_factory(cfg: LoopConfig, info: D.DistInfo) -> Callable[[Path]
     device = info.device if info.initialized else resolve_device(cfg.device)
     g = cfg.generation
     return lambda path: Policy.load(
-        path, device=device, dtype=cfg.model.dtype, sharded=g.mode == "lockstep", max_batch=g.max_batch
-    )
+        path, device=device, dtype=cfg.model.dtype, sharded=g.mode == "lockstep", max_batch=g.max_batch,
+        max_len=g.max_len or None,
+    )  # fmt: skip
 
 
 def _run(cfg: LoopConfig, run: RunDir, policy_factory) -> Path:

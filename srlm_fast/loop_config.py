@@ -102,10 +102,15 @@ class GenerationSpec:
 
     mode: Literal["data_parallel", "lockstep"] = "data_parallel"
     max_batch: int = 64  # most sequences one rank decodes at once (fewer when the KV cache budget is smaller)
+    # Prompt + completion tokens per sequence (0: the model's context, at most 8192). Every cache row reserves this
+    # many slots, so a limit near the longest judge prompt fits more rows; longer prompts are skipped and counted.
+    max_len: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ConfigError(f"generation.max_batch: must be at least 1, got {self.max_batch}")
+        if self.max_len < 0:
+            raise ConfigError(f"generation.max_len: must be 0 (the model's) or positive, got {self.max_len}")
 
 
 @dataclass

@@ -113,15 +113,18 @@ class Policy:
         tokenizer: Tokenizer,
         *,
         max_batch: int = 64,
+        max_len: int | None = None,
         data_parallel: bool | None = None,
         chunk_requests: int | None = None,
     ) -> None:
-        """data_parallel: split requests over the ranks of the default process group (None: when it has more
-        than one rank). A sharded model always runs in lockstep. chunk_requests: requests per chunk (None: auto).
+        """max_len: prompt + completion tokens per sequence (None: the model's context, at most 8192); the KV
+        cache holds max_len slots per row, so a shorter one fits more rows. data_parallel: split requests over
+        the ranks of the default process group (None: when it has more than one rank). A sharded model always
+        runs in lockstep. chunk_requests: requests per chunk (None: auto).
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.generator = Generator(model, tokenizer, max_batch=max_batch)
+        self.generator = Generator(model, tokenizer, max_batch=max_batch, max_len=max_len)
         self.max_len = self.generator.max_len
         self.skipped_too_long = 0
         if _is_sharded(model):
@@ -151,6 +154,7 @@ class Policy:
         dtype: str = "auto",
         sharded: bool = False,
         max_batch: int = 64,
+        max_len: int | None = None,
     ) -> Policy:
         """Load an HF checkpoint. sharded: FSDP-shard it over the process group for lockstep generation (a
         model too large for one device); with no group of more than one rank it loads whole."""
@@ -162,7 +166,7 @@ class Policy:
             model = GD.load_sharded_model(directory, device=device, dtype=torch_dtype)
         else:
             model = from_pretrained(directory, dtype=torch_dtype, device=device)
-        return cls(model, Tokenizer.from_dir(directory), max_batch=max_batch)
+        return cls(model, Tokenizer.from_dir(directory), max_batch=max_batch, max_len=max_len)
 
     def close(self) -> None:
         self.generator.close()
