@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = (
         "Any config key can be overridden: --iterations=2 --model.preset=tiny --sft.optim.lr=1e-3 ... "
-        "A killed run resumes where it stopped when started again with the same options."
+        "A killed run resumes where it stopped when started again with the same options. "
+        "Many GPUs: torchrun --nproc_per_node=N -m srlm_fast.cli run ... (every rank runs the loop; "
+        "[generation] mode = data_parallel or lockstep)."
     )
 
 
