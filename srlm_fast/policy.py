@@ -136,6 +136,7 @@ class Policy:
         self.rank = dist.get_rank() if self.mode != "local" else 0
         self.world = dist.get_world_size() if self.mode != "local" else 1
         self.chunk_requests = chunk_requests
+        self._rows = self._rows_on_every_rank()
         self._progress: Progress | None = None
         # Score digits may be tokenised alone ("4") or with the space before them (" 4"): read both.
         self._score_tokens: dict[str, int] = {}
@@ -184,9 +185,17 @@ class Policy:
 
     # ---- requests in chunks, on one rank or many -------------------------------------------------------------
 
+    def _rows_on_every_rank(self) -> int:
+        """The fewest cache rows of any rank. Rows follow each device's free memory, but every rank must cut a
+        call into the same chunks (each chunk is a collective), so they agree on one number."""
+        rows = torch.tensor([self.generator.rows], device=self.generator.device)
+        if self.world > 1:
+            dist.all_reduce(rows, op=dist.ReduceOp.MIN)
+        return int(rows.item())
+
     def _chunks(self, n_requests: int, samples_per_request: int) -> Iterator[tuple[int, int]]:
         size = self.chunk_requests or max(
-            self.world, CHUNK_ROWS_FACTOR * self.generator.rows * self.world // max(1, samples_per_request)
+            self.world, CHUNK_ROWS_FACTOR * self._rows * self.world // max(1, samples_per_request)
         )
         if self._progress is not None:
             self._progress.add_total(n_requests)
