@@ -63,10 +63,16 @@ def _loss_fn(name: str, device: torch.device) -> Callable | None:
             from liger_kernel.chunked_loss import LigerFusedLinearDPOLoss
         except ImportError:
             return None
+        import inspect
+
         loss = LigerFusedLinearDPOLoss(beta=BETA, use_ref_model=False)
+        # Newer releases take precomputed reference log-probs; older ones (0.8.x) have no such argument and
+        # score against a zero reference, which costs the same: time and memory stay comparable.
+        takes_ref = "ref_chosen_logps" in inspect.signature(loss.forward).parameters
 
         def run(h, w, y, rc, rr):
-            out = loss(w, h, y, ref_chosen_logps=rc, ref_rejected_logps=rr)
+            kw = {"ref_chosen_logps": rc, "ref_rejected_logps": rr} if takes_ref else {}
+            out = loss(w, h, y, **kw)
             return out[0] if isinstance(out, tuple) else out
 
         return run
