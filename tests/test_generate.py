@@ -290,6 +290,20 @@ def test_generate_command_writes_jsonl(tmp_path, tokenizer):
     assert all(c["num_tokens"] <= 4 for r in rows for c in r["completions"])
 
 
+@pytest.mark.slow
+def test_compiled_static_shape_decode_on_cpu(model):
+    """The GPU's decode path on the CPU: every cache row decodes every step (free rows compute junk), the attended
+    length is bucketed, and the step is compiled (inductor here, CUDA graphs on a GPU). ~10 s of compilation."""
+    gen = Generator(model, max_batch=3, runner="model", compile=True)
+    assert gen.compiled
+    prompts = prompts_of((5, 17, 1, 40, 9))
+    out = gen.generate(prompts, GREEDY)  # 5 requests through 3 static rows: rows are retired and refilled
+    for p, r in zip(prompts, out):
+        assert r.token_ids == greedy_reference(model, p, 12)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, n=2, seed=7)
+    assert tokens(gen.generate(prompts, params)) == tokens(Generator(model).generate(prompts, params))
+
+
 # --- CUDA: the model runner with its compiled, CUDA-graphed decode step (static shapes) ---
 
 
