@@ -30,6 +30,7 @@ class RowLossOptions:
     z_loss: float = 0.0
     logit_softcap: float | None = None
     temperature: float = 1.0
+    grad_filter_eps: float = 0.0  # Triton backward only: skip tiles whose |∂loss/∂logit| all lie below this
 
 
 def _float_arg(name: str, value: float) -> float:
@@ -46,8 +47,12 @@ def make_options(
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
     temperature: float = 1.0,
+    grad_filter_eps: float = 0.0,
 ) -> RowLossOptions:
     """Validate scalar options and pack them; raises ValueError naming the bad argument."""
+    grad_filter_eps = _float_arg("grad_filter_eps", grad_filter_eps)
+    if not 0.0 <= grad_filter_eps < 1.0:
+        raise ValueError(f"grad_filter_eps must be in [0, 1), got {grad_filter_eps}")
     label_smoothing = _float_arg("label_smoothing", label_smoothing)
     z_loss = _float_arg("z_loss", z_loss)
     temperature = _float_arg("temperature", temperature)
@@ -63,7 +68,7 @@ def make_options(
             raise ValueError(f"logit_softcap must be > 0 or None, got {logit_softcap}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    return RowLossOptions(ignore_index, label_smoothing, z_loss, logit_softcap, temperature)
+    return RowLossOptions(ignore_index, label_smoothing, z_loss, logit_softcap, temperature, grad_filter_eps)
 
 
 def check_inputs(

@@ -145,6 +145,42 @@ def _lce_fwd_kernel(
 
 
 @triton.jit
+def _grad_dots(
+    H, W, DH, DW, grad_in, rows, cols, row_mask, col_mask, D, v_start,
+    stride_hn, stride_hd, stride_wv, stride_wd,
+    COMPUTE_DH: tl.constexpr, COMPUTE_DW: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
+    """dh += grad · W[cols] and dW[cols] += gradᵀ · h, over D in BLOCK_D chunks (fp32 atomics)."""
+    rows64 = rows.to(tl.int64)
+    cols64 = cols.to(tl.int64)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + tl.arange(0, BLOCK_D)
+        d_mask = ds < D
+        if COMPUTE_DH:
+            w = tl.load(
+                W + cols64[:, None] * stride_wv + ds[None, :] * stride_wd,
+                mask=col_mask[:, None] & d_mask[None, :],
+                other=0.0,
+            )  # (BLOCK_V, BLOCK_D)
+            dh = tl.dot(grad_in, w, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_D)
+            tl.atomic_add(
+                DH + rows64[:, None] * D + ds[None, :], dh, mask=row_mask[:, None] & d_mask[None, :]
+            )
+        if COMPUTE_DW:
+            h = tl.load(
+                H + rows64[:, None] * stride_hn + ds[None, :] * stride_hd,
+                mask=row_mask[:, None] & d_mask[None, :],
+                other=0.0,
+            )  # (BLOCK_N, BLOCK_D)
+            dw = tl.dot(tl.trans(grad_in), h, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_D)
+            tl.atomic_add(
+                DW + (cols64 - v_start)[:, None] * D + ds[None, :],
+                dw,
+                mask=col_mask[:, None] & d_mask[None, :],
+            )
+
+
+@triton.jit
 def _lce_bwd_kernel(
     H,
     W,
@@ -168,11 +204,13 @@ def _lce_bwd_kernel(
     z_loss2,
     target_weight,
     uniform_weight,
+    filter_eps,
     HAS_BIAS: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
     COMPUTE_DH: tl.constexpr,
     COMPUTE_DW: tl.constexpr,
     COMPUTE_DB: tl.constexpr,
+    FILTER: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -193,40 +231,27 @@ def _lce_bwd_kernel(
         )  # fmt: skip
         lse = tl.load(LSE + rows, mask=row_mask, other=0.0)
         y = tl.load(Y + rows, mask=row_mask, other=-1)
+        tile = row_mask[:, None] & col_mask[None, :]
         p = tl.exp(s - lse[:, None]) * (1.0 + z_loss2 * lse)[:, None]
-        grad = p - tl.where(cols[None, :] == y[:, None], target_weight, 0.0) - uniform_weight
-        grad = grad * dsdz * g[:, None]
-        grad = tl.where(row_mask[:, None] & col_mask[None, :], grad, 0.0)  # (BLOCK_N, BLOCK_V)
+        dloss = p - tl.where(cols[None, :] == y[:, None], target_weight, 0.0) - uniform_weight  # ∂loss/∂s
+        grad = tl.where(tile, dloss * dsdz * g[:, None], 0.0)  # (BLOCK_N, BLOCK_V)
         if COMPUTE_DB:
             tl.atomic_add(DB + cols, tl.sum(grad, axis=0), mask=col_mask)
         grad_in = grad.to(H.dtype.element_ty)  # dots in the input dtype, fp32 accumulation
-        rows64 = rows.to(tl.int64)  # a new name: a branch may not change a variable's type
-        cols64 = cols.to(tl.int64)
-        for d0 in range(0, D, BLOCK_D):
-            ds = d0 + tl.arange(0, BLOCK_D)
-            d_mask = ds < D
-            if COMPUTE_DH:
-                w = tl.load(
-                    W + cols64[:, None] * stride_wv + ds[None, :] * stride_wd,
-                    mask=col_mask[:, None] & d_mask[None, :],
-                    other=0.0,
-                )  # (BLOCK_V, BLOCK_D)
-                dh = tl.dot(grad_in, w, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_D)
-                tl.atomic_add(
-                    DH + rows64[:, None] * D + ds[None, :], dh, mask=row_mask[:, None] & d_mask[None, :]
-                )
-            if COMPUTE_DW:
-                h = tl.load(
-                    H + rows64[:, None] * stride_hn + ds[None, :] * stride_hd,
-                    mask=row_mask[:, None] & d_mask[None, :],
-                    other=0.0,
-                )  # (BLOCK_N, BLOCK_D)
-                dw = tl.dot(tl.trans(grad_in), h, input_precision=DOT_PRECISION)  # (BLOCK_V, BLOCK_D)
-                tl.atomic_add(
-                    DW + (cols64 - v_start)[:, None] * D + ds[None, :],
-                    dw,
-                    mask=col_mask[:, None] & d_mask[None, :],
-                )
+        if FILTER:
+            # Gradient filtering: a tile whose every |∂loss/∂s| is below filter_eps adds nothing to dh and dW.
+            # Far from the target most softmax entries are tiny, so most tiles skip both matmuls.
+            biggest = tl.max(tl.max(tl.abs(tl.where(tile, dloss, 0.0)), axis=1), axis=0)  # a scalar
+            if biggest >= filter_eps:
+                _grad_dots(
+                    H, W, DH, DW, grad_in, rows, cols, row_mask, col_mask, D, v_start,
+                    stride_hn, stride_hd, stride_wv, stride_wd, COMPUTE_DH, COMPUTE_DW, BLOCK_D, DOT_PRECISION,
+                )  # fmt: skip
+        else:
+            _grad_dots(
+                H, W, DH, DW, grad_in, rows, cols, row_mask, col_mask, D, v_start,
+                stride_hn, stride_hd, stride_wv, stride_wd, COMPUTE_DH, COMPUTE_DW, BLOCK_D, DOT_PRECISION,
+            )  # fmt: skip
 
 
 def _pow2(x: int, lo: int, hi: int) -> int:
@@ -354,9 +379,10 @@ def _backward(
             n, v1, d, v0,
             hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
             opts.logit_softcap or 1.0, 1.0 / opts.temperature,
-            2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v,
+            2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v, opts.grad_filter_eps,
             HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
             COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
+            FILTER=opts.grad_filter_eps > 0.0,
             BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
             num_warps=warps,
         )  # fmt: skip

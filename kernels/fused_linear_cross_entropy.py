@@ -57,6 +57,11 @@ def _linear_rows_or_reduced(
 ) -> torch.Tensor:
     check_inputs(hidden, weight, targets, bias, opts.ignore_index)
     impl = resolve_impl(impl, hidden.device)
+    if opts.grad_filter_eps and impl != "triton":
+        raise ValueError(
+            f"grad_filter_eps skips tiles of the Triton backward; impl={impl!r} computes exact gradients "
+            "(use impl='triton' on CUDA, or grad_filter_eps=0)"
+        )
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     y = targets.reshape(-1)  # (N,)
     n = y.shape[0]
@@ -98,6 +103,7 @@ def fused_linear_cross_entropy(
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
     impl: str = "auto",
+    grad_filter_eps: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of `hidden @ weight.T (+ bias)` against `targets`, never materialising the logits.
 
@@ -106,11 +112,16 @@ def fused_linear_cross_entropy(
     logit_softcap: c · tanh(logits / c) before the softmax (Gemma-2). reduction "mean" averages over
     non-ignored targets. The loss is fp32; gradients have the input dtypes.
     impl: "auto" (Triton on CUDA, chunked torch elsewhere), "triton", "chunked" or "reference".
+    grad_filter_eps: Triton only, off by default. The backward skips every (rows × vocabulary) tile in which all
+    |∂loss/∂logit| < grad_filter_eps: those tiles add nothing to the hidden and weight gradients (the bias
+    gradient and the loss stay exact). Below bf16's resolution (e.g. 2⁻¹²) this is invisible in a bf16 gradient
+    and skips most of the backward's matmul work when the softmax is peaked, as in a trained model.
     """
     check_reduction(reduction)
     opts = make_options(
-        ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap
-    )
+        ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap,
+        grad_filter_eps=grad_filter_eps,
+    )  # fmt: skip
     return _linear_rows_or_reduced(hidden, weight, targets, bias, opts, reduction, impl)
 
 

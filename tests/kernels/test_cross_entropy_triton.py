@@ -28,12 +28,12 @@ SCRIPT = textwrap.dedent(
     for dt in ("bf16", "fp32"):
         bn, bv, bd, warps = t._gpu_blocks(4096, 128256, 4096, DTYPE[dt])
         ptr, prec = f"*{dt}", t._dot_precision(DTYPE[dt])
-        scalars = {"N": "i32", "V": "i32", "D": "i32", "v_per_split": "i32", "v_start": "i32", "stride_hn": "i32", "stride_wv": "i32",
-                   "softcap": "fp32", "inv_temp": "fp32", "z_loss2": "fp32", "target_weight": "fp32",
-                   "uniform_weight": "fp32"}
+        scalars = {"N": "i32", "V": "i32", "D": "i32", "v_per_split": "i32", "v_start": "i32",
+                   "stride_hn": "i32", "stride_wv": "i32", "softcap": "fp32", "inv_temp": "fp32",
+                   "z_loss2": "fp32", "target_weight": "fp32", "uniform_weight": "fp32", "filter_eps": "fp32"}
         flags = {"stride_hd": 1, "stride_wd": 1, "HAS_BIAS": True, "HAS_SOFTCAP": True, "NEED_SUM": True,
-                 "COMPUTE_DH": True, "COMPUTE_DW": True, "COMPUTE_DB": True, "BLOCK_N": bn, "BLOCK_V": bv,
-                 "BLOCK_D": bd, "DOT_PRECISION": prec}
+                 "COMPUTE_DH": True, "COMPUTE_DW": True, "COMPUTE_DB": True, "FILTER": True,
+                 "BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_D": bd, "DOT_PRECISION": prec}
         for kernel in (t._lce_fwd_kernel, t._lce_bwd_kernel):
             sig, consts = {}, {}
             for name in kernel.arg_names:

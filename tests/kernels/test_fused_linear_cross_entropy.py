@@ -311,6 +311,51 @@ def test_dw_slices_fit_the_scratch_budget():
     assert tri._dw_slice_rows(100, d, block_v, torch.bfloat16) == block_v  # never more than the vocabulary
 
 
+# --- gradient filtering (Triton backward only) ---
+
+
+def test_triton_grad_filter_skips_exactly_the_small_tiles():
+    """With grad_filter_eps, a (row block × vocabulary block) tile contributes to dh and dW iff some
+    |∂loss/∂logit| in it reaches eps; the loss is exact. Checked against fp64 gradients with those tiles zeroed."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    n, d, v = 16, 32, 4096
+    hidden, weight, targets, _ = make_case(n, d, v, seed=5)
+    weight = weight * 3.0  # a peaked softmax: far-off vocabulary tiles hold only tiny probabilities
+    targets = targets % 512  # every target in the first vocabulary block, so the others can be skipped
+    block_n, block_v, _, _ = tri._blocks(n, v, d, hidden.dtype)
+    logits = hidden.double() @ weight.double().T
+    dloss = logits.softmax(-1) - torch.nn.functional.one_hot(targets, v).double()  # (N, V)
+    tiles = dloss.abs().reshape(-1, block_n, v // block_v, block_v).amax(dim=(1, 3))  # (N/bn, V/bv)
+    # eps in the widest gap between tile maxima, so fp32 rounding cannot flip a tile's fate
+    m = tiles.flatten().sort().values
+    gap = int((m[1:] / m[:-1]).argmax())
+    eps = float((m[gap] * m[gap + 1]).sqrt())
+    kept = tiles >= eps
+    assert 0 < int(kept.sum()) < kept.numel(), "the case must skip some tiles and keep others"
+    mask = kept.repeat_interleave(block_n, 0).repeat_interleave(block_v, 1)  # (N, V)
+    grad_logits = torch.where(mask, dloss, 0.0) / n  # reduction "mean"
+    out, (gh, gw) = run(
+        lambda h, w, y: fused_linear_cross_entropy(h, w, y, impl="triton", grad_filter_eps=eps),
+        hidden, weight, targets, None,
+    )  # fmt: skip
+    torch.testing.assert_close(out.double(), linear_cross_entropy_reference(
+        hidden.double(), weight.double(), targets), atol=2e-5, rtol=2e-4)  # fmt: skip
+    torch.testing.assert_close(gh.double(), grad_logits @ weight.double(), atol=2e-6, rtol=2e-4)
+    torch.testing.assert_close(gw.double(), grad_logits.T @ hidden.double(), atol=2e-6, rtol=2e-4)
+    # ... and it differs from the exact gradient, so the skipped tiles were really skipped
+    _, (gh_exact, _) = run(ce("triton"), hidden, weight, targets, None)
+    assert not torch.allclose(gh, gh_exact, atol=1e-9, rtol=0)
+
+
+def test_grad_filter_is_a_triton_option():
+    hidden, weight, targets, _ = make_case(*ODD, device="cpu")
+    with pytest.raises(ValueError, match="grad_filter_eps"):
+        fused_linear_cross_entropy(hidden, weight, targets, impl="chunked", grad_filter_eps=1e-4)
+    with pytest.raises(ValueError, match="grad_filter_eps"):
+        fused_linear_cross_entropy(hidden, weight, targets, impl="triton", grad_filter_eps=-1.0)
+
+
 # --- bf16 on a GPU: the kernel's error against fp32 at most ~2× that of same-precision torch ---
 
 
