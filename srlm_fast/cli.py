@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         # Our errors (ConfigError, DataError, CheckpointError, ...) carry a complete message already.
         if "SRLM_DEBUG" in os.environ:  # show the traceback
             raise
-        print(f"srlm {args.command}: error: {e}", file=sys.stderr)
+        # Under torchrun every rank usually fails alike; the rank tells the copies apart (and names a lone one).
+        rank = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"srlm {args.command}{rank}: error: {e}", file=sys.stderr)
         return 1
 
 

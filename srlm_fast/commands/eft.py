@@ -40,8 +40,9 @@ def main(args: argparse.Namespace) -> int:
     if args.limit:
         ranked = ranked[: args.limit]
     policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
-    rows, stats = build_eft(ranked, policy.generate, JudgeTemplate.from_spec(args.template),
-                            max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
+    with policy.progress("judging ranked replies"):
+        rows, stats = build_eft(ranked, policy.generate, JudgeTemplate.from_spec(args.template),
+                                max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
     write_jsonl_atomic(args.out, rows)
     print(json.dumps(stats.to_dict(), indent=2))
     print(f"wrote {len(rows)} EFT examples → {args.out}")

@@ -263,9 +263,12 @@ def _judge(args: argparse.Namespace) -> int:
         # The expected score is continuous: a perfect 5 is anything at or above 4.5.
         perfect = 4.5 if args.mode == "expected" else 5.0
         ranked = read_oasst_trees(args.rankings)[:limit]
-        out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
+        with policy.progress("judging human rankings"):
+            out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
     if args.pairs:
-        out["pairs"] = evaluate_judge_on_pairs(read_hh_pairs(args.pairs).pairs[:limit], score_fn).to_dict()
+        pairs = read_hh_pairs(args.pairs).pairs[:limit]
+        with policy.progress("judging human pairs"):
+            out["pairs"] = evaluate_judge_on_pairs(pairs, score_fn).to_dict()
     out["prompts_skipped_too_long"] = policy.skipped_too_long
     if args.out:
         write_json_atomic(args.out, out)
@@ -289,8 +292,9 @@ def _versus(args: argparse.Namespace) -> int:
         # One model in memory at a time: answer, free, then the next.
         policy = Policy.load(checkpoint, device=device)
         try:
-            outs = policy.generate(instructions, n=1, temperature=args.temperature, top_p=1.0,
-                                   max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
+            with policy.progress(f"answers of {checkpoint}"):
+                outs = policy.generate(instructions, n=1, temperature=args.temperature, top_p=1.0,
+                                       max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
         finally:
             policy.close()
         return [o[0] for o in outs]
@@ -302,13 +306,14 @@ def _versus(args: argparse.Namespace) -> int:
         _score_fn(judge_policy, args.template, args.judge_mode, 3, args.judge_max_new_tokens)
     )
     out: dict = {"a": args.a, "b": args.b, "judge": judge_dir, "prompts": args.prompts, "n": len(prompts)}
-    out["a_vs_b"] = head_to_head(instructions, answers_a, answers_b, verdict_fn, seed=args.seed).to_dict()
-    if args.references:
-        refs = [p.reference for p in prompts]
-        for name, outs in (("a", answers_a), ("b", answers_b)):
-            out[f"{name}_vs_reference"] = reference_win_rate(
-                instructions, outs, refs, verdict_fn, seed=args.seed
-            ).to_dict()
+    with judge_policy.progress("judging"):
+        out["a_vs_b"] = head_to_head(instructions, answers_a, answers_b, verdict_fn, seed=args.seed).to_dict()
+        if args.references:
+            refs = [p.reference for p in prompts]
+            for name, outs in (("a", answers_a), ("b", answers_b)):
+                out[f"{name}_vs_reference"] = reference_win_rate(
+                    instructions, outs, refs, verdict_fn, seed=args.seed
+                ).to_dict()
     out["prompts_skipped_too_long"] = judge_policy.skipped_too_long
     print(json.dumps(out, indent=2))
     if args.out:
