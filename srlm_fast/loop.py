@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from srlm_fast import judge as J
 from srlm_fast import pairs as P
 from srlm_fast import selfinstruct as SI
 from srlm_fast import tasks
-from srlm_fast.config import ConfigError, from_dict, merge, to_toml
+from srlm_fast.config import ConfigError, from_dict, merge, to_dict, to_toml
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from srlm_fast.loop_config import LoopConfig
 
@@ -157,15 +158,39 @@ def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
 def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
     text = to_toml(cfg)
     if run.config.exists():
-        if run.config.read_text() != text:
+        saved = run.config.read_text()
+        if saved == text:
+            return "resuming"
+        # A run saved by an older version lacks the keys added since; with their defaults filled in (defaults
+        # of new keys keep the old behaviour) it may still be the same config.
+        try:
+            before = to_dict(from_dict(LoopConfig, tomllib.loads(saved)))
+        except (tomllib.TOMLDecodeError, ConfigError) as e:
+            return f"error:{run.config}: cannot read the saved config of this run ({e})"
+        changed = _changed_keys(before, to_dict(cfg))
+        if changed:
             return (
-                f"error:{run.config}: this run was started with a different config; resume it with the same "
-                f"options (`srlm run --config {run.config}`) or choose another --name"
+                f"error:{run.config}: this run was started with a different config (differs in "
+                f"{', '.join(changed[:6])}{', …' if len(changed) > 6 else ''}); resume it with the same options "
+                f"(`srlm run --config {run.config}`) or choose another --name"
             )
+        write_text_atomic(run.config, text)  # the same config, now spelled out with every key of this version
         return "resuming"
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, text)
     return "new"
+
+
+def _changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _changed_keys(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
 
 
 # ---- seed data and tokenizer ------------------------------------------------------------------------------

@@ -101,8 +101,29 @@ def test_resume_with_a_different_config_is_refused(reference_run):
     cfg = load_config(
         LoopConfig, None, [f"--runs_dir={reference_run.parent}", "--name=ref", *SMOKE, "--seed=7"]
     )
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different config \(differs in seed\)"):
         run_loop(cfg)
+
+
+def test_a_run_saved_before_new_config_keys_resumes(tmp_path):
+    """A config.toml written by an older version (without keys added since) is the same config when the new
+    keys are at their defaults; it is rewritten in full. A real difference is still refused, naming the key."""
+    from srlm_fast.config import to_toml
+    from srlm_fast.loop import RunDir, save_or_check_config
+
+    cfg = load_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=old", *SMOKE])
+    run = RunDir(cfg)
+    run.root.mkdir(parents=True)
+    full = to_toml(cfg)
+    start = full.index("[generation]")  # as if this table (added later) were unknown when the run started
+    old = full[:start] + full[full.index("\n[", start) + 1 :]
+    assert "[generation]" in full and "[generation]" not in old
+    run.config.write_text(old)
+    save_or_check_config(cfg, run)
+    assert run.config.read_text() == full
+    run.config.write_text(old.replace("iterations = 1", "iterations = 2"))
+    with pytest.raises(ConfigError, match=r"differs in iterations\)"):
+        save_or_check_config(cfg, run)
 
 
 @pytest.mark.parametrize(
