@@ -475,13 +475,22 @@ class Generator:
 
         The judge's "distribution over score tokens after a forced `Score: `" is a softmax over columns of this.
         """
-        prompts = [self._encode(r, i) for i, r in enumerate(requests)]
-        out = torch.empty(len(prompts), self.config.vocab_size, dtype=torch.float32, device=self.device)
-        greedy = SamplingParams(max_new_tokens=1, temperature=0.0)
-        seqs = [[self._make_seq(i, 0, p, greedy, 0)] for i, p in enumerate(prompts)]
-        for _ in self.steps(seqs, prompts, logits_out=out):
+        out = torch.empty(len(requests), self.config.vocab_size, dtype=torch.float32, device=self.device)
+        for _ in self.prefill_steps(requests, out):
             pass
         return out
+
+    def prefill_steps(self, requests: Sequence[Request], out: Tensor) -> Iterator[None]:
+        """`prefill_logits` into `out` (N, V) fp32, yielding after every forward call (lockstep mode counts
+        them). The requests are validated before the first forward."""
+        prompts = [self._encode(r, i) for i, r in enumerate(requests)]
+        if out.shape != (len(prompts), self.config.vocab_size):
+            raise ValueError(
+                f"out must be ({len(prompts)}, {self.config.vocab_size}), got {tuple(out.shape)}"
+            )
+        greedy = SamplingParams(max_new_tokens=1, temperature=0.0)
+        seqs = [[self._make_seq(i, 0, p, greedy, 0)] for i, p in enumerate(prompts)]
+        return self.steps(seqs, prompts, logits_out=out)
 
     # ---- preparation ---------------------------------------------------------------------------------------------
     def _encode(self, request: Request, i: int) -> list[int]:

@@ -145,11 +145,8 @@ def prefill_logits_lockstep(
 ) -> torch.Tensor:
     """Like `prefill_logits_data_parallel` on a sharded model: all ranks make the same number of forward calls."""
     mine = _split(len(requests), group)
-    # The same sequences `Generator.prefill_logits` builds: one greedy 1-token sample per request, seed 0.
-    greedy = SamplingParams(max_new_tokens=1, temperature=0.0, seed=0)
-    seqs, prompts = generator.prepare([requests[i] for i in mine], greedy)
     local = torch.empty(len(mine), generator.config.vocab_size, dtype=torch.float32, device=generator.device)
-    _run_lockstep(generator, generator.steps(seqs, prompts, logits_out=local), group)
+    _run_lockstep(generator, generator.prefill_steps([requests[i] for i in mine], local), group)
     return _gather_rows(transform(local) if transform else local, mine, len(requests), group)
 
 
