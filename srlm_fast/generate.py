@@ -13,7 +13,9 @@ How a `Generator.generate` call runs:
   into the sibling rows; all siblings sample their first token from the same logits with different seeds.
 * A **shared prefix** (the longest common token prefix of all requests in the call, e.g. the judge rubric) is
   prefilled once into a side buffer and copied into each new row; only the suffix is computed per request. The
-  buffer is kept across calls, so repeated judge calls with the same rubric pay for it once.
+  buffer is kept across calls, so repeated judge calls with the same rubric pay for it once. The fast runner's
+  decode steps also *attend* to it once for all rows (cascade attention: the prefix part of every row's
+  attention is one matmul against the buffer, merged exactly with the row's own part).
 * Randomness is counter-based (`sampling.sample`: a hash of (seed, step)), so a request's samples do not depend on
   which other requests shared its batch. Sample j of a request uses `sample_seed(seed, j)`; step = token index.
 
@@ -24,9 +26,9 @@ Two ways to run the network (`runner=`):
   is tiny and the step is dominated by per-op overhead and small matmuls, so fewer, larger matmuls win; weights
   are stored transposed (K-major), which MKL multiplies faster at these shapes, and a decode step computes its
   attention as two batched matmuls instead of the CPU flash kernel. Prefill gives bit-identical hidden states to
-  `Llama.forward` in fp32; decode steps agree to rounding (both tested). Packed weights are rebuilt when any parameter
-  changes (in-place optimizer steps bump the tensors' version counters), so a trainer can update the model between
-  calls.
+  `Llama.forward` in fp32; decode steps agree to rounding (both tested). The packed weights are a second copy of
+  the model (fine at the CPU sizes this runner is for). They are rebuilt when any parameter changes (in-place
+  optimizer steps bump the tensors' version counters), so a trainer can update the model between calls.
 * `"model"`: `Llama.forward` with a `CacheView`. Required for FSDP-sharded models (their parameters only exist
   inside forward); default on CUDA, where the decode step is optionally compiled with
   `torch.compile(mode="reduce-overhead")` (CUDA graphs) at static shapes: all `rows` decode every step and the
