@@ -176,6 +176,11 @@ class _Group:
 # ---- network runners -----------------------------------------------------------------------------------------------
 
 
+def _weights_version(model: torch.nn.Module) -> tuple:
+    """Changes whenever a parameter is replaced or updated in place (in-place ops bump version counters)."""
+    return tuple((id(p), p._version) for p in model.parameters())
+
+
 class _ModelRunner:
     """Runs `Llama.forward` against a cache view (works for FSDP-sharded models; compiled on CUDA when asked)."""
 
@@ -228,13 +233,10 @@ class _FastRunner:
         self.layers: list[_Packed] = []
         self.refresh()
 
-    def _param_versions(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-
     @torch.no_grad()
     def refresh(self) -> None:
         """Re-pack the weights if any parameter was replaced or updated in place since the last pack."""
-        versions = self._param_versions()
+        versions = _weights_version(self.model)
         if versions == self._versions:
             return
         m = self.model
@@ -439,7 +441,7 @@ class Generator:
                 memory_budget_bytes = 4 << 30
         self.rows = max(1, min(max_batch, memory_budget_bytes // row_bytes))
         self.cache: KVCache | None = None
-        self._prefix: tuple[tuple[int, ...], KVCache] | None = None
+        self._prefix: tuple[tuple, KVCache] | None = None  # ((tokens, weights' version), its KV)
         self._lm_head: Tensor | None = None
 
         stops: list[int] = []
@@ -640,11 +642,14 @@ class Generator:
 
         P = self._shared_prefix(prompts)
         if P:
-            key = tuple(prompts[0][:P])
+            tokens = tuple(prompts[0][:P])
+            # The kept buffer is valid for these tokens under these weights only: a trainer may have updated
+            # the model in place since (optimizer steps bump the parameters' version counters).
+            key = (tokens, _weights_version(self.model))
             if self._prefix is None or self._prefix[0] != key:
                 self._prefix = None
                 buf = KVCache.allocate(self.config, 1, P, self.dtype, dev)
-                ids = torch.tensor([key], dtype=torch.long, device=dev)
+                ids = torch.tensor([tokens], dtype=torch.long, device=dev)
                 pos = torch.arange(P, device=dev)[None]
                 self._runner.forward(ids, pos, buf, P, decode=False)
                 yield

@@ -143,7 +143,7 @@ def test_prefix_reuse_gives_the_same_results(model):
         reuse = Generator(model, max_batch=3, sampler_impl="torch", prefix_reuse=True)
         plain = Generator(model, max_batch=3, sampler_impl="torch", prefix_reuse=False)
         a, b = reuse.generate(prompts, params), plain.generate(prompts, params)
-        assert reuse._prefix is not None and len(reuse._prefix[0]) == 40
+        assert reuse._prefix is not None and len(reuse._prefix[0][0]) == 40  # (tokens, weights version)
         assert plain._prefix is None
         assert tokens(a) == tokens(b)
         for x, y in zip(a, b):
@@ -270,6 +270,21 @@ def test_packed_weights_follow_in_place_updates():
             layer.mlp.up_proj.weight.add_(0.3)
     after = gen.generate([prompt], GREEDY)[0].token_ids
     assert after == greedy_reference(model, prompt, 12)
+    assert after != before
+
+
+@pytest.mark.parametrize("runner", ["fast", "model"])
+def test_kept_prefix_follows_in_place_updates(runner):
+    """The shared-prefix KV kept across calls is recomputed once the weights change (a trainer's step)."""
+    model = sharpened(seed=3)
+    shared = prompts_of((30,), seed=12)[0]
+    prompts = [shared + tail for tail in prompts_of((2, 5), seed=13)]
+    gen = Generator(model, runner=runner, sampler_impl="torch")
+    before = tokens(gen.generate(prompts, GREEDY))
+    with torch.no_grad():
+        model.layers[0].self_attn.k_proj.weight.mul_(-2.0)  # changes the prefix's keys
+    after = tokens(gen.generate(prompts, GREEDY))
+    assert after == tokens(Generator(model, runner=runner, sampler_impl="torch").generate(prompts, GREEDY))
     assert after != before
 
 
