@@ -421,10 +421,19 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
         items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
         p = cfg.pairs
         pairs, pstats = P.make_pairs(items, P.PairConfig(p.min_margin, p.tier, p.length_control))
-        save_stats("pairs", pstats.to_dict())
+        counts = pstats.to_dict()
+        if cfg.seed_data.source == "tasks":
+            counts["checker"] = checked_pairs(pairs)
+        save_stats("pairs", counts)
         crash_point("pairs")
         write_jsonl_atomic(it / "pairs.jsonl", [x.to_dict() for x in pairs])
         log(f"    {pstats.pairs} pairs from {pstats.prompts} prompts; dropped {dict(pstats.dropped)}")
+        if "checker" in counts:
+            c = counts["checker"]
+            log(
+                f"    checker: {c['right']} pairs prefer the correct answer, {c['wrong']} the wrong one; "
+                f"{c['both_wrong']} both wrong, {c['both_correct']} both correct, {c['unparseable']} not a task"
+            )
 
     def reference_stage() -> None:
         from srlm_fast.reference import compute_reference_logprobs
@@ -468,6 +477,22 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
 def _progress(policy, desc: str):
     """The policy's progress scope (a bar or periodic lines on rank 0); nothing for a policy without one."""
     return policy.progress(desc) if hasattr(policy, "progress") else contextlib.nullcontext()
+
+
+def checked_pairs(pairs: list[P.Pair]) -> dict[str, int]:
+    """The task world's checker on the preference pairs: what the judge's preferences can teach DPO about
+    correctness. `right`: chosen correct, rejected wrong; `wrong`: the reverse; `both_correct`/`both_wrong`: no
+    correctness signal (style or length only); `unparseable`: the self-instructed prompt is no task it knows."""
+    counts = dict.fromkeys(("right", "wrong", "both_correct", "both_wrong", "unparseable"), 0)
+    for pair in pairs:
+        chosen, rejected = tasks.check(pair.prompt, pair.chosen), tasks.check(pair.prompt, pair.rejected)
+        if not chosen.parsed:
+            counts["unparseable"] += 1
+        elif chosen.correct != rejected.correct:
+            counts["right" if chosen.correct else "wrong"] += 1
+        else:
+            counts["both_correct" if chosen.correct else "both_wrong"] += 1
+    return counts
 
 
 def judge_items(cfg: LoopConfig, policy, items: list[tuple[str, str]], seed: int) -> list[J.JudgeResult]:
@@ -592,6 +617,8 @@ COLUMNS = (
     ("judge pairwise", "judge_pairwise_known", "{:.1%}"),
     ("prompts", "prompts", "{}"),
     ("pairs", "pairs", "{}"),
+    # Task world: how many pairs prefer the correct answer : the wrong one, by the checker.
+    ("pairs ✓:✗", "pairs_checked", "{}"),
     ("resp chars", "mean_response_chars", "{:.1f}"),
     # Shown only when the config asks for these evaluations:
     ("judge~humans", "judge_pairwise_humans", "{:.1%}"),
@@ -614,12 +641,16 @@ def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
             row["pairs"] = stats.get("pairs", {}).get("pairs")
             row["judgments_invalid"] = stats.get("judge", {}).get("judgments_invalid")
             row["ties_dropped"] = stats.get("pairs", {}).get("dropped", {}).get("tie")
+            checker = stats.get("pairs", {}).get("checker")
+            if checker:
+                row["pairs_right"], row["pairs_wrong"] = checker["right"], checker["wrong"]
+                row["pairs_checked"] = f"{checker['right']}:{checker['wrong']}"
         rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    optional = {"judge_pairwise_humans", "win_rate_vs_previous"}
+    optional = {"judge_pairwise_humans", "win_rate_vs_previous", "pairs_checked"}
     columns = [c for c in COLUMNS if c[1] not in optional or any(c[1] in r for r in rows)]
     header = " | ".join(f"{name:>14}" for name, _, _ in columns)
     lines = [header, "-" * len(header)]

@@ -77,6 +77,8 @@ def test_end_to_end_writes_every_artifact_and_a_report(reference_run):
         assert (reference_run / "eval" / "m1.answers.jsonl").is_file()
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         assert (reference_run / "m2" / name).is_file()  # an HF checkpoint any tool can load
+    stats = json.loads((reference_run / "iter1" / "stats.json").read_text())
+    assert sum(stats["pairs"]["checker"].values()) == stats["pairs"]["pairs"]  # every pair graded once
 
 
 def test_killed_in_every_stage_resumes_to_identical_artifacts(reference_run, tmp_path):
@@ -158,3 +160,31 @@ def test_wandb_offline_gets_scalars_and_the_model_table(tmp_path, monkeypatch):
     files = [p.name for p in tmp_path.rglob("*")]
     assert any(name.endswith(".wandb") for name in files)  # the offline run was written
     assert any("models" in name and name.endswith(".table.json") for name in files)  # and the table with it
+
+
+def test_checker_counts_what_the_pairs_teach():
+    import random
+
+    from srlm_fast import tasks
+    from srlm_fast.loop import checked_pairs
+    from srlm_fast.pairs import Pair
+
+    rng = random.Random(0)
+    task = tasks.eval_prompts(1, seed=3)[0]
+    right, wrong = tasks.candidate(task, "correct", rng), tasks.candidate(task, "wrong", rng)
+    assert tasks.check(task.prompt, right).correct and not tasks.check(task.prompt, wrong).correct
+
+    def pair(prompt: str, chosen: str, rejected: str) -> Pair:
+        return Pair(prompt, chosen, rejected, 5.0, 1.0, len(chosen), len(rejected), 0, 1, (5.0, 1.0))
+
+    pairs = [
+        pair(task.prompt, right, wrong),
+        pair(task.prompt, right, wrong),
+        pair(task.prompt, wrong, right),
+        pair(task.prompt, wrong, wrong + "!"),
+        pair(task.prompt, right, right + " Indeed."),
+        pair("Write a poem about the sea.", "waves", "sand"),
+    ]
+    assert checked_pairs(pairs) == {
+        "right": 2, "wrong": 1, "both_correct": 1, "both_wrong": 1, "unparseable": 1,
+    }  # fmt: skip
