@@ -253,8 +253,8 @@ def measure_candidates(
 ) -> list[dict[str, Any]]:
     """One row per candidate: median ms (interleaved) and peak MB, or the error that stopped it.
 
-    Each run is warmed up once first (compiles; proves it fits in memory). `reset` clears gradients between
-    runs; on CPU the peak comes from a child process started as `script <child_args(name)>`. Candidates named
+    Each run is warmed up once first (compiles; proves it fits in memory). Every row is printed as soon as its
+    shape is measured (the table and JSON come only at the end). `reset` clears gradients between runs; on CPU the peak comes from a child process started as `script <child_args(name)>`. Candidates named
     in `tolerate` (optional third-party packages with another API) may fail with any error; others raise.
     """
     ok, failed = {}, {}
@@ -284,4 +284,6 @@ def measure_candidates(
             reset()
         else:
             row["peak_mb"] = cpu_peak_rss_mb(script, child_args(name))
+    for row in rows:  # as measured: a benchmark stopped by a time limit still leaves these in its log
+        print("measured", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return rows

@@ -8,10 +8,13 @@
 # Then run it there with `.whl` carried:
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=590)
 # Or on any CUDA machine with the project's dependencies installed: `OUT=/tmp/out bash bench/gpu_session.sh`.
+# `bash bench/gpu_session.sh tests` runs only the build and the tests (~5 min), `... bench` only the benchmarks,
+# with longer limits: two calls on the same warm machine (call the second at once; the native build and the
+# Triton and inductor caches stay on it) give the benchmarks more time than one call of both can.
 #
 # Steps, most important first, each under its own time limit so that one slow step cannot eat the rest:
-#   1. the CUDA tests: Triton kernels compiled for real (fp32/fp16 against fp64, bf16 error within 2x torch's),
-#      the CUDA sampling operator, the compiled (CUDA-graph) decode step;
+#   1. the CUDA tests: the compiled (CUDA-graph) decode step, the CUDA sampling operator, then the Triton
+#      kernels compiled for real (fp32/fp16 against fp64, bf16 error within 2x torch's);
 #   2. kernel benchmarks at the Llama-3-8B head (ours vs eager, compiled chunking, Liger, Cut Cross-Entropy);
 #   3. generation: a 1B model against transformers, with the HBM roofline fraction;
 #   4. training steps (SFT MFU, DPO memory).
@@ -24,6 +27,13 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline
 PY=${PY:-python3}
 LOG="$OUT/gpu_session.log"
+MODE=${1:-all}  # all | tests | bench
+case "$MODE" in
+all) limits=(70 35 90 35) ;;     # bench limits when the tests ran first: all steps sum to ~560 s
+bench) limits=(120 60 200 90) ;; # the benchmarks alone
+tests) limits=() ;;
+*) echo "usage: $0 [all|tests|bench]" >&2; exit 2 ;;
+esac
 start=$(date +%s)
 
 step() {  # step <name> <seconds> <command...>: run with a time limit, log it, never stop the session
@@ -44,26 +54,45 @@ print("collected:", ", ".join(results) or "nothing")
 EOF
 }
 
-# Limits sum to ~560 s: the session must end inside one 600 s command.
-step "environment" 30 bash -c "nvidia-smi -L; $PY -c 'import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__, torch.cuda.get_device_name())'"
+# Limits sum to ~560 s in mode `all`: the session must end inside one 600 s command.
+step "environment" 20 bash -c "nvidia-smi -L; $PY -c 'import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__, torch.cuda.get_device_name())'"
 if compgen -G ".whl/*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-# The project itself, without touching the machine's torch (no dependency resolution, no downloads).
-step "install" 60 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
-
-step "cuda tests" 120 "$PY" -m pytest -q -x -p no:cacheprovider \
-    tests/kernels tests/test_sampling.py tests/test_generate.py -m "cuda or not slow"
-# The 8B head at 4k and 16k tokens (32k too when a later session has the time: drop the --shape flags).
-step "bench: fused linear cross-entropy" 100 "$PY" bench/bench_fused_linear_cross_entropy.py \
-    --shape 4096 4096 128256 --shape 16384 4096 128256 --shape 8192 2048 32000 --iters 5
-collect
-step "bench: fused DPO" 50 "$PY" bench/bench_fused_linear_dpo.py --iters 5
-collect
-# The compiled decode step compiles once per attended-length bucket: most of this step may be compilation.
-step "bench: generation (1B)" 140 "$PY" bench/bench_generate.py --preset llama-3.2-1b --iters 2
-collect
-step "bench: training steps (1B)" 60 "$PY" bench/bench_train.py --iters 3
-collect
+# The project itself, without touching the machine's torch (no dependency resolution, no downloads). Should the
+# editable install fail there (an old setuptools, a read-only environment), the source tree is put on the path
+# instead: `srlm_kernels` is the folder kernels/ under another name, so a link to it does.
+step "install" 30 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+if ! "$PY" -c "import srlm_kernels, srlm_fast" 2>/dev/null; then
+    mkdir -p /tmp/srlm-src && ln -sfn "$PWD/kernels" /tmp/srlm-src/srlm_kernels
+    export PYTHONPATH="$PWD:/tmp/srlm-src${PYTHONPATH:+:$PYTHONPATH}"
+    echo "editable install unusable: running from the source tree (PYTHONPATH=$PYTHONPATH)" | tee -a "$LOG"
+fi
+if [ "$MODE" != bench ]; then
+    # The native sampling op (C++ and CUDA, nvcc) builds on first use; build it in a step of its own so a slow
+    # nvcc cannot eat the tests' time (later steps load it from ~/.cache/torch_extensions).
+    step "build: native sampling op" 90 "$PY" -c "from srlm_fast import native; native.get_op(strict=True); \
+print(native.build_info())"
+    # The CUDA tests, most telling first, no -x (one failure must not hide the rest), a bound per test. The CPU
+    # tests of these files run in CI already: only `-m cuda` and the kernel tests (on the GPU here) run.
+    PYTEST=("$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEsxX)
+    "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout=90)
+    step "cuda tests: generation, sampling" 120 "${PYTEST[@]}" -m cuda \
+        tests/test_gpu_paths.py tests/test_generate.py tests/test_sampling.py
+    step "cuda tests: kernels" 70 "${PYTEST[@]}" tests/kernels -m "cuda or not slow"
+fi
+if [ "$MODE" != tests ]; then
+    # The 8B head at 4k and 16k tokens (32k too when a later session has the time: drop the --shape flags).
+    step "bench: fused linear cross-entropy" "${limits[0]}" "$PY" bench/bench_fused_linear_cross_entropy.py \
+        --shape 4096 4096 128256 --shape 16384 4096 128256 --shape 8192 2048 32000 --iters 5
+    collect
+    step "bench: fused DPO" "${limits[1]}" "$PY" bench/bench_fused_linear_dpo.py --iters 5
+    collect
+    # The compiled decode step compiles once per attended-length bucket: most of this step may be compilation.
+    step "bench: generation (1B)" "${limits[2]}" "$PY" bench/bench_generate.py --preset llama-3.2-1b --iters 2
+    collect
+    step "bench: training steps (1B)" "${limits[3]}" "$PY" bench/bench_train.py --iters 3
+    collect
+fi
 echo "total $(($(date +%s) - start))s" | tee -a "$LOG"
