@@ -190,7 +190,9 @@ class _ModelRunner:
         if compile_decode:
             self._decode = torch.compile(self._forward, mode="reduce-overhead", dynamic=False)
 
-    def _forward(self, ids: Tensor, positions: Tensor, k: Tensor, v: Tensor, kv_len: int) -> Tensor:
+    def _forward(
+        self, ids: Tensor, positions: Tensor, k: list[Tensor], v: list[Tensor], kv_len: int
+    ) -> Tensor:
         return self.model(ids, positions=positions, cache=CacheView(KVCache(k, v), None, kv_len))
 
     def forward(
@@ -348,7 +350,7 @@ class _FastRunner:
             v_all[rows, :, positions] = v
             k_all, v_all = k_all[:, :, :kv_len], v_all[:, :, :kv_len]
             if T == 1:
-                pre = None if shared is None else (shared.k[i, 0], shared.v[i, 0])
+                pre = None if shared is None else (shared.k[i][0], shared.v[i][0])
                 o = self._decode_attention(q, k_all, v_all, bias, pre)
             else:
                 o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=Hkv != H)
@@ -571,8 +573,8 @@ class Generator:
             self.cache = KVCache.allocate(self.config, rows, self.max_len, self.dtype, self.device)
             if self.compiled:
                 # CUDA graphs may mutate inputs in place only when their addresses are static.
-                torch._dynamo.mark_static_address(self.cache.k)
-                torch._dynamo.mark_static_address(self.cache.v)
+                for t in (*self.cache.k, *self.cache.v):
+                    torch._dynamo.mark_static_address(t)
         return self.cache
 
     def _lm_head_weight(self) -> Tensor:
@@ -621,7 +623,7 @@ class Generator:
         cache = self._ensure_cache(1)
         ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)
         pos = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-        self._runner.forward(ids, pos, KVCache(cache.k[:, :1], cache.v[:, :1]), 1, decode=False)
+        self._runner.forward(ids, pos, cache.rows(0, 1), 1, decode=False)
 
     def steps(
         self, seqs: list[list[_Seq]], prompts: list[list[int]], logits_out: Tensor | None = None
@@ -693,7 +695,9 @@ class Generator:
             # One decode step over the contiguous active rows [0, B).
             B = R if self.compiled else n_active
             kv_len = self._kv_len(int(pos[:n_active].max()))
-            view = KVCache(cache.k[:, :B], cache.v[:, :B])
+            # Compiled: B is every row, and the step must get the very tensors marked static (a view of them is
+            # a new input to the graph, and CUDA graphs would be skipped for its in-place cache writes).
+            view = cache if cache.batch == B else cache.rows(0, B)
             hidden = self._runner.forward(
                 tok[:B, None], pos[:B, None], view, kv_len, decode=True, shared=prefix
             )
@@ -745,9 +749,8 @@ class Generator:
         # Pad tokens write junk at slots >= their row's length; decoding overwrites them before they are visible.
         positions = (P + torch.arange(T, device=self.device)).expand(G, T)
         if prefix is not None:
-            cache.k[:, r0 : r0 + G, :, :P] = prefix.k[:, :1, :, :P]
-            cache.v[:, r0 : r0 + G, :, :P] = prefix.v[:, :1, :, :P]
-        view = KVCache(cache.k[:, r0 : r0 + G], cache.v[:, r0 : r0 + G])
+            cache.copy_slots(slice(r0, r0 + G), slice(0, 1), P, source=prefix)
+        view = cache.rows(r0, r0 + G)
         hidden = self._runner.forward(ids, positions, view, P + T, decode=False)
         yield
         last = torch.tensor(lens, device=self.device) - 1
@@ -762,8 +765,7 @@ class Generator:
             extra = len(samples) - 1
             L = len(g.prompt)
             if extra:
-                cache.k[:, r : r + extra, :, :L] = cache.k[:, r0 + i : r0 + i + 1, :, :L]
-                cache.v[:, r : r + extra, :, :L] = cache.v[:, r0 + i : r0 + i + 1, :, :L]
+                cache.copy_slots(slice(r, r + extra), slice(r0 + i, r0 + i + 1), L)
             r += extra
             counts.append(len(samples))
         # Row order is: every leader, then the other samples in group order.
@@ -836,8 +838,7 @@ class Generator:
                 break
             holes.pop(0)
             L = int(pos[last])  # slots [0, L) are filled; slot L is where the pending token goes
-            cache.k[:, hole, :, :L] = cache.k[:, last, :, :L]
-            cache.v[:, hole, :, :L] = cache.v[:, last, :, :L]
+            cache.copy_slots(slice(hole, hole + 1), slice(last, last + 1), L)
             for t in state:
                 t[hole] = t[last]
             row_seq[hole], row_seq[last] = row_seq[last], None

@@ -78,29 +78,42 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class KVCache:
     """A static, preallocated key/value cache: slot s of row b holds the token at position s.
 
-    Tensors are (n_layers, batch, n_kv_heads, max_len, head_dim). Because the slot is the position,
-    ragged prompts need no bookkeeping: a query at position p attends to slots 0..p of its row.
+    One (batch, n_kv_heads, max_len, head_dim) tensor per layer for the keys and one for the values. Because the
+    slot is the position, ragged prompts need no bookkeeping: a query at position p attends to slots 0..p of its
+    row. Per-layer tensors rather than one 5-D tensor: a compiled decode step can then update each in place,
+    where writes through views of one big base make inductor copy the whole base every step.
     """
 
-    k: Tensor
-    v: Tensor
+    k: list[Tensor]
+    v: list[Tensor]
 
     @classmethod
     def allocate(
         cls, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str
     ) -> KVCache:
-        shape = (config.n_layers, batch, config.n_kv_heads, max_len, config.head_size)
-        return cls(
-            torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
-        )
+        shape = (batch, config.n_kv_heads, max_len, config.head_size)
+        zeros = lambda: [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
+        return cls(zeros(), zeros())
 
     @property
     def batch(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A view of rows [start, stop) (writes go to this cache)."""
+        return KVCache([t[start:stop] for t in self.k], [t[start:stop] for t in self.v])
+
+    def copy_slots(self, dst: slice, src: slice, length: int, source: KVCache | None = None) -> None:
+        """Rows `dst` get slots [0, length) of rows `src` of `source` (default: this cache); a one-row source
+        broadcasts to every destination row."""
+        source = self if source is None else source
+        for ours, theirs in ((self.k, source.k), (self.v, source.v)):
+            for a, b in zip(ours, theirs):
+                a[dst, :, :length] = b[src, :, :length]
 
     @staticmethod
     def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:

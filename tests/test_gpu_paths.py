@@ -39,18 +39,15 @@ def _static_inputs_of_decode(gen: Generator) -> dict[str, bool]:
     return seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="generate.Generator.steps passes KVCache(cache.k[:, :B], ...) views to the compiled step, not the "
-    "tensors marked static, so CUDA graphs are skipped (pass `cache` itself when B == cache.batch)",
-)
 def test_compiled_decode_gets_the_static_cache_tensors():
     torch._dynamo.reset()
     model = build_model(PRESETS["tiny"], seed=0).eval()
     gen = Generator(model, max_batch=2, runner="model", compile=True, sampler_impl="torch")
     seen = _static_inputs_of_decode(gen)
-    cache_inputs = {name: static for name, static in seen.items() if name in ("L['k']", "L['v']")}
-    assert cache_inputs == {"L['k']": True, "L['v']": True}, seen
+    # One key and one value tensor per layer (the cache is per-layer so inductor can update it in place).
+    cache_inputs = {name: static for name, static in seen.items() if name.startswith(("L['k']", "L['v']"))}
+    assert len(cache_inputs) == 2 * model.config.n_layers, seen
+    assert all(cache_inputs.values()), seen
 
 
 @pytest.mark.cuda
