@@ -134,7 +134,22 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout) -> Tensor:
     gqa = q.shape[1] != k.shape[1]
     if layout.is_causal:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    if gqa and q.is_cuda:
+        # On CUDA a mask rules out the flash kernel and `enable_gqa` the memory-efficient one, leaving the math
+        # path, which materialises every score. Folding the query groups into the query axis needs neither.
+        return masked_gqa_as_mha(q, k, v, layout.mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, enable_gqa=gqa)
+
+
+def masked_gqa_as_mha(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Grouped-query attention with a (B, 1, T, S) mask as plain attention over the KV heads: the G query heads
+    that share KV head j become G·T queries of head j (query head h uses KV head h // G)."""
+    B, H, T, Dh = q.shape
+    Hkv = k.shape[1]
+    G = H // Hkv
+    folded = q.reshape(B, Hkv, G * T, Dh)  # row g·T + t of head j = query head j·G + g at position t
+    out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask.repeat(1, 1, G, 1))
+    return out.reshape(B, H, T, Dh)
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout) -> Tensor:
