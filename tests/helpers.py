@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -29,3 +32,12 @@ def tiny_model(seed: int = 0, **overrides) -> Llama:
             if p.ndim == 1:
                 p.uniform_(0.5, 1.5)
     return model.eval()
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --standalone --nproc_per_node=N *args` from the repo root, one thread per
+    rank (2 ranks on a 2-core machine), output captured; the caller checks the return code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env.pop("SRLM_TEST_KILL_IN_STAGE", None)  # a kill switch meant for a single-process test run
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,12 +1,11 @@
 """torchrun modes of the sampler (2 CPU processes, gloo) give the single-process results, in request order."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import torchrun
 
 WORKER = Path(__file__).with_name("_generate_dist_worker.py")
 
@@ -14,17 +13,7 @@ WORKER = Path(__file__).with_name("_generate_dist_worker.py")
 @pytest.mark.slow
 def test_torchrun_modes_equal_single_process(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    proc = torchrun(str(WORKER), str(out), timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     ref = res["ref"]

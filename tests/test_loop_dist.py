@@ -9,11 +9,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,9 @@ from test_loop import ARTIFACTS, SMOKE
 from srlm_fast.config import load_config
 from srlm_fast.loop import run_loop
 from srlm_fast.loop_config import LoopConfig
+from tests.helpers import torchrun
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_loop_dist_worker.py")
 # Produced by M1 and the stages before DPO: the same whatever the world size.
 SAME_ON_TWO_RANKS = [
@@ -35,11 +33,7 @@ SAME_ON_TWO_RANKS = [
 
 def torchrun_run(runs: Path, name: str, writes: Path, *extra: str) -> subprocess.CompletedProcess:
     writes.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-           str(writes), "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE, *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    env.pop("SRLM_TEST_KILL_IN_STAGE", None)
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun(str(WORKER), str(writes), "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE, *extra)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 

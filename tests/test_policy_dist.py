@@ -6,10 +6,7 @@ ranks equal one process's. One launch serves all (torchrun startup is the slow p
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,9 +18,9 @@ from srlm_fast.checkpoint import from_pretrained, save_pretrained
 from srlm_fast.policy import Policy
 from srlm_fast.reference import compute_reference_logprobs
 from srlm_fast.tokenizer import Tokenizer
+from tests.helpers import torchrun
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_policy_dist_worker.py")
 PROMPTS = [
     "add 3 and 4 the cat",
@@ -59,17 +56,7 @@ def two_ranks(ws) -> tuple[dict, str]:
         json.dumps({"checkpoint": str(ws["sharp"]), "prompts": PROMPTS, "pairs": str(ws["pairs"]),
                     "ref_out": str(ws["root"] / "ref2.jsonl"), "out": str(out)})
     )  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(WORKER),
-        str(spec),
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = torchrun(str(WORKER), str(spec))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads(out.read_text()), proc.stdout
 

@@ -8,9 +8,6 @@ Each is compared against single-process runs made in the test process.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,18 +19,12 @@ from srlm_fast.config import load_config
 from srlm_fast.reference import compute_reference_logprobs
 from srlm_fast.train import latest_checkpoint, train
 from srlm_fast.train_config import TrainConfig
+from tests.helpers import torchrun
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_train_worker.py")
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
-
-
-def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def curve(run_dir: Path) -> list[float]:
@@ -65,7 +56,7 @@ def multi(ws):
     ]
     spec = root / "spec.json"
     spec.write_text(json.dumps({"jobs": jobs}))
-    proc = torchrun([str(WORKER), str(spec)])
+    proc = torchrun(str(WORKER), str(spec))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root
 
@@ -114,11 +105,11 @@ def test_killed_run_resumes_exactly_through_the_cli(ws, multi):
         "sft",
         *sft_overrides(ws, run_dir, schedule__micro_batch_size=2, checkpoint__save_every=4),
     ]
-    killed = torchrun([*args, "--checkpoint.kill_after_step=5"])
+    killed = torchrun(*args, "--checkpoint.kill_after_step=5")
     assert killed.returncode != 0
     assert latest_checkpoint(run_dir).name == "step-000004" and not (run_dir / "final").exists()
     assert max(read_metrics(run_dir)) == 5
-    resumed = torchrun(args)
+    resumed = torchrun(*args)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
     assert "resumed from" in resumed.stdout and "step-000004" in resumed.stdout
     assert curve(run_dir) == pytest.approx(curve(multi / "p2_g4"), abs=1e-6)
