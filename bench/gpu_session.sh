@@ -89,7 +89,8 @@ if [ "$MODE" != tests ]; then
     collect
     step "bench: fused DPO" "${limits[1]}" "$PY" bench/bench_fused_linear_dpo.py --iters 5
     collect
-    # The compiled decode step compiles once per attended-length bucket: most of this step may be compilation.
+    # Compilation is a large part of this step: the decode step compiles at the first attended-length bucket and
+    # again, with that length dynamic, at the second (measured on CPU: two compiles for buckets 64…1024).
     step "bench: generation (1B)" "${limits[2]}" "$PY" bench/bench_generate.py --preset llama-3.2-1b --iters 2
     collect
     step "bench: training steps (1B)" "${limits[3]}" "$PY" bench/bench_train.py --iters 3
