@@ -150,7 +150,10 @@ def _grad_dots(
     stride_hn, stride_hd, stride_wv, stride_wd,
     COMPUTE_DH: tl.constexpr, COMPUTE_DW: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
-    """dh += grad · W[cols] and dW[cols] += gradᵀ · h, over D in BLOCK_D chunks (fp32 atomics)."""
+    """dh += grad · W[cols] and dW[cols] += gradᵀ · h, over D in BLOCK_D chunks (fp32 atomics).
+
+    The atomics are relaxed: nothing in the kernel reads dh, dW or db back, so they need no ordering, only
+    atomicity (Triton's default, acq_rel, adds a fence to every one of the N·D·V/BLOCK_V additions)."""
     rows64 = rows.to(tl.int64)
     cols64 = cols.to(tl.int64)
     for d0 in range(0, D, BLOCK_D):
@@ -164,7 +167,10 @@ def _grad_dots(
             )  # (BLOCK_V, BLOCK_D)
             dh = tl.dot(grad_in, w, input_precision=DOT_PRECISION)  # (BLOCK_N, BLOCK_D)
             tl.atomic_add(
-                DH + rows64[:, None] * D + ds[None, :], dh, mask=row_mask[:, None] & d_mask[None, :]
+                DH + rows64[:, None] * D + ds[None, :],
+                dh,
+                mask=row_mask[:, None] & d_mask[None, :],
+                sem="relaxed",
             )
         if COMPUTE_DW:
             h = tl.load(
@@ -177,6 +183,7 @@ def _grad_dots(
                 DW + (cols64 - v_start)[:, None] * D + ds[None, :],
                 dw,
                 mask=col_mask[:, None] & d_mask[None, :],
+                sem="relaxed",
             )
 
 
@@ -236,7 +243,7 @@ def _lce_bwd_kernel(
         dloss = p - tl.where(cols[None, :] == y[:, None], target_weight, 0.0) - uniform_weight  # ∂loss/∂s
         grad = tl.where(tile, dloss * dsdz * g[:, None], 0.0)  # (BLOCK_N, BLOCK_V)
         if COMPUTE_DB:
-            tl.atomic_add(DB + cols, tl.sum(grad, axis=0), mask=col_mask)
+            tl.atomic_add(DB + cols, tl.sum(grad, axis=0), mask=col_mask, sem="relaxed")
         grad_in = grad.to(H.dtype.element_ty)  # dots in the input dtype, fp32 accumulation
         if FILTER:
             # Gradient filtering: a tile whose every |∂loss/∂s| is below filter_eps adds nothing to dh and dW.
