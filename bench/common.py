@@ -254,8 +254,9 @@ def measure_candidates(
     """One row per candidate: median ms (interleaved) and peak MB, or the error that stopped it.
 
     Each run is warmed up once first (compiles; proves it fits in memory). Every row is printed as soon as its
-    shape is measured (the table and JSON come only at the end). `reset` clears gradients between runs; on CPU the peak comes from a child process started as `script <child_args(name)>`. Candidates named
-    in `tolerate` (optional third-party packages with another API) may fail with any error; others raise.
+    shape is measured (the table and JSON come only at the end). `reset` clears gradients between runs; on CPU
+    the peak comes from a child process started as `script <child_args(name)>`. Candidates named in `tolerate`
+    (optional third-party packages with another API) may fail with any error; others raise.
     """
     ok, failed = {}, {}
     for name, run in runs.items():

@@ -453,8 +453,7 @@ def run_iteration(cfg: LoopConfig, run: RunDir, t: int, policy_factory) -> None:
 
     def copy_model() -> None:
         log(f"    no pairs: M{t + 1} = M{t}")
-        shutil.copytree(run.model(t), run.model(t + 1).with_name(f".m{t + 1}.tmp"), dirs_exist_ok=True)
-        os.replace(run.model(t + 1).with_name(f".m{t + 1}.tmp"), run.model(t + 1))
+        _copy_checkpoint(run.model(t), run.model(t + 1))
 
     def dpo_stage() -> None:
         if not run.agree(bool(read_jsonl(it / "pairs.ref.jsonl")[0]) if run.is_main else None):
@@ -772,8 +771,8 @@ def _run(cfg: LoopConfig, run: RunDir, policy_factory) -> Path:
     return run.root
 
 
-def _copy_checkpoint(source: str, target: Path) -> None:
-    """Copy a starting checkpoint into the run, atomically (a killed copy leaves no half checkpoint behind)."""
+def _copy_checkpoint(source: str | Path, target: Path) -> None:
+    """Copy a checkpoint directory to `target`, atomically (a killed copy leaves no half checkpoint behind)."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)

@@ -188,3 +188,17 @@ def test_checker_counts_what_the_pairs_teach():
     assert checked_pairs(pairs) == {
         "right": 2, "wrong": 1, "both_correct": 1, "both_wrong": 1, "unparseable": 1,
     }  # fmt: skip
+
+
+def test_checkpoint_copy_is_atomic_and_ignores_a_stale_partial_copy(tmp_path):
+    from srlm_fast.loop import _copy_checkpoint
+
+    src = tmp_path / "m1"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights")
+    stale = tmp_path / ".m2.tmp"  # a copy killed halfway by an earlier run
+    stale.mkdir()
+    (stale / "junk").write_text("half")
+    _copy_checkpoint(src, tmp_path / "m2")
+    assert sorted(p.name for p in (tmp_path / "m2").iterdir()) == ["model.safetensors"]
+    assert not stale.exists()
