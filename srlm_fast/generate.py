@@ -421,7 +421,7 @@ class Generator:
         self.kv_bucket = max(1, kv_bucket)
         self.prefill_tokens = prefill_tokens
         self.sampler_impl = sampler_impl
-        sharded = _has_dtensor(model)
+        self.sharded = sharded = _has_dtensor(model)  # FSDP-sharded: forward calls are collectives
         if runner is None:
             runner = "model" if sharded or self.device.type == "cuda" else "fast"
         if runner == "fast" and sharded:

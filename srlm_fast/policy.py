@@ -45,12 +45,6 @@ def _request_seed(seed: int, i: int) -> int:
     return (seed * 1_000_003 + i) % (2**62)
 
 
-def _is_sharded(model: torch.nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in model.parameters())
-
-
 def _multi_rank() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -127,7 +121,7 @@ class Policy:
         self.generator = Generator(model, tokenizer, max_batch=max_batch, max_len=max_len)
         self.max_len = self.generator.max_len
         self.skipped_too_long = 0
-        if _is_sharded(model):
+        if self.generator.sharded:
             self.mode = "lockstep"
         elif _multi_rank() and data_parallel is not False:
             self.mode = "data_parallel"
