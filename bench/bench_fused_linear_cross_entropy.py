@@ -9,6 +9,7 @@ Candidates (each skipped cleanly when it cannot run here):
   chunked    srlm_kernels impl="chunked" (the CPU path)
   triton     srlm_kernels impl="triton" (CUDA only: the interpreter is not a benchmark)
   triton_filtered  the same with grad_filter_eps=2⁻¹² (backward tiles of negligible gradient skipped; CUDA)
+  triton_lowmem    the same with low_memory=True (dh in a second pass over row slices: no fp32 (N, D) dh; CUDA)
   compiled   a torch.compile'd per-chunk loss-and-gradient step (the torchtune/Liger-style baseline; CUDA, or --compile)
   liger      liger_kernel's LigerFusedLinearCrossEntropyFunction
   cce        cut_cross_entropy.linear_cross_entropy
@@ -52,7 +53,7 @@ PRESETS = {
         (8192, 2048, 32000),
     ],
 }
-CANDIDATES = ("eager", "chunked", "triton", "triton_filtered", "compiled", "liger", "cce")
+CANDIDATES = ("eager", "chunked", "triton", "triton_filtered", "triton_lowmem", "compiled", "liger", "cce")
 FILTER_EPS = 2.0**-12  # below bf16's resolution of a gradient of order 1 (2⁻⁸)
 COMPILED_CHUNK_ROWS = 1024
 
@@ -116,6 +117,10 @@ def _loss_fn(name: str, device: torch.device) -> Callable | None:
         if device.type != "cuda":
             return None
         return lambda h, w, y: fused_linear_cross_entropy(h, w, y, impl="triton", grad_filter_eps=FILTER_EPS)
+    if name == "triton_lowmem":
+        if device.type != "cuda":
+            return None
+        return lambda h, w, y: fused_linear_cross_entropy(h, w, y, impl="triton", low_memory=True)
     if name == "compiled":
         return _CompiledChunkedCE.apply
     if name == "liger":

@@ -31,6 +31,7 @@ class RowLossOptions:
     logit_softcap: float | None = None
     temperature: float = 1.0
     grad_filter_eps: float = 0.0  # Triton backward only: skip tiles whose |∂loss/∂logit| all lie below this
+    low_memory: bool = False  # Triton backward only: dh in row slices, a second pass over the vocabulary
 
 
 def _float_arg(name: str, value: float) -> float:
@@ -48,6 +49,7 @@ def make_options(
     logit_softcap: float | None = None,
     temperature: float = 1.0,
     grad_filter_eps: float = 0.0,
+    low_memory: bool = False,
 ) -> RowLossOptions:
     """Validate scalar options and pack them; raises ValueError naming the bad argument."""
     grad_filter_eps = _float_arg("grad_filter_eps", grad_filter_eps)
@@ -68,7 +70,11 @@ def make_options(
             raise ValueError(f"logit_softcap must be > 0 or None, got {logit_softcap}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    return RowLossOptions(ignore_index, label_smoothing, z_loss, logit_softcap, temperature, grad_filter_eps)
+    if not isinstance(low_memory, bool):
+        raise TypeError(f"low_memory must be a bool, got {low_memory!r}")
+    return RowLossOptions(
+        ignore_index, label_smoothing, z_loss, logit_softcap, temperature, grad_filter_eps, low_memory
+    )
 
 
 def check_inputs(

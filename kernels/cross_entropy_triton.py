@@ -10,10 +10,11 @@ small (DPO microbatches) instead of leaving SMs idle.
 Backward: program (i, j) recomputes the logits tile (i, j) (Cut Cross-Entropy, Wijmans et al. 2024,
 arXiv:2411.09009: recomputing is cheaper than storing N · V), turns it into ∂loss/∂z with the saved lse,
 and adds its contributions  dh[i] += G W[j]  and  dW[j] += Gᵀ h[i]  with fp32 atomics, D in BLOCK_D chunks.
-dh and dW accumulate in fp32 buffers (bf16 accumulation loses small updates: the precision problem reported
-for Liger-Kernel) and are cast to the input dtype at the end. Row blocks whose upstream gradient is all
-zero are skipped. Extra memory: O(N · V / BLOCK_V) floats of forward partials, O(N) saved floats, and fp32
-dh, dW buffers (for bf16 inputs that is 2× the dh + dW lower bound — the price of fp32 accumulation).
+dh and dW accumulate in fp32 (bf16 accumulation loses small updates: the precision problem reported for
+Liger-Kernel) and are rounded to the input dtype once, when complete. Row blocks whose upstream gradient is
+all zero are skipped. Extra memory beyond dh and dW themselves: O(N · splits) floats of forward partials,
+O(N) saved floats, a bounded fp32 scratch for one vocabulary slice of dW, and, for 16-bit inputs, an fp32
+(N, D) dh, unless `low_memory` computes dh in a second pass a slice of rows at a time (see `_backward`).
 The math is in `srlm_kernels._common`.
 
 Triton interpreter (TRITON_INTERPRET=1, CPU): fp32/fp16 only (bf16 dots are wrong there); tl.tanh-free
@@ -335,7 +336,9 @@ def _forward(
 # thousands of bf16 tile products in bf16 is where chunked peers lose precision), but a full fp32 copy of dW
 # doubles the backward's memory at a large head (2.1 GB for 128256 × 4096). So the vocabulary is covered in
 # slices whose fp32 dW fits this budget; each slice is rounded into the output dW once, when it is complete.
+# `low_memory` does the same for dh with slices of rows (then dh needs a pass of its own over the vocabulary).
 DW_SCRATCH_BYTES = 64 << 20
+DH_SCRATCH_BYTES = 64 << 20
 
 
 def _dw_slice_rows(v: int, d: int, block_v: int, weight_dtype: torch.dtype) -> int:
@@ -344,6 +347,53 @@ def _dw_slice_rows(v: int, d: int, block_v: int, weight_dtype: torch.dtype) -> i
         return v
     rows = max(block_v, DW_SCRATCH_BYTES // (4 * d) // block_v * block_v)
     return min(rows, triton.cdiv(v, block_v) * block_v)
+
+
+def _dh_slice_rows(n: int, d: int, block_n: int) -> int:
+    """Rows of hidden per launch of the low-memory dh pass: a multiple of BLOCK_N whose fp32 dh fits the budget."""
+    rows = max(block_n, DH_SCRATCH_BYTES // (4 * d) // block_n * block_n)
+    return min(rows, triton.cdiv(n, block_n) * block_n)
+
+
+def _dh_in_row_slices(opts: RowLossOptions, dtype: torch.dtype) -> bool:
+    """Whether dh gets its own pass, a slice of rows at a time. An fp32 dh accumulates in the output itself,
+    so the one-pass backward has no fp32 copy of it to save: `low_memory` changes nothing there."""
+    return opts.low_memory and dtype != torch.float32
+
+
+def _launch_backward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    lse: torch.Tensor,
+    g: torch.Tensor,
+    opts: RowLossOptions,
+    dh: torch.Tensor | None,
+    dw: torch.Tensor | None,
+    db: torch.Tensor | None,
+    v0: int,
+    v1: int,
+) -> None:
+    """One launch over every row of `hidden` and the vocabulary rows [v0, v1): adds into the fp32 buffers
+    dh (rows of `hidden`), dw (rows v0..v1 of the weight: its row 0 is v0) and db (the whole vocabulary)."""
+    n, d = hidden.shape
+    block_n, block_v, block_d, warps = _blocks(n, weight.shape[0], d, hidden.dtype)
+    unused = g  # any fp32 pointer: the kernel never touches a buffer whose COMPUTE_* flag is off
+    _lce_bwd_kernel[(triton.cdiv(n, block_n), triton.cdiv(v1 - v0, block_v))](
+        hidden, weight, bias if bias is not None else hidden, targets, lse, g,
+        dh if dh is not None else unused, dw if dw is not None else unused, db if db is not None else unused,
+        n, v1, d, v0,
+        hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
+        opts.logit_softcap or 1.0, 1.0 / opts.temperature,
+        2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / weight.shape[0],
+        opts.grad_filter_eps,
+        HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
+        COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
+        FILTER=opts.grad_filter_eps > 0.0,
+        BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
+        num_warps=warps,
+    )  # fmt: skip
 
 
 def _backward(
@@ -356,46 +406,55 @@ def _backward(
     opts: RowLossOptions,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Gradients of hidden, weight and bias. Memory beyond the gradients themselves: dh in fp32 (it sums over
-    the whole vocabulary, across launches) and one dW slice in fp32 (`DW_SCRATCH_BYTES`)."""
+    """Gradients of hidden, weight and bias.
+
+    One pass (default): launches over vocabulary slices, each adding its dW slice (fp32 scratch of at most
+    `DW_SCRATCH_BYTES`, rounded into dW when complete) and its share of dh, which therefore sums over the
+    whole vocabulary in an fp32 (N, D) buffer. With `low_memory` (16-bit inputs) that pass leaves dh out and a
+    second one computes it a slice of rows at a time (fp32 scratch of at most `DH_SCRATCH_BYTES`), recomputing
+    every logits tile once more. The two scratch buffers are never alive together.
+    """
     n, d = hidden.shape
     v = weight.shape[0]
-    block_n, block_v, block_d, warps = _blocks(n, v, d, hidden.dtype)
     f32 = {"dtype": torch.float32, "device": hidden.device}
-    dh = torch.zeros((n, d), **f32) if needs[0] else None
+    split_dh = needs[0] and _dh_in_row_slices(opts, hidden.dtype)
+    dh = torch.zeros((n, d), **f32) if needs[0] and not split_dh else None
     db = torch.zeros((v,), **f32) if needs[2] else None
-    dw = scratch = None
-    slice_rows = _dw_slice_rows(v, d, block_v, weight.dtype) if needs[1] else v
-    in_place = weight.dtype == torch.float32  # fp32 dW accumulates in the output itself, slice by slice
-    if needs[1]:
-        dw = (
-            torch.zeros((v, d), **f32)
-            if in_place
-            else torch.empty((v, d), dtype=weight.dtype, device=weight.device)
-        )
-        if not in_place:
-            scratch = torch.empty((slice_rows, d), **f32)
-    for v0 in range(0, v, slice_rows):
-        v1 = min(v, v0 + slice_rows)
-        dw_slice = None
-        if dw is not None:
-            dw_slice = dw[v0:v1] if in_place else scratch[: v1 - v0].zero_()
-        _lce_bwd_kernel[(triton.cdiv(n, block_n), triton.cdiv(v1 - v0, block_v))](
-            hidden, weight, bias if bias is not None else hidden, targets, lse, g,
-            dh if dh is not None else g, dw_slice if dw_slice is not None else g, db if db is not None else g,
-            n, v1, d, v0,
-            hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
-            opts.logit_softcap or 1.0, 1.0 / opts.temperature,
-            2.0 * opts.z_loss, 1.0 - opts.label_smoothing, opts.label_smoothing / v, opts.grad_filter_eps,
-            HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None,
-            COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
-            FILTER=opts.grad_filter_eps > 0.0,
-            BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
-            num_warps=warps,
-        )  # fmt: skip
-        if scratch is not None:
-            dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
-    del scratch
+    dw = None
+    if needs[1] or dh is not None or db is not None:  # the vocabulary-slice pass has work
+        _, block_v, _, _ = _blocks(n, v, d, hidden.dtype)
+        in_place = weight.dtype == torch.float32  # fp32 dW accumulates in the output itself, slice by slice
+        slice_rows = _dw_slice_rows(v, d, block_v, weight.dtype) if needs[1] else v
+        scratch = None
+        if needs[1]:
+            dw = (
+                torch.zeros((v, d), **f32)
+                if in_place
+                else torch.empty((v, d), dtype=weight.dtype, device=weight.device)
+            )
+            if not in_place:
+                scratch = torch.empty((slice_rows, d), **f32)
+        for v0 in range(0, v, slice_rows):
+            v1 = min(v, v0 + slice_rows)
+            dw_slice = None
+            if dw is not None:
+                dw_slice = dw[v0:v1] if in_place else scratch[: v1 - v0].zero_()
+            _launch_backward(hidden, weight, bias, targets, lse, g, opts, dh, dw_slice, db, v0, v1)
+            if scratch is not None:
+                dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
+        del scratch
+    if split_dh:
+        block_n, _, _, _ = _blocks(n, v, d, hidden.dtype)
+        rows = _dh_slice_rows(n, d, block_n)
+        dh = torch.empty_like(hidden)
+        scratch = torch.empty((rows, d), **f32)
+        for n0 in range(0, n, rows):
+            part = slice(n0, min(n, n0 + rows))
+            dh_slice = scratch[: part.stop - n0].zero_()
+            _launch_backward(
+                hidden[part], weight, bias, targets[part], lse[part], g[part], opts, dh_slice, None, None, 0, v
+            )  # fmt: skip
+            dh[part].copy_(dh_slice)  # every vocabulary tile of these rows is in: round once
     return (
         None if dh is None else dh.to(hidden.dtype),
         dw,

@@ -62,6 +62,11 @@ def _linear_rows_or_reduced(
             f"grad_filter_eps skips tiles of the Triton backward; impl={impl!r} computes exact gradients "
             "(use impl='triton' on CUDA, or grad_filter_eps=0)"
         )
+    if opts.low_memory and impl != "triton":
+        raise ValueError(
+            f"low_memory chooses how the Triton backward accumulates dh; impl={impl!r} has no such choice "
+            "(its extra memory is bounded already: use impl='triton' on CUDA, or low_memory=False)"
+        )
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     y = targets.reshape(-1)  # (N,)
     n = y.shape[0]
@@ -104,6 +109,7 @@ def fused_linear_cross_entropy(
     logit_softcap: float | None = None,
     impl: str = "auto",
     grad_filter_eps: float = 0.0,
+    low_memory: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of `hidden @ weight.T (+ bias)` against `targets`, never materialising the logits.
 
@@ -116,11 +122,16 @@ def fused_linear_cross_entropy(
     |∂loss/∂logit| < grad_filter_eps: those tiles add nothing to the hidden and weight gradients (the bias
     gradient and the loss stay exact). Below bf16's resolution (e.g. 2⁻¹²) this is invisible in a bf16 gradient
     and skips most of the backward's matmul work when the softmax is peaked, as in a trained model.
+    low_memory: Triton only, off by default. For 16-bit inputs the backward normally sums dh over the whole
+    vocabulary in an fp32 (N, D) buffer: 2·N·D bytes beyond the dh + dW bound (+256 MiB at 32k tokens of a
+    4096-wide model). With low_memory it computes dW in a first pass and dh in a second one, a slice of rows at a
+    time in a bounded fp32 scratch, so the extra memory stays a constant ~64 MiB at any N, for one more
+    recomputation of the logits (2·N·D·V FLOPs: +25% of forward + backward). Same gradients, same precision.
     """
     check_reduction(reduction)
     opts = make_options(
         ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap,
-        grad_filter_eps=grad_filter_eps,
+        grad_filter_eps=grad_filter_eps, low_memory=low_memory,
     )  # fmt: skip
     return _linear_rows_or_reduced(hidden, weight, targets, bias, opts, reduction, impl)
 

@@ -34,11 +34,13 @@ SCRIPT = textwrap.dedent(
         flags = {"stride_hd": 1, "stride_wd": 1, "HAS_BIAS": True, "HAS_SOFTCAP": True, "NEED_SUM": True,
                  "COMPUTE_DH": True, "COMPUTE_DW": True, "COMPUTE_DB": True, "FILTER": True,
                  "BLOCK_N": bn, "BLOCK_V": bv, "BLOCK_D": bd, "DOT_PRECISION": prec}
-        for kernel in (t._lce_fwd_kernel, t._lce_bwd_kernel):
-            sig, consts = {}, {}
+        # the backward's variants: one pass (all), low_memory's vocabulary pass (no dh) and row pass (dh only)
+        bwd = [{}, {"COMPUTE_DH": False}, {"COMPUTE_DW": False, "COMPUTE_DB": False}]
+        for kernel, variant in [(t._lce_fwd_kernel, {})] + [(t._lce_bwd_kernel, v) for v in bwd]:
+            sig, consts, flags_v = {}, {}, {**flags, **variant}
             for name in kernel.arg_names:
-                if name in flags:
-                    sig[name], consts[name] = "constexpr", flags[name]
+                if name in flags_v:
+                    sig[name], consts[name] = "constexpr", flags_v[name]
                 elif name in scalars:
                     sig[name] = scalars[name]
                 elif name == "Y":
@@ -48,7 +50,7 @@ SCRIPT = textwrap.dedent(
             k = triton.compile(ASTSource(kernel, sig, consts), target=target,
                                options={"num_warps": warps, "num_stages": 3})
             assert k.asm.get("cubin"), kernel.__name__
-            print("compiled", kernel.__name__, dt, bn, bv, bd, warps, flush=True)
+            print("compiled", kernel.__name__, dt, variant, bn, bv, bd, warps, flush=True)
     """
 )
 
@@ -61,4 +63,4 @@ def test_kernels_compile_for_sm90():
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.count("compiled") == 4
+    assert out.stdout.count("compiled") == 8, out.stdout

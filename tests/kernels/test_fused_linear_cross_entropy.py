@@ -311,6 +311,98 @@ def test_dw_slices_fit_the_scratch_budget():
     assert tri._dw_slice_rows(100, d, block_v, torch.bfloat16) == block_v  # never more than the vocabulary
 
 
+# --- low_memory: dh in a second pass, a slice of rows at a time (bounded fp32 scratch) ---
+
+
+def test_triton_low_memory_backward_fp32_all_options(monkeypatch):
+    """The two-pass backward through every option, in row slices of one block (fp32 is forced into it here:
+    for fp32 inputs `low_memory` normally changes nothing, since dh accumulates in the output)."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "_dh_in_row_slices", lambda opts, dtype: opts.low_memory)
+    monkeypatch.setattr(tri, "_dh_slice_rows", lambda n, d, block_n: block_n)
+    monkeypatch.setattr(tri, "_dw_slice_rows", lambda v, d, block_v, weight_dtype: block_v)
+    case = make_case(*MULTI, ignore="half", bias=True)
+    kw = {"label_smoothing": 0.1, "z_loss": 1e-4, "logit_softcap": 5.0, "reduction": "none"}
+    low = lambda h, w, y, **k: fused_linear_cross_entropy(h, w, y, impl="triton", low_memory=True, **k)
+    assert_matches(low, linear_cross_entropy_reference, *case, **kw)
+
+
+def _fp32_allocations_of_backward(monkeypatch, n: int, d: int, **kw) -> list[int]:
+    """numel of every fp32 tensor of at least n·d elements created while the Triton backward runs (fp16)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import srlm_kernels.cross_entropy_triton as tri
+
+    big: list[int] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel() >= n * d:
+                    big.append(t.numel())
+            return out
+
+    backward = tri._backward
+
+    def recorded(*args, **kwargs):
+        with Record():
+            return backward(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(tri, "_backward", recorded)
+        hidden, weight, targets, _ = make_case(n, d, n // 2)  # V < N: dW's fp32 scratch is not flagged
+        run(ce("triton"), hidden.half(), weight.half(), targets, None, **kw)
+    return big
+
+
+def test_triton_low_memory_holds_no_fp32_dh(monkeypatch):
+    """Without low_memory a 16-bit backward sums dh in an fp32 (N, D) buffer; with it, only a slice."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    n, d = 256, 64
+    monkeypatch.setattr(tri, "DH_SCRATCH_BYTES", 4 * d * n // 4)  # four row slices
+    assert n * d in _fp32_allocations_of_backward(monkeypatch, n, d)  # the recorder sees the one-pass dh
+    assert _fp32_allocations_of_backward(monkeypatch, n, d, low_memory=True) == []
+
+
+def test_triton_low_memory_fp16_row_slices(monkeypatch):
+    """fp16 through both passes in several row slices: the same gradients as the one-pass backward."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "_dh_slice_rows", lambda n, d, block_n: block_n)
+    hidden, weight, targets, _ = make_case(*REAL, ignore="half", seed=2)
+    h16, w16 = hidden.half(), weight.half()
+    out, (gh, gw) = run(ce("triton"), h16, w16, targets, None, reduction="none", low_memory=True)
+    out1, (gh1, gw1) = run(ce("triton"), h16, w16, targets, None, reduction="none")
+    _, (rh, rw) = run(
+        linear_cross_entropy_reference, h16.double(), w16.double(), targets, None, reduction="none"
+    )
+    assert gh.dtype == gw.dtype == torch.float16
+    torch.testing.assert_close(out, out1, atol=0, rtol=0)  # the forward is untouched
+    err = lambda a, b: ((a.double() - b).abs() / b.abs().max()).max().item()
+    assert err(gh, rh) < 2e-3 and err(gw, rw) < 2e-3
+    assert err(gh, gh1.double()) < 2e-3 and torch.equal(gw, gw1)  # dW comes from the same first pass
+
+
+def test_dh_slices_fit_the_scratch_budget():
+    import srlm_kernels.cross_entropy_triton as tri
+
+    n, d, block_n = 32768, 4096, 128  # 32k tokens of the Llama-3-8B head
+    rows = tri._dh_slice_rows(n, d, block_n)
+    assert rows % block_n == 0 and 0 < rows * 4 * d <= tri.DH_SCRATCH_BYTES
+    assert tri._dh_slice_rows(100, d, block_n) == block_n  # never more than the rows there are
+
+
+def test_low_memory_is_a_triton_option():
+    hidden, weight, targets, _ = make_case(*ODD, device="cpu")
+    with pytest.raises(ValueError, match="low_memory"):
+        fused_linear_cross_entropy(hidden, weight, targets, impl="chunked", low_memory=True)
+    with pytest.raises(TypeError, match="low_memory"):
+        fused_linear_cross_entropy(hidden, weight, targets, impl="triton", low_memory="yes")
+
+
 # --- gradient filtering (Triton backward only) ---
 
 
