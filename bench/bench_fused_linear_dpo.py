@@ -162,6 +162,9 @@ def main() -> None:
                 tokens = 2 * p * t
                 row["tflops"] = 2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
         del inputs, h, w
+        if not args.no_write:  # after every shape: a run stopped by a time limit keeps the shapes it finished
+            partial = {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows}
+            write_results("fused_linear_dpo", device, partial)
     naive = {
         (r["P"], r["T"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "naive" and "ms" in r
     }
