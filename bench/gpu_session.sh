@@ -9,8 +9,12 @@
 #   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=590)
 # Or on any CUDA machine with the project's dependencies installed: `OUT=/tmp/out bash bench/gpu_session.sh`.
 # `bash bench/gpu_session.sh tests` runs only the build and the tests (~5 min), `... bench` only the benchmarks,
-# with longer limits: two calls on the same warm machine (call the second at once; the native build and the
-# Triton and inductor caches stay on it) give the benchmarks more time than one call of both can.
+# with longer limits (~8 min). The budget decides between them: a task's device time is 15 minutes in all,
+# machine start (1-2 min) and idle time included. One call of `all` (≤ 560 s) leaves ~3 minutes to rerun a
+# step that failed; `tests` then `bench` at once on the warm machine (the native build and the Triton and
+# inductor caches stay on it) gives the benchmarks twice the time but needs ~14 of the 15 minutes: only when
+# `status` shows the whole budget before the first call. Every step keeps what it finished: the kernel
+# benchmarks write their JSON after each shape, and `collect` runs after each benchmark.
 #
 # Steps, most important first, each under its own time limit so that one slow step cannot eat the rest:
 #   1. the CUDA tests: the compiled (CUDA-graph) decode step, the CUDA sampling operator, then the Triton
