@@ -144,10 +144,12 @@ def fused_linear_logprobs(
     temperature: float = 1.0,
     ignore_index: int = -100,
     impl: str = "auto",
+    low_memory: bool = False,
 ) -> torch.Tensor:
     """log softmax(hidden @ weight.T / temperature)[targets] per position (fp32, shape of targets).
 
     0 at ignored positions; differentiable in hidden and weight (the building block of DPO and scoring).
+    low_memory: as in `fused_linear_cross_entropy` (Triton only).
     """
-    opts = make_options(ignore_index=ignore_index, temperature=temperature)
+    opts = make_options(ignore_index=ignore_index, temperature=temperature, low_memory=low_memory)
     return -_linear_rows_or_reduced(hidden, weight, targets, None, opts, "none", impl)

@@ -138,13 +138,15 @@ def fused_linear_dpo_loss(
     nll_weight: float = 0.0,
     ignore_index: int = -100,
     impl: str = "auto",
+    low_memory: bool = False,
 ) -> DPOOutput:
     """DPO loss straight from the policy's final hidden states, fused with the LM head.
 
     hidden (2P, T, D) and targets (2P, T): rows [0:P] are the chosen sequences and rows [P:2P] the rejected
     ones, targets already shifted (targets[:, t] is the token after position t), ignore_index on prompt
     and padding. ref_chosen_logps, ref_rejected_logps (P,): the reference model's summed response log-probs.
-    nll_weight > 0 adds nll_weight · NLL(chosen) (IRPO). Returns a `DPOOutput`.
+    nll_weight > 0 adds nll_weight · NLL(chosen) (IRPO). low_memory: as in `fused_linear_cross_entropy` (Triton
+    only). Returns a `DPOOutput`.
     """
     _check_dpo_options(beta, loss_type, label_smoothing)
     if not float(nll_weight) >= 0.0:
@@ -158,7 +160,7 @@ def fused_linear_dpo_loss(
         if tuple(t.shape) != (p,):
             raise ValueError(f"{name} must have shape (P,) = ({p},), got {tuple(t.shape)}")
     token_logps = fused_linear_logprobs(
-        hidden, weight, targets, ignore_index=ignore_index, impl=impl
+        hidden, weight, targets, ignore_index=ignore_index, impl=impl, low_memory=low_memory
     )  # (2P, T)
     seq_logps = token_logps.sum(dim=1)  # (2P,)
     lengths = (targets != ignore_index).sum(dim=1)  # (2P,)

@@ -171,6 +171,28 @@ def test_fused_dpo_realistic_vocab(impl):
     torch.testing.assert_close(h.grad.double(), h64.grad, rtol=1e-4, atol=1e-5)
 
 
+def test_fused_dpo_low_memory_backward(monkeypatch):
+    """`low_memory` reaches the Triton backward through the DPO loss: fp32 forced into the two-pass backward
+    (dh a row block at a time) gives the gradients of the one-pass backward."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    calls = []
+    monkeypatch.setattr(
+        tri, "_dh_in_row_slices", lambda opts, dtype: calls.append(opts.low_memory) or opts.low_memory
+    )
+    monkeypatch.setattr(tri, "_dh_slice_rows", lambda n, d, block_n: block_n)
+    hidden, weight, targets, ref_c, ref_r = make_batch(p=2, t=40, seed=4)
+    grads = []
+    for low in (False, True):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = fused_linear_dpo_loss(h, w, targets, ref_c, ref_r, impl="triton", low_memory=low)
+        out.loss.backward()
+        grads.append((out.loss.detach(), h.grad, w.grad))
+    assert calls == [False, True]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("impl", ["chunked", "triton"])
 def test_fused_dpo_empty_response_is_finite(impl):
     hidden, weight, targets, ref_c, ref_r = make_batch()
