@@ -129,7 +129,12 @@ def _loss_fn(name: str, device: torch.device) -> Callable | None:
             from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
         except ImportError:
             return None
-        return lambda h, w, y: LigerFusedLinearCrossEntropyFunction.apply(h, w, y)
+
+        def liger(h, w, y):
+            out = LigerFusedLinearCrossEntropyFunction.apply(h, w, y)
+            return out[0] if isinstance(out, tuple) else out  # 0.8.x returns (loss, z_loss, accuracy, …)
+
+        return liger
     if name == "cce":
         try:
             from cut_cross_entropy import linear_cross_entropy
