@@ -276,7 +276,22 @@ def _blocks(n: int, v: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, 
     return _gpu_blocks(n, v, d, dtype)
 
 
+# (BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages) for every GPU launch instead of the defaults below; None =
+# defaults (and Triton's default num_stages). For tile sweeps (bench/tune_lce_tiles.py): any powers of two
+# (≥ 16) give the same results, since masks cover the edges, but large ones can exceed shared memory or spill.
+GPU_TILES_OVERRIDE: tuple[int, int, int, int, int] | None = None
+
+
+def _launch_options() -> dict[str, int]:
+    """Extra launch keywords: num_stages when a tile sweep sets it."""
+    if GPU_TILES_OVERRIDE is None or interpreter_on():
+        return {}
+    return {"num_stages": GPU_TILES_OVERRIDE[4]}
+
+
 def _gpu_blocks(n: int, v: int, d: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    if GPU_TILES_OVERRIDE is not None:
+        return GPU_TILES_OVERRIDE[:4]
     if dtype in (torch.bfloat16, torch.float16):
         return _pow2(n, 16, 128), _pow2(v, 16, 128), _pow2(d, 16, 32), 8
     return _pow2(n, 16, 64), _pow2(v, 16, 128), _pow2(d, 16, 16), 8
@@ -319,7 +334,7 @@ def _forward(
         opts.logit_softcap or 1.0, 1.0 / opts.temperature,
         HAS_BIAS=bias is not None, HAS_SOFTCAP=opts.logit_softcap is not None, NEED_SUM=need_sum,
         BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
-        num_warps=warps,
+        num_warps=warps, **_launch_options(),
     )  # fmt: skip
     m, sum_exp = part[0], part[1]  # (splits, N)
     m_max = m.max(dim=0).values  # (N,)
@@ -392,7 +407,7 @@ def _launch_backward(
         COMPUTE_DH=dh is not None, COMPUTE_DW=dw is not None, COMPUTE_DB=db is not None,
         FILTER=opts.grad_filter_eps > 0.0,
         BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
-        num_warps=warps,
+        num_warps=warps, **_launch_options(),
     )  # fmt: skip
 
 

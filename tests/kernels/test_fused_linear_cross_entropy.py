@@ -452,16 +452,20 @@ def test_grad_filter_is_a_triton_option():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("impl", ["triton", "chunked"])
+@pytest.mark.parametrize("impl", ["triton", "triton-low_memory", "chunked"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_bf16_error_within_twice_torch(impl, reduction):
+def test_bf16_error_within_twice_torch(impl, reduction, monkeypatch):
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "DH_SCRATCH_BYTES", 1 << 20)  # several row slices at this size
     hidden, weight, targets, _ = make_case(512, 1024, 32000, ignore="half", seed=3)
     hidden, weight, targets = hidden.cuda(), weight.cuda(), targets.cuda()
     kw = {"reduction": reduction}
     out32, g32 = run(ce("reference"), hidden, weight, targets, None, **kw)
     bf = (hidden.bfloat16(), weight.bfloat16())
     out_t, g_t = run(ce("reference"), *bf, targets, None, **kw)
-    out_k, g_k = run(ce(impl), *bf, targets, None, **kw)
+    impl, _, option = impl.partition("-")
+    out_k, g_k = run(ce(impl), *bf, targets, None, **kw, **({option: True} if option else {}))
 
     def err(a, b):
         return (a.float() - b.float()).abs().max().item()
@@ -469,3 +473,14 @@ def test_bf16_error_within_twice_torch(impl, reduction):
     assert err(out_k, out32) <= 2 * err(out_t, out32) + 1e-6
     for gk, gt, g in zip(g_k, g_t, g32):
         assert err(gk, g) <= 2 * err(gt, g) + 1e-6
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("tiles", [(32, 64, 32, 4, 2), (64, 256, 64, 8, 3)])
+def test_gpu_tile_override_gives_the_same_result(tiles, monkeypatch):
+    """The tile sweep's override (bench/tune_lce_tiles.py) changes speed only: fp32 against the fp64 reference."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    monkeypatch.setattr(tri, "GPU_TILES_OVERRIDE", tiles)
+    case = make_case(*MULTI, ignore="half", bias=True)
+    assert_matches(ce("triton"), linear_cross_entropy_reference, *case, label_smoothing=0.1)
