@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default)")
     ap.add_argument("--quick", action="store_true", help="batch 16 only, 16 judge prompts (smoke run)")
+    ap.add_argument("--batches", type=int, nargs="+", help="decode batch sizes (default 1 16 64)")
     args = ap.parse_args()
     device = common.pick_device(args.device)
     if args.threads > 0:
@@ -198,45 +199,58 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = build_model(PRESETS[args.preset], device=device, dtype=dtype, seed=0).eval()
     hf = hf_model(model, device)
-    batches = (16,) if args.quick else (1, 16, 64)
+    batches = tuple(args.batches) if args.batches else (16,) if args.quick else (1, 16, 64)
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     print(f"device: {common.device_name(device)}; threads {torch.get_num_threads()}; load {load0:.1f}")
-    decode = [r for s in SETTINGS for r in bench_decode(model, hf, device, batches, args.iters, s)]
-    judge = bench_judge(model, device, 16 if args.quick else 64, args.iters)
-    decode_columns = ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"]
-    bandwidth = None
-    if device.type == "cuda":
-        bandwidth = copy_bandwidth(device)
-        add_roofline(decode, model, bandwidth)
-        decode_columns += ["achieved_GBps", "roofline_fraction"]
+    bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
+    if bandwidth is not None:
         print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")
+    decode: list[dict] = []
+    judge: list[dict] = []
+
+    def write() -> Path | None:
+        """The results so far: called after every part, so a run stopped by a time limit keeps what it measured."""
+        if args.quick:
+            return None
+        return common.write_results(
+            "bench_generate",
+            device,
+            {
+                "preset": args.preset,
+                "dtype": str(dtype),
+                "num_params": model.num_params(),
+                "decode_settings": SETTINGS,
+                "copy_bandwidth_GBps": None if bandwidth is None else bandwidth / 1e9,
+                "judge_sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
+                "loadavg_before_after": [load0, os.getloadavg()[0]],
+                "wall_s": time.perf_counter() - t0,
+                "command": "python " + " ".join(sys.argv),
+                "complete": bool(judge),
+                "decode": decode,
+                "judge": judge,
+            },
+        )
+
+    for setting in SETTINGS:
+        rows = bench_decode(model, hf, device, batches, args.iters, setting)
+        if bandwidth is not None:
+            add_roofline(rows, model, bandwidth)
+        decode += rows
+        write()
+    judge += bench_judge(model, device, 16 if args.quick else 64, args.iters)
+    path = write()
+    decode_columns = ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"]
+    if bandwidth is not None:
+        decode_columns += ["achieved_GBps", "roofline_fraction"]
     print()
     common.print_table(decode, decode_columns)
     print()
     common.print_table(judge, ["mode", "prompts", "prefix_tokens", "reuse_ms", "no_reuse_ms", "speedup"])
     bound = judge[0]["speedup_prefill_only_bound"]
     print(f"sampled judge: saving only the prefix prefill would give at most {bound:.2f}x")
-    if args.quick:
-        return
-    path = common.write_results(
-        "bench_generate",
-        device,
-        {
-            "preset": args.preset,
-            "dtype": str(dtype),
-            "num_params": model.num_params(),
-            "decode_settings": SETTINGS,
-            "copy_bandwidth_GBps": None if bandwidth is None else bandwidth / 1e9,
-            "judge_sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
-            "loadavg_before_after": [load0, os.getloadavg()[0]],
-            "wall_s": time.perf_counter() - t0,
-            "command": "python " + " ".join(sys.argv),
-            "decode": decode,
-            "judge": judge,
-        },
-    )
-    print(f"wrote {path}")
+    if path is not None:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
