@@ -55,14 +55,16 @@ def hf_model(model, device: torch.device):
 def bench_decode(model, hf, device, batches, iters, setting: str) -> list[dict]:
     rows = []
     temperature, top_p = SETTINGS[setting]
-    gen = Generator(model, max_batch=max(batches), max_len=PROMPT_LEN + NEW_TOKENS)
     vocab = model.config.vocab_size
     for B in batches:
+        # One engine per batch size: a compiled (CUDA) engine decodes all of its rows every step (static shapes),
+        # so one sized for 64 rows would run batch 1 as 64 rows.
+        gen = Generator(model, max_batch=B, max_len=PROMPT_LEN + NEW_TOKENS)
         g = torch.Generator().manual_seed(B)
         prompts = torch.randint(0, vocab, (B, PROMPT_LEN), generator=g)
         params = SamplingParams(max_new_tokens=NEW_TOKENS, temperature=temperature, top_p=top_p, seed=0)
 
-        def ours(prompts=prompts, params=params):
+        def ours(prompts=prompts, params=params, gen=gen):
             out = gen.generate(prompts.tolist(), params)
             assert all(len(r.token_ids) == NEW_TOKENS for r in out)
 
