@@ -200,6 +200,25 @@ def main() -> None:
     names = ["sft/ours", "sft/hf", "dpo/ours", "dpo/naive"]
 
     rows = []
+
+    def write(rows: list[dict], complete: bool) -> None:
+        """Results so far (after each task too: a GPU step stopped by its time limit keeps the SFT rows)."""
+        if args.no_write:
+            return
+        payload = {
+            "preset": args.preset,
+            "params": cfg.num_params(),
+            "shapes": {"batch": args.batch, "seq": args.seq, "dpo_pairs": args.batch},
+            "dtype": "bf16 compute, fp32 master (FSDP2 / autocast)" if gpu else "fp32",
+            "compile": args.compile,
+            "iters": args.iters,
+            "complete": complete,
+            "results": rows,
+        }
+        path = common.write_results("bench_train", device, payload)
+        if complete:
+            print(path)
+
     for task in ("sft", "dpo"):
         pair = [n for n in names if n.startswith(task)]
         steps = {}
@@ -227,6 +246,7 @@ def main() -> None:
             if peak is not None:
                 row["mfu"] = cfg.flops_per_token(args.seq) * tps / (peak * 1e12)
             rows.append(row)
+        write(rows, complete=False)
         steps.clear()  # free this task's models before the next task's
         if gpu:
             torch.cuda.empty_cache()
@@ -244,17 +264,7 @@ def main() -> None:
         "memory_vs_baseline",
     ]
     common.print_table(rows, cols + (["mfu"] if peak is not None else []))
-    if not args.no_write:
-        payload = {
-            "preset": args.preset,
-            "params": cfg.num_params(),
-            "shapes": {"batch": args.batch, "seq": args.seq, "dpo_pairs": args.batch},
-            "dtype": "bf16 compute, fp32 master (FSDP2 / autocast)" if gpu else "fp32",
-            "compile": args.compile,
-            "iters": args.iters,
-            "results": rows,
-        }
-        print(common.write_results("bench_train", device, payload))
+    write(rows, complete=True)
     D.shutdown(info)
 
 
