@@ -476,7 +476,8 @@ def test_bf16_error_within_twice_torch(impl, reduction, monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("tiles", [(32, 64, 32, 4, 2), (64, 256, 64, 8, 3)])
+# fp32 tiles that fit (checked ahead of time with sm_90's ptxas: no spills, ≤ 43 KiB of shared memory)
+@pytest.mark.parametrize("tiles", [(32, 64, 32, 4, 2), (16, 128, 16, 4, 4)])
 def test_gpu_tile_override_gives_the_same_result(tiles, monkeypatch):
     """The tile sweep's override (bench/tune_lce_tiles.py) changes speed only: fp32 against the fp64 reference."""
     import srlm_kernels.cross_entropy_triton as tri
