@@ -24,9 +24,11 @@ from srlm_fast.model import Llama, build_model
 class LMWithLoss(nn.Module):
     """`Llama` + fused LM-head losses: SFT cross-entropy, per-sequence log-probs, DPO."""
 
-    def __init__(self, model: Llama) -> None:
+    def __init__(self, model: Llama, *, lm_head_low_memory: bool = False) -> None:
         super().__init__()
         self.model = model
+        # Passed to every fused LM-head loss; only the Triton (CUDA) backward accepts it (see `build_lm`).
+        self.head_options = {"low_memory": True} if lm_head_low_memory else {}
 
     def forward(
         self,
@@ -52,10 +54,13 @@ class LMWithLoss(nn.Module):
                 targets.reshape(-1),
                 ignore_index=IGNORE_INDEX,
                 reduction="sum",
+                **self.head_options,
             )
             return {"loss_sum": loss}
         if mode == "logprobs":
-            logps = K.fused_linear_logprobs(hidden, weight, targets, ignore_index=IGNORE_INDEX)  # (B, T)
+            logps = K.fused_linear_logprobs(
+                hidden, weight, targets, ignore_index=IGNORE_INDEX, **self.head_options
+            )  # (B, T)
             return {"logps": logps.sum(dim=1)}
         if mode == "dpo":
             out = K.fused_linear_dpo_loss(
@@ -65,6 +70,7 @@ class LMWithLoss(nn.Module):
                 ref_chosen,
                 ref_rejected,
                 ignore_index=IGNORE_INDEX,
+                **self.head_options,
                 **(dpo_options or {}),
             )
             return dict(vars(out))
@@ -87,6 +93,7 @@ def build_lm(
     activation_checkpointing: bool = False,
     compile: bool = False,
     param_dtype: str = "auto",
+    lm_head_low_memory: bool = False,
 ) -> LMWithLoss:
     """Build on meta, (shard), materialise and fill: from `init_dir` (HF checkpoint) or a seeded random init.
 
@@ -96,9 +103,14 @@ def build_lm(
     """
     from srlm_fast.checkpoint import load_weights
 
+    if lm_head_low_memory and info.device.type != "cuda":
+        raise ValueError(
+            "model.lm_head_low_memory selects the Triton (CUDA) backward of the LM-head loss; on "
+            f"{info.device.type} the chunked path's memory is bounded already: set it to false"
+        )
     compute_dtype = _dtype(param_dtype, info.device)
     with torch.device("meta"):
-        lm = LMWithLoss(Llama(config, attn_backend=attn_backend))
+        lm = LMWithLoss(Llama(config, attn_backend=attn_backend), lm_head_low_memory=lm_head_low_memory)
     if activation_checkpointing:
         D.apply_activation_checkpointing(lm.model.layers)
     if compile:

@@ -382,6 +382,7 @@ class Trainer:
                 model_config, info, init_dir=cfg.model.init, init_seed=cfg.model.init_seed,
                 attn_backend=cfg.model.attn_backend, activation_checkpointing=cfg.model.activation_checkpointing,
                 compile=cfg.model.compile, param_dtype=cfg.model.param_dtype,
+                lm_head_low_memory=cfg.model.lm_head_low_memory,
             )  # fmt: skip
             lm.train()
             opt = self._optimizer(lm)  # before any no-grad forward (see distributed.reshard)

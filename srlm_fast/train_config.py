@@ -22,6 +22,9 @@ class ModelSection:
     attn_backend: str = "sdpa"
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each block
+    # LM-head loss backward with dh in row slices (srlm_kernels' low_memory): no fp32 (tokens × dim) buffer, for
+    # one more pass over the vocabulary. CUDA only (it chooses the Triton backward's strategy).
+    lm_head_low_memory: bool = False
     param_dtype: Literal["auto", "float32", "bfloat16"] = (
         "auto"  # compute dtype; auto: bf16 on GPU, fp32 on CPU
     )

@@ -131,6 +131,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(ws, monkeypatc
     assert max(read_metrics(run_dir)) == 2
 
 
+def test_lm_head_low_memory_is_refused_off_cuda(ws):
+    """The option picks the Triton backward's strategy; on CPU it must fail clearly, before any step."""
+    run_dir = ws["root"] / "sft_low_memory_cpu"
+    with pytest.raises(ValueError, match="lm_head_low_memory"):
+        run(sft_overrides(ws, run_dir, model__lm_head_low_memory=True))
+    assert latest_checkpoint(run_dir) is None
+
+
+@pytest.mark.cuda
+def test_lm_head_low_memory_trains_like_the_default_on_cuda(ws, tmp_path):
+    """On a GPU the two-pass backward gives the one-pass losses (same math; fp32 rounding only)."""
+    runs = {}
+    for low in (False, True):
+        run_dir = tmp_path / f"low_{low}"
+        run(
+            sft_overrides(
+                ws, run_dir, device="cuda", model__lm_head_low_memory=low, model__param_dtype="float32"
+            )
+        )
+        runs[low] = losses(run_dir)
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+
+
 def test_dpo_raises_reward_accuracy_with_precomputed_reference(ws, sft_run, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run_dir = ws["root"] / "dpo"
