@@ -414,6 +414,59 @@ def _launch_backward(
     )  # fmt: skip
 
 
+_Saved = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _vocabulary_pass(
+    saved: _Saved, opts: RowLossOptions, dh: torch.Tensor | None, db: torch.Tensor | None, need_dw: bool
+) -> torch.Tensor | None:
+    """Launches over vocabulary slices: returns dW (fp32 scratch of at most `DW_SCRATCH_BYTES` per slice, rounded
+    into the weight's dtype once the slice is complete) and adds into the fp32 buffers dh and db when given.
+    The scratch dies with this function's frame, before any later pass allocates its own."""
+    hidden, weight = saved[0], saved[1]
+    n, d = hidden.shape
+    v = weight.shape[0]
+    _, block_v, _, _ = _blocks(n, v, d, hidden.dtype)
+    in_place = weight.dtype == torch.float32  # fp32 dW accumulates in the output itself, slice by slice
+    dw = scratch = None
+    slice_rows = v
+    if need_dw:
+        slice_rows = _dw_slice_rows(v, d, block_v, weight.dtype)
+        if in_place:
+            dw = torch.zeros((v, d), dtype=torch.float32, device=weight.device)
+        else:
+            dw = torch.empty((v, d), dtype=weight.dtype, device=weight.device)
+            scratch = torch.empty((slice_rows, d), dtype=torch.float32, device=weight.device)
+    for v0 in range(0, v, slice_rows):
+        v1 = min(v, v0 + slice_rows)
+        dw_slice = None
+        if dw is not None:
+            dw_slice = dw[v0:v1] if scratch is None else scratch[: v1 - v0].zero_()
+        _launch_backward(*saved, opts, dh, dw_slice, db, v0, v1)
+        if scratch is not None:
+            dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
+    return dw
+
+
+def _row_pass(saved: _Saved, opts: RowLossOptions) -> torch.Tensor:
+    """`low_memory`'s dh: launches over slices of rows, each against the whole vocabulary, into an fp32 scratch
+    of at most `DH_SCRATCH_BYTES` that is rounded into dh (the input dtype) once the slice is complete."""
+    hidden, weight, bias, targets, lse, g = saved
+    n, d = hidden.shape
+    v = weight.shape[0]
+    block_n, _, _, _ = _blocks(n, v, d, hidden.dtype)
+    rows = _dh_slice_rows(n, d, block_n)
+    dh = torch.empty_like(hidden)
+    scratch = torch.empty((rows, d), dtype=torch.float32, device=hidden.device)
+    for n0 in range(0, n, rows):
+        part = slice(n0, min(n, n0 + rows))
+        dh_slice = scratch[: part.stop - n0].zero_()
+        sliced = (hidden[part], weight, bias, targets[part], lse[part], g[part])
+        _launch_backward(*sliced, opts, dh_slice, None, None, 0, v)
+        dh[part].copy_(dh_slice)  # every vocabulary tile of these rows is in: round once
+    return dh
+
+
 def _backward(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -426,53 +479,21 @@ def _backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of hidden, weight and bias.
 
-    One pass (default): launches over vocabulary slices, each adding its dW slice (fp32 scratch of at most
-    `DW_SCRATCH_BYTES`, rounded into dW when complete) and its share of dh, which therefore sums over the
-    whole vocabulary in an fp32 (N, D) buffer. With `low_memory` (16-bit inputs) that pass leaves dh out and a
-    second one computes it a slice of rows at a time (fp32 scratch of at most `DH_SCRATCH_BYTES`), recomputing
-    every logits tile once more. The two scratch buffers are never alive together.
+    One pass (default): the vocabulary pass adds each tile's share of dh too, which therefore sums over the whole
+    vocabulary in an fp32 (N, D) buffer. With `low_memory` (16-bit inputs) that pass leaves dh out and a second
+    one computes it a slice of rows at a time, recomputing every logits tile once more. The two passes' scratch
+    buffers are never alive together.
     """
-    n, d = hidden.shape
-    v = weight.shape[0]
+    saved = (hidden, weight, bias, targets, lse, g)
     f32 = {"dtype": torch.float32, "device": hidden.device}
     split_dh = needs[0] and _dh_in_row_slices(opts, hidden.dtype)
-    dh = torch.zeros((n, d), **f32) if needs[0] and not split_dh else None
-    db = torch.zeros((v,), **f32) if needs[2] else None
+    dh = torch.zeros(hidden.shape, **f32) if needs[0] and not split_dh else None
+    db = torch.zeros((weight.shape[0],), **f32) if needs[2] else None
     dw = None
-    if needs[1] or dh is not None or db is not None:  # the vocabulary-slice pass has work
-        _, block_v, _, _ = _blocks(n, v, d, hidden.dtype)
-        in_place = weight.dtype == torch.float32  # fp32 dW accumulates in the output itself, slice by slice
-        slice_rows = _dw_slice_rows(v, d, block_v, weight.dtype) if needs[1] else v
-        scratch = None
-        if needs[1]:
-            dw = (
-                torch.zeros((v, d), **f32)
-                if in_place
-                else torch.empty((v, d), dtype=weight.dtype, device=weight.device)
-            )
-            if not in_place:
-                scratch = torch.empty((slice_rows, d), **f32)
-        for v0 in range(0, v, slice_rows):
-            v1 = min(v, v0 + slice_rows)
-            dw_slice = None
-            if dw is not None:
-                dw_slice = dw[v0:v1] if in_place else scratch[: v1 - v0].zero_()
-            _launch_backward(hidden, weight, bias, targets, lse, g, opts, dh, dw_slice, db, v0, v1)
-            if scratch is not None:
-                dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
-        del scratch
+    if needs[1] or dh is not None or db is not None:
+        dw = _vocabulary_pass(saved, opts, dh, db, needs[1])
     if split_dh:
-        block_n, _, _, _ = _blocks(n, v, d, hidden.dtype)
-        rows = _dh_slice_rows(n, d, block_n)
-        dh = torch.empty_like(hidden)
-        scratch = torch.empty((rows, d), **f32)
-        for n0 in range(0, n, rows):
-            part = slice(n0, min(n, n0 + rows))
-            dh_slice = scratch[: part.stop - n0].zero_()
-            _launch_backward(
-                hidden[part], weight, bias, targets[part], lse[part], g[part], opts, dh_slice, None, None, 0, v
-            )  # fmt: skip
-            dh[part].copy_(dh_slice)  # every vocabulary tile of these rows is in: round once
+        dh = _row_pass(saved, opts)
     return (
         None if dh is None else dh.to(hidden.dtype),
         dw,
