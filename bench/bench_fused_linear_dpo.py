@@ -168,7 +168,7 @@ def main() -> None:
                     "iters": iters,
                     "rows": rows,
                 }
-                write_results("fused_linear_dpo", device, partial)
+                write_results(args.results_name or "fused_linear_dpo", device, partial)
         del inputs, h, w
     naive = {
         (r["P"], r["T"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "naive" and "ms" in r
@@ -183,7 +183,7 @@ def main() -> None:
     )
     if not args.no_write:
         payload = {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows}
-        print(f"wrote {write_results('fused_linear_dpo', device, payload)}")
+        print(f"wrote {write_results(args.results_name or 'fused_linear_dpo', device, payload)}")
 
 
 if __name__ == "__main__":

@@ -215,6 +215,10 @@ def kernel_bench_parser(
     ap.add_argument("--candidates", nargs="+", default=list(candidates), choices=candidates)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument(
+        "--results-name",
+        help="JSON name (default: the benchmark's); a second call with other candidates keeps both",
+    )
     # A child process measures one candidate's CPU peak memory (see cpu_peak_rss_mb).
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-shape", type=int, nargs=n, help=argparse.SUPPRESS)

@@ -184,10 +184,19 @@ def _weights_version(model: torch.nn.Module) -> tuple:
 class _ModelRunner:
     """Runs `Llama.forward` against a cache view (works for FSDP-sharded models; compiled on CUDA when asked)."""
 
+    # Compiled versions of the decode step one process may need: one per (rows, attended-length bucket), and the
+    # buckets are powers of two from 64 to max_len (8 of them at 8192), times the row counts of the engines a
+    # process builds. Dynamo keeps 8 versions of a frame by default and runs every further shape *uncompiled*,
+    # with one log line, so the limit is raised (globally: dynamo has no per-function limit).
+    RECOMPILE_LIMIT = 64
+
     def __init__(self, model: Llama, compile_decode: bool) -> None:
         self.model = model
         self._decode = self._forward
         if compile_decode:
+            import torch._dynamo.config as dynamo_config
+
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, self.RECOMPILE_LIMIT)
             self._decode = torch.compile(self._forward, mode="reduce-overhead", dynamic=False)
 
     def _forward(

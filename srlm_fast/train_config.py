@@ -23,7 +23,8 @@ class ModelSection:
     activation_checkpointing: bool = False
     compile: bool = False  # torch.compile each block
     # LM-head loss backward with dh in row slices (srlm_kernels' low_memory): no fp32 (tokens × dim) buffer, for
-    # one more pass over the vocabulary. CUDA only (it chooses the Triton backward's strategy).
+    # one more pass over the vocabulary. CUDA only (it chooses the Triton backward's strategy); no effect with
+    # float32 compute, whose dh accumulates in the gradient itself.
     lm_head_low_memory: bool = False
     param_dtype: Literal["auto", "float32", "bfloat16"] = (
         "auto"  # compute dtype; auto: bf16 on GPU, fp32 on CPU

@@ -50,6 +50,25 @@ def test_compiled_decode_gets_the_static_cache_tensors():
     assert all(cache_inputs.values()), seen
 
 
+def test_compiled_decode_keeps_compiling_past_dynamos_default_limit():
+    """One graph per (rows, attended-length bucket): 3 engines × 4 buckets = 12 versions of the decode frame, more
+    than dynamo's default limit of 8, past which it would silently run the step uncompiled."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = build_model(PRESETS["tiny"], seed=0).eval()
+    for rows in (1, 2, 3):
+        gen = Generator(
+            model, max_batch=rows, max_len=600, runner="model", compile=True, sampler_impl="torch"
+        )
+        # the engine's own compile setup (and the limit it raises), traced without inductor to keep this fast
+        gen._runner._decode = torch.compile(gen._runner._forward, backend="eager", dynamic=False)
+        for length in (10, 100, 200, 400):  # attended-length buckets 64, 128, 256, 512
+            gen.generate([[1] * length], GREEDY)
+    assert counters["stats"]["unique_graphs"] == 12
+
+
 @pytest.mark.cuda
 def test_cuda_compiled_decode_records_cuda_graphs():
     """On a GPU: the compiled decode step runs as CUDA graphs (no 'skipping cudagraphs due to ...')."""

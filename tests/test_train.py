@@ -140,18 +140,25 @@ def test_lm_head_low_memory_is_refused_off_cuda(ws):
 
 
 @pytest.mark.cuda
-def test_lm_head_low_memory_trains_like_the_default_on_cuda(ws, tmp_path):
-    """On a GPU the two-pass backward gives the one-pass losses (same math; fp32 rounding only)."""
+def test_lm_head_low_memory_trains_like_the_default_on_cuda(ws, tmp_path, monkeypatch):
+    """On a GPU (bf16 compute, where the option acts) the two-pass backward trains like the one-pass one."""
+    import srlm_kernels.cross_entropy_triton as tri
+
+    row_passes = []
+    row_pass = tri._row_pass
+    monkeypatch.setattr(tri, "_row_pass", lambda *a: row_passes.append(1) or row_pass(*a))
     runs = {}
     for low in (False, True):
         run_dir = tmp_path / f"low_{low}"
         run(
             sft_overrides(
-                ws, run_dir, device="cuda", model__lm_head_low_memory=low, model__param_dtype="float32"
+                ws, run_dir, device="cuda", model__lm_head_low_memory=low, model__param_dtype="bfloat16"
             )
         )
         runs[low] = losses(run_dir)
-    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+        assert bool(row_passes) == low  # the row pass ran in the low-memory run only
+    # Same math; only the order of fp32 atomic additions differs, then bf16 training amplifies it a little.
+    assert runs[True] == pytest.approx(runs[False], rel=2e-2)
 
 
 def test_dpo_raises_reward_accuracy_with_precomputed_reference(ws, sft_run, monkeypatch, tmp_path):
