@@ -36,7 +36,7 @@ from common import (
     print_table,
     report_rss_growth,
     rss_mark,
-    write_results,
+    write_kernel_results,
 )
 
 from srlm_kernels import fused_linear_cross_entropy
@@ -185,9 +185,7 @@ def main() -> None:
         child_memory(args)
         return
     run_cfg = kernel_run(args, PRESETS)
-    device, cuda, dtype, shapes, iters = (
-        run_cfg.device, run_cfg.cuda, run_cfg.dtype, run_cfg.shapes, run_cfg.iters
-    )  # fmt: skip
+    device, cuda, dtype, shapes = run_cfg.device, run_cfg.cuda, run_cfg.dtype, run_cfg.shapes
     candidates = [c for c in args.candidates if c != "compiled" or cuda or args.compile]
 
     rows = []
@@ -229,14 +227,7 @@ def main() -> None:
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
                 grads_mb = (n * d + v * d) * torch.finfo(dtype).bits / 8 / 2**20
                 row["peak_over_dh_dw"] = row["peak_mb"] / grads_mb if passes == "fwd+bwd" else None
-            if not args.no_write:  # after every pass: a run stopped by a time limit keeps what it measured
-                partial = {
-                    "shapes": [list(s) for s in shapes],
-                    "dtype": args.dtype,
-                    "iters": iters,
-                    "rows": rows,
-                }
-                write_results(args.results_name or "fused_linear_cross_entropy", device, partial)
+            write_kernel_results(args, "fused_linear_cross_entropy", run_cfg, rows)
         del h, w, y
     _add_ratios(rows)
     print_table(
@@ -255,12 +246,8 @@ def main() -> None:
             "mem_vs_eager",
         ],
     )
-    if not args.no_write:
-        path = write_results(
-            args.results_name or "fused_linear_cross_entropy",
-            device,
-            {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows},
-        )
+    path = write_kernel_results(args, "fused_linear_cross_entropy", run_cfg, rows)
+    if path is not None:
         print(f"wrote {path}")
 
 

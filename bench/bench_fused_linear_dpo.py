@@ -30,7 +30,7 @@ from common import (
     print_table,
     report_rss_growth,
     rss_mark,
-    write_results,
+    write_kernel_results,
 )
 
 from srlm_kernels import dpo_loss, fused_linear_dpo_loss
@@ -119,7 +119,7 @@ def main() -> None:
         child_memory(args)
         return
     run_cfg = kernel_run(args, PRESETS)
-    device, dtype, shapes, iters = run_cfg.device, run_cfg.dtype, run_cfg.shapes, run_cfg.iters
+    device, dtype, shapes = run_cfg.device, run_cfg.dtype, run_cfg.shapes
 
     rows = []
     for p, t, d, v in shapes:
@@ -161,14 +161,7 @@ def main() -> None:
                     continue
                 tokens = 2 * p * t
                 row["tflops"] = 2 * tokens * d * v * (1 if passes == "fwd" else 3) / (row["ms"] * 1e-3) / 1e12
-            if not args.no_write:  # after every pass: a run stopped by a time limit keeps what it measured
-                partial = {
-                    "shapes": [list(s) for s in shapes],
-                    "dtype": args.dtype,
-                    "iters": iters,
-                    "rows": rows,
-                }
-                write_results(args.results_name or "fused_linear_dpo", device, partial)
+            write_kernel_results(args, "fused_linear_dpo", run_cfg, rows)
         del inputs, h, w
     naive = {
         (r["P"], r["T"], r["D"], r["V"], r["pass"]): r for r in rows if r["impl"] == "naive" and "ms" in r
@@ -181,9 +174,9 @@ def main() -> None:
     print_table(
         rows, ["P", "T", "D", "V", "impl", "pass", "ms", "peak_mb", "tflops", "time_vs_naive", "mem_vs_naive"]
     )
-    if not args.no_write:
-        payload = {"shapes": [list(s) for s in shapes], "dtype": args.dtype, "iters": iters, "rows": rows}
-        print(f"wrote {write_results(args.results_name or 'fused_linear_dpo', device, payload)}")
+    path = write_kernel_results(args, "fused_linear_dpo", run_cfg, rows)
+    if path is not None:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,22 @@ def kernel_bench_parser(
     return ap
 
 
+def write_kernel_results(
+    args: argparse.Namespace, name: str, run_cfg: KernelRun, rows: list[dict[str, Any]]
+) -> Path | None:
+    """A kernel benchmark's JSON (`--results-name` or `name`), unless `--no-write`; called after every pass too, so
+    a run stopped by a time limit keeps what it measured."""
+    if args.no_write:
+        return None
+    payload = {
+        "shapes": [list(s) for s in run_cfg.shapes],
+        "dtype": args.dtype,
+        "iters": run_cfg.iters,
+        "rows": rows,
+    }
+    return write_results(args.results_name or name, run_cfg.device, payload)
+
+
 @dataclass
 class KernelRun:
     device: torch.device
