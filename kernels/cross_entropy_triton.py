@@ -379,13 +379,11 @@ def _dh_in_row_slices(opts: RowLossOptions, dtype: torch.dtype) -> bool:
     return opts.low_memory and dtype != torch.float32
 
 
+_Saved = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
 def _launch_backward(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    targets: torch.Tensor,
-    lse: torch.Tensor,
-    g: torch.Tensor,
+    saved: _Saved,
     opts: RowLossOptions,
     dh: torch.Tensor | None,
     dw: torch.Tensor | None,
@@ -393,8 +391,10 @@ def _launch_backward(
     v0: int,
     v1: int,
 ) -> None:
-    """One launch over every row of `hidden` and the vocabulary rows [v0, v1): adds into the fp32 buffers
-    dh (rows of `hidden`), dw (rows v0..v1 of the weight: its row 0 is v0) and db (the whole vocabulary)."""
+    """One launch over every row of `saved` = (hidden, weight, bias, targets, lse, g) and the vocabulary rows
+    [v0, v1): adds into the fp32 buffers dh (rows of hidden), dw (rows v0..v1 of the weight: its row 0 is v0) and
+    db (the whole vocabulary)."""
+    hidden, weight, bias, targets, lse, g = saved
     n, d = hidden.shape
     block_n, block_v, block_d, warps = _blocks(n, weight.shape[0], d, hidden.dtype)
     unused = g  # any fp32 pointer: the kernel never touches a buffer whose COMPUTE_* flag is off
@@ -412,9 +412,6 @@ def _launch_backward(
         BLOCK_N=block_n, BLOCK_V=block_v, BLOCK_D=block_d, DOT_PRECISION=_dot_precision(hidden.dtype),
         num_warps=warps, **_launch_options(),
     )  # fmt: skip
-
-
-_Saved = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _vocabulary_pass(
@@ -442,7 +439,7 @@ def _vocabulary_pass(
         dw_slice = None
         if dw is not None:
             dw_slice = dw[v0:v1] if scratch is None else scratch[: v1 - v0].zero_()
-        _launch_backward(*saved, opts, dh, dw_slice, db, v0, v1)
+        _launch_backward(saved, opts, dh, dw_slice, db, v0, v1)
         if scratch is not None:
             dw[v0:v1].copy_(dw_slice)  # rounded to the weight's dtype once, after the full sum
     return dw
@@ -462,7 +459,7 @@ def _row_pass(saved: _Saved, opts: RowLossOptions) -> torch.Tensor:
         part = slice(n0, min(n, n0 + rows))
         dh_slice = scratch[: part.stop - n0].zero_()
         sliced = (hidden[part], weight, bias, targets[part], lse[part], g[part])
-        _launch_backward(*sliced, opts, dh_slice, None, None, 0, v)
+        _launch_backward(sliced, opts, dh_slice, None, None, 0, v)
         dh[part].copy_(dh_slice)  # every vocabulary tile of these rows is in: round once
     return dh
 
