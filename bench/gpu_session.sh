@@ -22,7 +22,9 @@
 #   2. kernel benchmarks at the Llama-3-8B head (ours vs eager, compiled chunking, Liger, Cut Cross-Entropy);
 #   3. generation: a 1B model against transformers, with the HBM roofline fraction;
 #   4. training steps (SFT MFU, DPO memory).
-# Logs and result JSON land in $OUT (at most 8 files come back: keep it so); commit bench/results/*-cuda*.json.
+# The log and $OUT/results-cuda.json come back (at most 8 files do: keep it so). That file maps each GPU result
+# file's name (bench/results/<benchmark>-<gpu name>.json, e.g. ...-nvidia-h200.json) to its content: write each
+# entry back under bench/results/ and commit them.
 set -u
 trap 'echo "stopped by a signal" >&2; exit 130' TERM INT  # a killed session stops, instead of starting the next step
 OUT=${OUT:-/tmp/srlm-gpu-out}
