@@ -24,7 +24,9 @@
 #   4. training steps (SFT MFU, DPO memory).
 # The log and $OUT/results-cuda.json come back (at most 8 files do: keep it so). That file maps each GPU result
 # file's name (bench/results/<benchmark>-<gpu name>.json, e.g. ...-nvidia-h200.json) to its content: write each
-# entry back under bench/results/ and commit them.
+# entry back under bench/results/ and commit them:
+#   python3 -c "import json,sys,pathlib; [pathlib.Path('bench/results',k).write_text(json.dumps(v,indent=2)+'\n')
+#               for k,v in json.load(open(sys.argv[1])).items()]" FILES_AT/results-cuda.json
 set -u
 trap 'echo "stopped by a signal" >&2; exit 130' TERM INT  # a killed session stops, instead of starting the next step
 OUT=${OUT:-/tmp/srlm-gpu-out}
