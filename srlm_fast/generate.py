@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -190,8 +190,9 @@ class _ModelRunner:
     # with one log line, so the limit is raised (globally: dynamo has no per-function limit).
     RECOMPILE_LIMIT = 64
 
-    def __init__(self, model: Llama, compile_decode: bool) -> None:
+    def __init__(self, model: Llama, compile_decode: bool, lm_head: Callable[[], Tensor]) -> None:
         self.model = model
+        self._lm_head = lm_head  # the (V, D) head weight, gathered once per call when the model is sharded
         self._decode = self._forward
         if compile_decode:
             import torch._dynamo.config as dynamo_config
@@ -216,6 +217,9 @@ class _ModelRunner:
         # `shared` is a hint (the rows' prefix slots also hold it); the model's attention reads the rows' copies.
         fn = self._decode if decode else self._forward
         return fn(ids, positions, cache.k, cache.v, kv_len)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self._lm_head()).float()
 
     def refresh(self) -> None:
         pass
@@ -440,7 +444,9 @@ class Generator:
         self.compiled = bool(compile)
         self.runner_name = runner
         self._runner = (
-            _FastRunner(model, self.max_len) if runner == "fast" else _ModelRunner(model, self.compiled)
+            _FastRunner(model, self.max_len)
+            if runner == "fast"
+            else _ModelRunner(model, self.compiled, self._lm_head_weight)
         )
 
         row_bytes = KVCache.bytes_per_token(self.config, self.dtype) * self.max_len
@@ -600,12 +606,6 @@ class Generator:
             pass
         return w
 
-    def _logits(self, hidden: Tensor) -> Tensor:
-        """fp32 next-token logits of hidden states (N, D)."""
-        if isinstance(self._runner, _FastRunner):
-            return self._runner.logits(hidden)
-        return F.linear(hidden, self._lm_head_weight()).float()
-
     def _kv_len(self, max_pos: int) -> int:
         need = max_pos + 1
         if self.compiled:
@@ -711,7 +711,7 @@ class Generator:
                 tok[:B, None], pos[:B, None], view, kv_len, decode=True, shared=prefix
             )
             yield
-            logits = self._logits(hidden[:n_active, -1])  # (B, V)
+            logits = self._runner.logits(hidden[:n_active, -1])  # (B, V)
             n_active = self._advance(logits, slice(0, n_active), row_seq, state, cache, n_active, fresh=False)
 
     def _take(self, pending: deque[_Group], free: int, P: int) -> list[tuple[_Group, list[_Seq]]]:
@@ -763,7 +763,7 @@ class Generator:
         hidden = self._runner.forward(ids, positions, view, P + T, decode=False)
         yield
         last = torch.tensor(lens, device=self.device) - 1
-        logits = self._logits(hidden[torch.arange(G, device=self.device), last])  # (G, V)
+        logits = self._runner.logits(hidden[torch.arange(G, device=self.device), last])  # (G, V)
         if logits_out is not None:
             logits_out[[g.req for g, _ in groups]] = logits
             return
