@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # bench/common.py: device names, versions, timing, JSON
 
 from srlm_fast.config import PRESETS
-from srlm_fast.generate import Generator, SamplingParams
-from srlm_fast.model import KVCache, build_model
+from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.model.llama import KVCache, build_model
 
 PROMPT_LEN, NEW_TOKENS = 32, 128
 TEMPERATURE, TOP_P = 0.7, 0.9  # the paper's generation settings (and the judge workload's)

@@ -5,7 +5,7 @@
 For every batch B in {1, 16, 64} and vocabulary V in {4096, 32000, 128256}, times one decode step's
 `sample()` call (per-row temperature/top-k/top-p, counter-based uniforms) for:
   native  the C++ (CPU) / CUDA op from csrc/ (no full sort of the vocabulary),
-  torch   srlm_fast.sampling's pure-torch path (top-k by torch.topk, top-p by a growing sorted head),
+  torch   srlm_fast.engine.sampling's pure-torch path (top-k by torch.topk, top-p by a growing sorted head),
   sorted  the plain reference that sorts the whole vocabulary (HF-style `sample_sorted`).
 Settings: the paper's generation sampling (T=0.7, top-p 0.9), top-k 50 with top-p 0.9, and plain T=1.
 Logits are N(0, 2.5^2) per token: a moderately flat distribution, where top-p keeps hundreds to thousands
@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # bench/common.py: device names, versions, timing, JSON
 
-from srlm_fast import native
-from srlm_fast.sampling import sample, sample_sorted
+from srlm_fast.engine import native
+from srlm_fast.engine.sampling import sample, sample_sorted
 
 BATCHES = (1, 16, 64)
 VOCABS = (4096, 32000, 128256)

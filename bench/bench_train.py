@@ -31,8 +31,8 @@ import common
 
 from srlm_fast import distributed as D
 from srlm_fast.config import ModelConfig, get_preset
-from srlm_fast.losses import build_lm
-from srlm_fast.metrics import peak_tflops
+from srlm_fast.train.losses import build_lm
+from srlm_fast.train.metrics import peak_tflops
 
 IGNORE = -100
 

@@ -88,7 +88,7 @@ print(native.build_info())"
     PYTEST=("$PY" -m pytest -q -p no:cacheprovider -o addopts="" -rfEsxX)
     "$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout=90)
     step "cuda tests: generation, sampling, training" "$cuda_tests_limit" "${PYTEST[@]}" -m cuda \
-        tests/test_gpu_paths.py tests/test_generate.py tests/test_sampling.py tests/test_train.py
+        tests/engine/test_gpu_paths.py tests/engine/test_generator.py tests/engine/test_sampling.py tests/train/test_trainer.py
     # The bf16 precision tests first (the issue's GPU check), then every kernel path on the GPU: each test shape
     # compiles its own Triton specialisations, so the second step is the one a short limit may cut.
     step "cuda tests: kernels, bf16" 45 "${PYTEST[@]}" tests/kernels -m cuda

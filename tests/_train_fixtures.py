@@ -7,10 +7,10 @@ import json
 import random
 from pathlib import Path
 
-from srlm_fast.checkpoint import save_pretrained
 from srlm_fast.config import ModelConfig
-from srlm_fast.model import build_model
-from srlm_fast.tokenizer import Tokenizer
+from srlm_fast.model.checkpoint import save_pretrained
+from srlm_fast.model.llama import build_model
+from srlm_fast.model.tokenizer import Tokenizer
 
 # Smaller than the "tiny" preset: two layers of width 32 keep every step in milliseconds.
 TEST_MODEL = ModelConfig(

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from srlm_fast.config import ModelConfig
-from srlm_fast.model import Llama, build_model
+from srlm_fast.model.llama import Llama, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

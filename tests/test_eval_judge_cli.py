@@ -5,7 +5,7 @@ import json
 import pytest
 
 from srlm_fast.cli import main
-from srlm_fast.tokenizer import Tokenizer
+from srlm_fast.model.tokenizer import Tokenizer
 from tests.helpers import SHARED_DATA, tiny_model
 
 OASST = SHARED_DATA / "prefs" / "oasst_en_100_trees.jsonl"

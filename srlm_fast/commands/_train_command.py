@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 
 
 def run(args: argparse.Namespace, task: str) -> int:
-    from srlm_fast.train import TrainingDiverged, train
-    from srlm_fast.train_config import TrainConfig
+    from srlm_fast.train.config import TrainConfig
+    from srlm_fast.train.trainer import TrainingDiverged, train
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     cfg.task = task

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from srlm_fast.checkpoint import from_pretrained, iter_tensor_shapes, load_config
 from srlm_fast.config import get_preset
-from srlm_fast.model import build_model
-from srlm_fast.tokenizer import Tokenizer
+from srlm_fast.model.checkpoint import from_pretrained, iter_tensor_shapes, load_config
+from srlm_fast.model.llama import build_model
+from srlm_fast.model.tokenizer import Tokenizer
 
 HELP = "inspect, initialise or convert HF-layout Llama checkpoints"
 

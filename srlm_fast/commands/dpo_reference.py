@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.reference import compute_reference_logprobs
+    from srlm_fast.train.reference import compute_reference_logprobs
 
     out = compute_reference_logprobs(
         args.model,

@@ -24,12 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.eft import build_eft
     from srlm_fast.io import write_jsonl_atomic
-    from srlm_fast.judge import JudgeTemplate
-    from srlm_fast.loop import resolve_device
-    from srlm_fast.policy import Policy
-    from srlm_fast.seed import read_ranked
+    from srlm_fast.recipe.eft import build_eft
+    from srlm_fast.recipe.judge import JudgeTemplate
+    from srlm_fast.recipe.loop import resolve_device
+    from srlm_fast.recipe.policy import Policy
+    from srlm_fast.recipe.seed_data import read_ranked
 
     ranked = []
     for path in args.ranked:

@@ -101,8 +101,8 @@ def _pct(x: float | None) -> str:
 
 
 def _agreement(args: argparse.Namespace) -> int:
-    from srlm_fast.eval_data import read_scored_judgments
-    from srlm_fast.eval_metrics import judge_agreement, pair_agreement
+    from srlm_fast.eval.metrics import judge_agreement, pair_agreement
+    from srlm_fast.eval.readers import read_scored_judgments
 
     data = read_scored_judgments(args.judgments)
     out: dict = {}
@@ -134,7 +134,7 @@ def _agreement(args: argparse.Namespace) -> int:
 
 
 def _head2head(args: argparse.Namespace) -> int:
-    from srlm_fast.eval_winrate import (
+    from srlm_fast.eval.winrate import (
         combine_orders,
         head_to_head_from_verdicts,
         is_flip,
@@ -189,8 +189,8 @@ def find_eval_files(run_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from srlm_fast.eval.report import write_report
     from srlm_fast.io import DataError
-    from srlm_fast.report import write_report
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -211,7 +211,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from srlm_fast import eval_data
+    from srlm_fast.eval import readers as eval_data
 
     path = Path(args.file)
     kind = args.kind
@@ -234,7 +234,7 @@ def _data(args: argparse.Namespace) -> int:
 
 def _score_fn(policy, template: str, mode: str, k: int, max_new_tokens: int):
     """A checkpoint's pointwise judge as the `score_fn(items) -> scores` the evaluation functions take."""
-    from srlm_fast.judge import JudgeConfig, JudgeTemplate
+    from srlm_fast.recipe.judge import JudgeConfig, JudgeTemplate
 
     tmpl = JudgeTemplate.from_spec(template)
     cfg = JudgeConfig(mode=mode, k=k, max_new_tokens=max_new_tokens)
@@ -242,15 +242,15 @@ def _score_fn(policy, template: str, mode: str, k: int, max_new_tokens: int):
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from srlm_fast.evaluate import (
+    from srlm_fast.eval.judge_agreement import (
         evaluate_judge_on_pairs,
         evaluate_judge_on_rankings,
         read_hh_pairs,
         read_oasst_trees,
     )
     from srlm_fast.io import write_json_atomic
-    from srlm_fast.loop import resolve_device
-    from srlm_fast.policy import Policy
+    from srlm_fast.recipe.loop import resolve_device
+    from srlm_fast.recipe.policy import Policy
 
     if not (args.rankings or args.pairs):
         raise ValueError("give --rankings and/or --pairs")
@@ -277,10 +277,15 @@ def _judge(args: argparse.Namespace) -> int:
 
 
 def _versus(args: argparse.Namespace) -> int:
-    from srlm_fast.evaluate import head_to_head, pointwise_verdict_fn, read_eval_prompts, reference_win_rate
+    from srlm_fast.eval.judge_agreement import (
+        head_to_head,
+        pointwise_verdict_fn,
+        read_eval_prompts,
+        reference_win_rate,
+    )
     from srlm_fast.io import write_json_atomic
-    from srlm_fast.loop import resolve_device
-    from srlm_fast.policy import Policy
+    from srlm_fast.recipe.loop import resolve_device
+    from srlm_fast.recipe.policy import Policy
 
     device = resolve_device(args.device)
     prompts = read_eval_prompts(args.prompts)[: args.limit or None]

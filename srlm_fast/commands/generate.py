@@ -45,9 +45,9 @@ def load_generator(args: argparse.Namespace):
     """(Generator, Tokenizer) for `args.checkpoint` on `args.device` (bf16 on CUDA, fp32 on CPU)."""
     import torch
 
-    from srlm_fast.generate import Generator
-    from srlm_fast.model import Llama
-    from srlm_fast.tokenizer import load_tokenizer
+    from srlm_fast.engine.generator import Generator
+    from srlm_fast.model.llama import Llama
+    from srlm_fast.model.tokenizer import load_tokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -57,7 +57,7 @@ def load_generator(args: argparse.Namespace):
 
 
 def sampling_params(args: argparse.Namespace, n: int = 1):
-    from srlm_fast.generate import SamplingParams
+    from srlm_fast.engine.generator import SamplingParams
 
     return SamplingParams(
         max_new_tokens=args.max_new_tokens,

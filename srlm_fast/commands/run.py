@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from srlm_fast.config import load_config
-from srlm_fast.loop_config import LoopConfig
+from srlm_fast.recipe.config import LoopConfig
 
 HELP = "run (or resume) the self-rewarding loop: SFT → M1, then self-instruct, judge, pairs, DPO, evaluate"
 ACCEPTS_OVERRIDES = True
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.loop import run_loop
+    from srlm_fast.recipe.loop import run_loop
 
     overrides = list(args.overrides)
     if args.name:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from srlm_fast.tokenizer import Tokenizer
+from srlm_fast.model.tokenizer import Tokenizer
 
 HELP = "train a byte-level BPE tokenizer (train) or inspect one (show)"
 

@@ -1,0 +1,123 @@
+"""EFT (evaluation fine-tuning) data from human-ranked responses, as in the Self-Rewarding paper.
+
+The SFT model judges every human-ranked reply of a prompt with the rubric (justification + `Score: <0-5>`).
+A prompt's judgments are kept only when the model's scores order its replies as the humans did:
+
+    kept  ⇔  every judgment is valid, no pair of replies with different human quality is scored in the
+             opposite order, and at least one such pair is scored in the same order (ties are allowed
+             inside a prompt, but an all-tied prompt carries no ranking evidence).
+
+Kept judgments become training examples (judge prompt → judgment). Scores are then rebalanced: the model's
+judgments concentrate on a few values (the paper saw score 4 over-represented), so every score value is capped
+at the median count of the values that occur, dropping examples deterministically from the seed.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from srlm_fast.recipe.judge import JudgeTemplate, parse_score
+from srlm_fast.recipe.seed_data import RankedPrompt
+
+#: generate_fn(prompts, n, temperature, top_p, max_new_tokens, seed) -> n completions per prompt.
+GenerateFn = Callable[..., list[list[str]]]
+
+
+@dataclass
+class EFTStats:
+    prompts: int = 0
+    judged: int = 0
+    kept_prompts: int = 0
+    dropped: Counter = field(default_factory=Counter)  # invalid, discordant, no_evidence, too_few_replies
+    rebalanced_away: int = 0
+    scores: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {
+            "prompts": self.prompts, "judged": self.judged, "kept_prompts": self.kept_prompts,
+            "dropped": dict(self.dropped), "rebalanced_away": self.rebalanced_away,
+            "scores": {str(k): v for k, v in sorted(self.scores.items())},
+        }  # fmt: skip
+
+
+def agrees_with_humans(qualities: Sequence[float], scores: Sequence[float]) -> str | None:
+    """None when the scores order the replies as the human qualities do (see module doc), else why not."""
+    concordant = 0
+    for i in range(len(scores)):
+        for j in range(i + 1, len(scores)):
+            if qualities[i] == qualities[j]:
+                continue
+            human = qualities[i] > qualities[j]
+            if scores[i] == scores[j]:
+                continue
+            if (scores[i] > scores[j]) != human:
+                return "discordant"
+            concordant += 1
+    return None if concordant else "no_evidence"
+
+
+def rebalance(rows: list[dict], seed: int) -> tuple[list[dict], int]:
+    """Cap every score value at the median count over the values present; returns (rows, number dropped)."""
+    counts = Counter(r["score"] for r in rows)
+    if not counts:
+        return rows, 0
+    cap = int(statistics.median(counts.values()))
+    rng = random.Random(f"eft-rebalance:{seed}")
+    by_score: dict[float, list[dict]] = {}
+    for r in rows:
+        by_score.setdefault(r["score"], []).append(r)
+    kept = []
+    for group in by_score.values():
+        kept += group if len(group) <= cap else rng.sample(group, cap)
+    kept.sort(key=lambda r: (r["prompt_index"], r["reply_index"]))
+    return kept, len(rows) - len(kept)
+
+
+def build_eft(
+    ranked: Sequence[RankedPrompt],
+    generate_fn: GenerateFn,
+    template: JudgeTemplate,
+    *,
+    temperature: float = 0.0,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+) -> tuple[list[dict], EFTStats]:
+    """Judge every reply, keep the prompts whose judgments agree with the humans, rebalance the scores."""
+    stats = EFTStats()
+    items, owners = [], []
+    for pi, rp in enumerate(ranked):
+        stats.prompts += 1
+        if len(rp.replies) < 2:
+            stats.dropped["too_few_replies"] += 1
+            continue
+        for ri, reply in enumerate(rp.replies):
+            items.append(template.render(rp.prompt, reply.text))
+            owners.append((pi, ri))
+    outs = generate_fn(
+        items, n=1, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=seed
+    )
+    stats.judged = len(items)
+    per_prompt: dict[int, list[tuple[int, str, float | None]]] = {}
+    for (pi, ri), prompt_text, texts in zip(owners, items, outs):
+        per_prompt.setdefault(pi, []).append((ri, prompt_text, texts[0]))
+    rows = []
+    for pi, judged in per_prompt.items():
+        scores = [parse_score(text) for _, _, text in judged]
+        if any(s is None for s in scores):
+            stats.dropped["invalid"] += 1
+            continue
+        why = agrees_with_humans([ranked[pi].replies[ri].quality for ri, _, _ in judged], scores)
+        if why is not None:
+            stats.dropped[why] += 1
+            continue
+        stats.kept_prompts += 1
+        for (ri, prompt_text, text), s in zip(judged, scores):
+            rows.append({"prompt": prompt_text, "response": text.strip(), "score": s,
+                         "prompt_index": pi, "reply_index": ri})  # fmt: skip
+    rows, stats.rebalanced_away = rebalance(rows, seed)
+    stats.scores = Counter(r["score"] for r in rows)
+    return rows, stats

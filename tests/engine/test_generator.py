@@ -1,0 +1,350 @@
+"""The KV-cached sampler against full forwards, itself under other batchings, and transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from srlm_fast.config import PRESETS
+from srlm_fast.engine.generator import Generator, SamplingParams, _FastRunner
+from srlm_fast.model.llama import CacheView, KVCache, build_model
+from srlm_fast.model.tokenizer import Tokenizer
+
+GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0)
+
+
+def sharpened(seed: int = 1):
+    """The tiny preset with larger weights: a random model's logits are nearly flat, and near-ties between the
+    top two tokens would make token-level comparisons of differently-rounded computations flaky."""
+    model = build_model(PRESETS["tiny"], seed=seed).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.mul_(5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return sharpened()
+
+
+def prompts_of(lengths, seed=0, vocab=512):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (n,), generator=g).tolist() for n in lengths]
+
+
+def greedy_reference(model, prompt, n):
+    ids = list(prompt)
+    device = model.embed_tokens.weight.device
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model.logits(torch.tensor([ids], device=device))[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def tokens(results):
+    return [[s.token_ids for s in r.samples] for r in results]
+
+
+@pytest.mark.parametrize("runner", ["fast", "model"])
+def test_greedy_equals_repeated_argmax_of_full_forwards(model, runner):
+    prompts = prompts_of((5, 17, 1, 40, 9))
+    out = Generator(model, runner=runner, max_batch=3, sampler_impl="torch").generate(prompts, GREEDY)
+    for p, r in zip(prompts, out):
+        assert r.token_ids == greedy_reference(model, p, 12)
+        assert r.samples[0].finish_reason == "length"
+        assert r.prompt_token_ids == p
+
+
+def test_fast_runner_is_bit_identical_to_model_forward(model):
+    cfg = model.config
+    ids = torch.randint(0, cfg.vocab_size, (3, 7))
+    pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [4, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7]])
+    c1 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    c2 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    with torch.no_grad():
+        a = model(ids, positions=pos, cache=CacheView(c1, None, 16))
+        b = _FastRunner(model, 32).forward(ids, pos, c2, 16, decode=False)
+    assert torch.equal(a, b)
+    for a, b in zip(c1.k + c1.v, c2.k + c2.v):
+        assert torch.equal(a, b)
+
+
+def test_fast_runner_decode_step_matches_model_forward(model):
+    """Decode steps (one query per row) take the fast runner's own attention: equal up to rounding."""
+    cfg = model.config
+    c1 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    c2 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
+    fast = _FastRunner(model, 32)
+    prompt = torch.randint(0, cfg.vocab_size, (3, 9))
+    pos = torch.arange(9).expand(3, 9)
+    with torch.no_grad():
+        model(prompt, positions=pos, cache=CacheView(c1, None, 16))
+        fast.forward(prompt, pos, c2, 16, decode=False)
+        ids = torch.randint(0, cfg.vocab_size, (3, 1))
+        step = torch.tensor([[9], [5], [2]])  # ragged rows: each attends to its own slots <= position
+        a = model(ids, positions=step, cache=CacheView(c1, None, 16))
+        b = fast.forward(ids, step, c2, 16, decode=True)
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    reference_logits = torch.nn.functional.linear(a[:, -1], model.lm_head_weight)
+    torch.testing.assert_close(fast.logits(b[:, -1]), reference_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_ragged_batch_equals_each_request_alone(model):
+    prompts = prompts_of((3, 25, 8, 14), seed=1)
+    params = SamplingParams(max_new_tokens=10, temperature=0.9, top_k=50, seed=3, logprobs=True)
+    gen = Generator(model, sampler_impl="torch")
+    batch = gen.generate(prompts, params)
+    for p, r in zip(prompts, batch):
+        alone = gen.generate([p], params)[0]
+        assert alone.token_ids == r.token_ids
+        assert alone.samples[0].logprobs == pytest.approx(r.samples[0].logprobs, abs=1e-4)
+
+
+def test_continuous_batching_equals_static_batching(model):
+    prompts = prompts_of((4, 30, 2, 19, 7, 11, 3), seed=2)
+    # Different lengths: with 2 rows, finished short requests hand their rows to waiting ones mid-flight.
+    params = [SamplingParams(max_new_tokens=n, temperature=0.0) for n in (2, 15, 6, 1, 12, 4, 9)]
+    static = Generator(model, max_batch=len(prompts), sampler_impl="torch").generate(prompts, params)
+    continuous = Generator(model, max_batch=2, sampler_impl="torch").generate(prompts, params)
+    assert tokens(static) == tokens(continuous)
+    assert [len(r.token_ids) for r in continuous] == [2, 15, 6, 1, 12, 4, 9]
+    assert [r.request_index for r in continuous] == list(range(len(prompts)))
+
+
+def test_seeds_reproduce_across_batch_sizes(model):
+    prompts = prompts_of((6, 13, 2, 21), seed=3)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, n=3, seed=7)
+    runs = [
+        Generator(model, max_batch=b, sampler_impl="torch").generate(prompts, params) for b in (64, 5, 2, 1)
+    ]
+    alone = [Generator(model, sampler_impl="torch").generate([p], params)[0] for p in prompts]
+    for r in [*runs[1:], alone]:
+        assert tokens(r) == tokens(runs[0])
+    # The n samples differ from each other, and sample 0 is what n=1 with the same seed gives.
+    assert len({tuple(s) for s in tokens(runs[0])[1]}) == 3
+    one = Generator(model, sampler_impl="torch").generate(
+        prompts, SamplingParams(max_new_tokens=10, top_p=0.9, seed=7)
+    )
+    assert [r.token_ids for r in one] == [r.token_ids for r in runs[0]]
+    other_seed = Generator(model, sampler_impl="torch").generate(
+        prompts, SamplingParams(max_new_tokens=10, seed=8)
+    )
+    assert [r.token_ids for r in other_seed] != [r.token_ids for r in one]
+
+
+def test_prefix_reuse_gives_the_same_results(model):
+    shared = prompts_of((40,), seed=4)[0]
+    prompts = [shared + tail for tail in prompts_of((1, 6, 13, 3), seed=5)]
+    for params in (
+        SamplingParams(max_new_tokens=10, temperature=0.0, logprobs=True),
+        SamplingParams(max_new_tokens=10, temperature=0.8, n=2, seed=1, logprobs=True),
+    ):
+        reuse = Generator(model, max_batch=3, sampler_impl="torch", prefix_reuse=True)
+        plain = Generator(model, max_batch=3, sampler_impl="torch", prefix_reuse=False)
+        a, b = reuse.generate(prompts, params), plain.generate(prompts, params)
+        assert reuse._prefix is not None and len(reuse._prefix[0][0]) == 40  # (tokens, weights version)
+        assert plain._prefix is None
+        assert tokens(a) == tokens(b)
+        for x, y in zip(a, b):
+            assert x.samples[0].logprobs == pytest.approx(y.samples[0].logprobs, abs=1e-4)
+        again = reuse.generate(prompts, params)  # the kept prefix buffer is reused by the next call
+        assert tokens(again) == tokens(a)
+
+
+def test_logprobs_are_the_full_forward_log_softmax(model):
+    prompt = prompts_of((9,), seed=6)[0]
+    r = Generator(model, sampler_impl="torch").generate(
+        [prompt], SamplingParams(max_new_tokens=8, temperature=1.0, seed=2, logprobs=True)
+    )[0]
+    ids = torch.tensor([prompt + r.token_ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(model.logits(ids)[0], -1)
+    want = [lp[len(prompt) - 1 + j, t].item() for j, t in enumerate(r.token_ids)]
+    assert r.samples[0].logprobs == pytest.approx(want, abs=1e-4)
+
+
+def test_greedy_tokens_identical_to_transformers_generate(model, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model.save_pretrained(tmp_path)
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    prompts = prompts_of((6, 6, 6), seed=7) + prompts_of((15,), seed=8)
+    ours = Generator(model, sampler_impl="torch").generate(
+        prompts, SamplingParams(max_new_tokens=16, temperature=0)
+    )
+    for p, r in zip(prompts, ours):
+        with torch.no_grad():
+            out = hf.generate(
+                torch.tensor([p]),
+                attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=16,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+        assert r.token_ids == out[0, len(p) :].tolist()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [
+        "the quick brown fox jumps over the lazy dog. " * 3,
+        "hello world, Score: 4 and more text here.",
+    ] * 20
+    return Tokenizer.train_bpe(texts, vocab_size=400, min_frequency=1)
+
+
+def test_stop_strings_cut_exactly(model, tokenizer):
+    gen = Generator(model, tokenizer, sampler_impl="torch")
+    prompt = prompts_of((5,), seed=9, vocab=tokenizer.vocab_size)[0]
+    free = gen.generate([prompt], SamplingParams(max_new_tokens=30, temperature=0.0, ignore_eos=True))[0]
+    text = free.text
+    assert len(text) > 12
+    stop = text[6:9]
+    cut = text.find(stop)
+    r = gen.generate(
+        [prompt], SamplingParams(max_new_tokens=30, temperature=0.0, ignore_eos=True, stop=[stop, "\x00"])
+    )
+    s = r[0].samples[0]
+    assert s.text == text[:cut]
+    assert (s.finish_reason, s.stop_reason) == ("stop", stop)
+    # Generation ended at the first token whose text completes the stop string.
+    assert s.token_ids == free.token_ids[: len(s.token_ids)]
+    assert stop in tokenizer.decode(s.token_ids) and stop not in tokenizer.decode(s.token_ids[:-1])
+    kept = gen.generate(
+        [prompt],
+        SamplingParams(
+            max_new_tokens=30, temperature=0.0, ignore_eos=True, stop=stop, include_stop_str_in_output=True
+        ),
+    )[0]
+    assert kept.text == text[: cut + len(stop)]
+
+
+def test_stop_token_ids_and_finish_reasons(model, tokenizer):
+    gen = Generator(model, tokenizer, sampler_impl="torch")
+    prompt = prompts_of((5,), seed=10, vocab=tokenizer.vocab_size)[0]
+    free = gen.generate([prompt], SamplingParams(max_new_tokens=20, temperature=0.0, ignore_eos=True))[0]
+    stop_tok = free.token_ids[4]
+    first = free.token_ids.index(stop_tok)
+    r = gen.generate(
+        [prompt],
+        SamplingParams(max_new_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[stop_tok]),
+    )
+    s = r[0].samples[0]
+    assert s.token_ids == free.token_ids[: first + 1]  # the stop token is kept in the ids ...
+    assert s.text == tokenizer.decode(free.token_ids[:first])  # ... never in the text
+    assert (s.finish_reason, s.stop_reason) == ("stop", stop_tok)
+    assert free.samples[0].finish_reason == "length"
+    # max_len caps the completion: 10 slots, 5 prompt tokens -> 5 new tokens at most.
+    short = Generator(model, tokenizer, max_len=10, sampler_impl="torch").generate(
+        [prompt], SamplingParams(max_new_tokens=50, temperature=0.0, ignore_eos=True)
+    )
+    assert len(short[0].token_ids) == 5 and short[0].samples[0].finish_reason == "length"
+    zero = gen.generate([prompt], SamplingParams(max_new_tokens=0))[0]
+    assert zero.token_ids == [] and zero.samples[0].finish_reason == "length"
+
+
+def test_strings_and_errors(model, tokenizer):
+    gen = Generator(model, tokenizer, sampler_impl="torch")
+    r = gen.generate(["hello world"], SamplingParams(max_new_tokens=3, temperature=0.0, ignore_eos=True))[0]
+    assert r.prompt_token_ids == tokenizer.encode("hello world") and len(r.token_ids) == 3
+    bare = Generator(model, sampler_impl="torch", max_len=64)
+    with pytest.raises(ValueError, match="no tokenizer"):
+        bare.generate(["text"])
+    with pytest.raises(ValueError, match="request 1 has 64 tokens"):
+        bare.generate([[1], [1] * 64])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        bare.generate([[1, 9999]])
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+
+
+def test_packed_weights_follow_in_place_updates():
+    model = sharpened(seed=2)
+    gen = Generator(model, sampler_impl="torch")
+    prompt = prompts_of((7,), seed=11)[0]
+    before = gen.generate([prompt], GREEDY)[0].token_ids
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.self_attn.q_proj.weight.mul_(-1.5)  # an in-place update, as an optimizer step makes
+            layer.mlp.up_proj.weight.add_(0.3)
+    after = gen.generate([prompt], GREEDY)[0].token_ids
+    assert after == greedy_reference(model, prompt, 12)
+    assert after != before
+
+
+@pytest.mark.parametrize("runner", ["fast", "model"])
+def test_kept_prefix_follows_in_place_updates(runner):
+    """The shared-prefix KV kept across calls is recomputed once the weights change (a trainer's step)."""
+    model = sharpened(seed=3)
+    shared = prompts_of((30,), seed=12)[0]
+    prompts = [shared + tail for tail in prompts_of((2, 5), seed=13)]
+    gen = Generator(model, runner=runner, sampler_impl="torch")
+    before = tokens(gen.generate(prompts, GREEDY))
+    with torch.no_grad():
+        model.layers[0].self_attn.k_proj.weight.mul_(-2.0)  # changes the prefix's keys
+    after = tokens(gen.generate(prompts, GREEDY))
+    assert after == tokens(Generator(model, runner=runner, sampler_impl="torch").generate(prompts, GREEDY))
+    assert after != before
+
+
+def test_generate_command_writes_jsonl(tmp_path, tokenizer):
+    import json
+
+    from srlm_fast.cli import main as srlm
+
+    build_model(PRESETS["tiny"], seed=0).save_pretrained(tmp_path / "ckpt", tokenizer=tokenizer)
+    (tmp_path / "p.jsonl").write_text(
+        '{"prompt": "hello"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
+    )
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--prompts", str(tmp_path / "p.jsonl")]
+    assert srlm([*argv, "--out", str(out), "--n", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1] and all(len(r["completions"]) == 2 for r in rows)
+    assert all(c["num_tokens"] <= 4 for r in rows for c in r["completions"])
+
+
+@pytest.mark.slow
+def test_compiled_static_shape_decode_on_cpu(model):
+    """The GPU's decode path on the CPU: every cache row decodes every step (free rows compute junk), the attended
+    length is bucketed, and the step is compiled (inductor here, CUDA graphs on a GPU). ~10 s of compilation."""
+    gen = Generator(model, max_batch=3, runner="model", compile=True)
+    assert gen.compiled
+    prompts = prompts_of((5, 17, 1, 40, 9))
+    out = gen.generate(prompts, GREEDY)  # 5 requests through 3 static rows: rows are retired and refilled
+    for p, r in zip(prompts, out):
+        assert r.token_ids == greedy_reference(model, p, 12)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, n=2, seed=7)
+    assert tokens(gen.generate(prompts, params)) == tokens(Generator(model).generate(prompts, params))
+
+
+# --- CUDA: the model runner with its compiled, CUDA-graphed decode step (static shapes) ---
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_cuda_greedy_equals_repeated_argmax_of_full_forwards(compile):
+    model = sharpened().cuda()
+    prompts = prompts_of((5, 17, 1, 40, 9))
+    gen = Generator(model, max_batch=3, compile=compile)
+    assert gen.runner_name == "model" and gen.compiled == compile
+    out = gen.generate(prompts, GREEDY)
+    for p, r in zip(prompts, out):
+        assert r.token_ids == greedy_reference(model, p, 12)
+    again = gen.generate(prompts[::-1], GREEDY)  # graphs replayed with other rows and lengths
+    assert tokens(again) == tokens(out)[::-1]
+
+
+@pytest.mark.cuda
+def test_cuda_seeds_reproduce_across_batch_sizes_and_prefix_reuse():
+    model = sharpened().cuda()
+    shared = prompts_of((40,), seed=4)[0]
+    prompts = [shared + tail for tail in prompts_of((1, 6, 13, 3), seed=5)]
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, n=3, seed=7)
+    runs = [
+        Generator(model, max_batch=b, prefix_reuse=reuse).generate(prompts, params)
+        for b, reuse in ((64, True), (2, True), (5, False))
+    ]
+    assert tokens(runs[1]) == tokens(runs[0]) and tokens(runs[2]) == tokens(runs[0])

@@ -1,0 +1,88 @@
+"""Pairs: highest vs lowest, ties and invalid scores dropped, margin, tiers and length control."""
+
+import pytest
+
+from srlm_fast.recipe.pairs import DROP_REASONS, PairConfig, PromptCandidates, make_pairs, select_pair
+
+
+def pc(scores, responses=None, prompt="p"):
+    responses = responses or [f"r{i}" for i in range(len(scores))]
+    return PromptCandidates(prompt, responses, scores)
+
+
+def test_highest_vs_lowest() -> None:
+    pair = select_pair(pc([2.0, 4.5, None, 1.0]), PairConfig())
+    assert (pair.chosen, pair.rejected) == ("r1", "r3")
+    assert (pair.chosen_score, pair.rejected_score, pair.margin) == (4.5, 1.0, 3.5)
+    assert (pair.chosen_len, pair.rejected_len) == (2, 2)
+    assert pair.to_dict()["scores"] == [2.0, 4.5, None, 1.0]
+
+
+def test_drops_with_reasons() -> None:
+    items = [
+        pc([None, None, 3.0]),  # one valid score
+        pc([None, None]),
+        pc([3.0, 3.0, None, 3.0]),  # tie
+        pc([2.0, 2.5], prompt="small"),  # below the margin
+        pc([1.0, 5.0], responses=["same", "same"]),  # identical texts
+        pc([0.0, 5.0, 2.0]),  # kept
+    ]
+    pairs, stats = make_pairs(items, PairConfig(min_margin=1.0))
+    assert [p.prompt for p in pairs] == ["p"] and pairs[0].chosen == "r1" and pairs[0].rejected == "r0"
+    assert stats.to_dict() == {
+        "prompts": 6,
+        "pairs": 1,
+        "dropped": {"fewer_than_2_valid": 2, "tie": 1, "below_margin": 1, "same_text": 1},
+    }
+    assert set(stats.to_dict()["dropped"]) == set(DROP_REASONS)
+    # Without a margin the small gap is a pair.
+    assert len(make_pairs(items, PairConfig())[0]) == 2
+
+
+def test_ties_at_the_top_pick_first_without_length_control() -> None:
+    pair = select_pair(
+        pc([5.0, 5.0, 1.0, 1.0], ["long answer", "short", "x", "longest of all"]), PairConfig()
+    )
+    assert (pair.chosen, pair.rejected) == ("long answer", "x")
+
+
+def test_length_control_shortest_top_longest_bottom() -> None:
+    responses = ["a medium answer", "tiny", "the longest, most padded answer here", "x", "a bad long reply!!"]
+    scores = [5.0, 5.0, 5.0, 1.0, 1.0]
+    pair = select_pair(pc(scores, responses), PairConfig(length_control=True))
+    assert (pair.chosen, pair.rejected) == ("tiny", "a bad long reply!!")
+    assert (pair.chosen_len, pair.rejected_len) == (4, 18)
+
+
+def test_tiers_widen_with_rho() -> None:
+    # max 5, min 1, spread 4: rho 0.3 → top tier >= 3.8, bottom tier <= 2.2.
+    responses = ["best but long....", "4.0 short", "3.5", "2.0 quite long answer", "worst"]
+    scores = [5.0, 4.0, 3.5, 2.0, 1.0]
+    strict = select_pair(pc(scores, responses), PairConfig(length_control=True))
+    assert (strict.chosen, strict.rejected) == ("best but long....", "worst")
+    wide = select_pair(pc(scores, responses), PairConfig(length_control=True, tier=0.3))
+    assert wide.chosen == "4.0 short"  # 3.5 is below the top tier (3.8)
+    assert wide.rejected == "2.0 quite long answer"
+    assert wide.margin >= (1 - 2 * 0.3) * 4.0
+
+
+def test_length_fn_counts_tokens() -> None:
+    pair = select_pair(
+        pc([5.0, 5.0, 0.0], ["a b c", "abcdefghij", "z"]), PairConfig(length_control=True), len
+    )
+    assert pair.chosen == "a b c"
+    pair = select_pair(
+        pc([5.0, 5.0, 0.0], ["a b c", "abcdefghij", "z"]),
+        PairConfig(length_control=True),
+        length_fn=lambda s: len(s.split()),
+    )
+    assert pair.chosen == "abcdefghij" and pair.chosen_len == 1
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        PairConfig(tier=0.5)
+    with pytest.raises(ValueError):
+        PairConfig(min_margin=-1)
+    with pytest.raises(ValueError):
+        PromptCandidates("p", ["a"], [1.0, 2.0])

@@ -1,0 +1,116 @@
+"""Task world: determinism, split disjointness, checker correctness for every family, EFT scores by quality."""
+
+import random
+from collections import Counter
+
+import pytest
+
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeTemplate, parse_score
+
+
+def test_deterministic_from_seed() -> None:
+    assert tasks.sample_tasks(200, seed=3) == tasks.sample_tasks(200, seed=3)
+    assert tasks.sample_tasks(200, seed=3) != tasks.sample_tasks(200, seed=4)
+    assert [e.to_dict() for e in tasks.eft_examples(60, seed=1)] == [
+        e.to_dict() for e in tasks.eft_examples(60, 1)
+    ]
+    assert tasks.eval_prompts(50, seed=0) == tasks.eval_prompts(50, seed=0)
+
+
+def test_eval_prompts_disjoint_from_training() -> None:
+    train = {t.prompt for t in tasks.sample_tasks(20000, seed=0)}
+    train |= {e.instruction for e in tasks.eft_examples(600, seed=0)}
+    ev = tasks.eval_prompts(300, seed=0)
+    assert len({t.prompt for t in ev}) == 300
+    assert not train & {t.prompt for t in ev}
+    assert all(tasks.is_heldout(t) for t in ev)
+    # Every family reaches the eval split.
+    assert set(Counter(t.family for t in ev)) == set(tasks.FAMILY_NAMES)
+
+
+def test_prompts_and_responses_are_short() -> None:
+    for t in tasks.sample_tasks(2000, seed=5):
+        assert len(t.prompt.split()) <= 30
+        assert len(t.answer) <= 40
+    for e in tasks.eft_examples(120, seed=5):
+        assert len(e.candidate.split()) <= 20
+
+
+@pytest.mark.parametrize("family", tasks.FAMILY_NAMES)
+def test_checker_grades_each_family(family: str) -> None:
+    rng = random.Random(family)
+    for t in tasks.sample_tasks(40, seed=11, families=[family]):
+        assert tasks.check(t.prompt, t.answer).status == "correct", t
+        # Any wording variation of case, spacing and final punctuation still parses.
+        messy = "  " + t.prompt.upper().rstrip(".?").replace(" ", "  ") + "  "
+        assert tasks.check(messy, t.answer).family == family
+        for quality in ("off_topic", "wrong", "partial"):
+            cand = tasks.candidate(t, quality, rng)
+            if cand == t.answer:
+                continue
+            assert not tasks.check(t.prompt, cand).correct, (t, quality, cand)
+        for quality in ("fluffy", "padded"):
+            assert tasks.check(t.prompt, tasks.candidate(t, quality, rng)).correct
+
+
+def test_checker_on_hand_written_cases() -> None:
+    assert tasks.check("What is 17 plus 25?", "42").correct
+    assert tasks.check("what is 17 plus 25", "The answer is 42.").correct
+    assert not tasks.check("What is 17 plus 25?", "41").correct
+    assert not tasks.check("What is 17 plus 25?", "40 41 42 43").correct  # listing numbers is not answering
+    assert tasks.check("What is 300 plus 1000?", "1300").correct  # outside the sampled range, still graded
+    assert tasks.check("Reverse the word house.", "esuoh").correct
+    assert tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 5, 9").correct
+    assert not tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 9, 5").correct
+    assert tasks.check("Join these words with dashes: red, sky, cat.", "red - sky - cat").correct
+    assert not tasks.check("Is 14 even or odd?", "even or odd").correct
+    assert tasks.check("Convert dog to uppercase.", "DOG").correct
+    assert not tasks.check("Convert dog to uppercase.", "Dog").correct
+    assert tasks.check("What is the capital of japan?", "tokyo").correct
+    assert tasks.check("What comes next: 3, 6, 9, 12?", "15").correct
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "",
+        "Write a poem about the sea.",
+        "What is seventeen plus two?",
+        "What is the capital of Atlantis?",  # parses as a shape, but no such fact
+        "What comes next: 1, 2, 4, 8?",  # not an arithmetic progression
+        "Is 12 even or odd or prime?",
+    ],
+)
+def test_unparseable_prompts_are_counted_not_graded(prompt: str) -> None:
+    r = tasks.check(prompt, "anything")
+    assert r.status == "unparseable" and not r.correct and not r.parsed
+
+
+def test_check_many_counts() -> None:
+    items = [("What is 2 plus 2?", "4"), ("What is 2 plus 2?", "5"), ("Tell me a joke.", "no")]
+    s = tasks.check_many(items)
+    assert (s.correct, s.wrong, s.unparseable) == (1, 1, 1)
+    assert s.accuracy == 0.5 and s.by_family == {"add": (1, 2)}
+
+
+def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
+    examples = tasks.eft_examples(600, seed=2, template=JudgeTemplate.compact())
+    assert Counter(e.score for e in examples) == {s: 100 for s in range(6)}
+    for e in examples:
+        assert parse_score(e.response) == e.score
+        assert tasks.QUALITIES[e.score] == e.quality
+        assert tasks.check(e.instruction, e.candidate).correct == (e.score >= CORRECT_THRESHOLD)
+        assert e.prompt == JudgeTemplate.compact().render(e.instruction, e.candidate)
+    # Among correct candidates, more fluff → lower score (the judge learns to dislike padding).
+    mean_len = {q: 0.0 for q in ("correct", "padded", "fluffy")}
+    for q in mean_len:
+        lens = [len(e.candidate) for e in examples if e.quality == q]
+        mean_len[q] = sum(lens) / len(lens)
+    assert mean_len["correct"] < mean_len["padded"] < mean_len["fluffy"]
+
+
+def test_ift_examples_are_correct() -> None:
+    for ex in tasks.ift_examples(300, seed=9):
+        assert tasks.check(ex.prompt, ex.response).correct
+    assert len(tasks.train_prompts(100, seed=0)) == 100
