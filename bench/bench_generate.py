@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # bench/common.py: device names, versions, timing, JSON
 
-from srlm_fast.config import PRESETS
 from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import KVCache, build_model
 
 PROMPT_LEN, NEW_TOKENS = 32, 128

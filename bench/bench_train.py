@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ModelConfig, get_preset
+from srlm_fast.model.config import ModelConfig, get_preset
 from srlm_fast.train.losses import build_lm
 from srlm_fast.train.metrics import peak_tflops
 

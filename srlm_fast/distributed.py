@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from srlm_fast.device import default_dtype, resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -58,9 +60,7 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     exists (the self-rewarding loop calls `train()` several times in one process): the group is adopted
     and left alone by `shutdown`.
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is available")
+    use_cuda = resolve_device(device).type == "cuda"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
@@ -148,11 +148,6 @@ def compile_blocks(blocks: nn.ModuleList) -> None:
         block.compile()
 
 
-def default_param_dtype(device: torch.device) -> torch.dtype:
-    """bf16 compute on GPU; fp32 on CPU (no fast bf16 there)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 def mixed_precision_policy(
     device: torch.device, param_dtype: torch.dtype | None = None, cast_forward_inputs: bool = True
 ):
@@ -160,7 +155,7 @@ def mixed_precision_policy(
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     return MixedPrecisionPolicy(
-        param_dtype=param_dtype or default_param_dtype(device),
+        param_dtype=param_dtype or default_dtype(device),
         reduce_dtype=torch.float32,
         cast_forward_inputs=cast_forward_inputs,
     )
@@ -219,13 +214,6 @@ def full_state_dict(module: nn.Module, info: DistInfo) -> dict[str, Tensor]:
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(module, options=opts)
-
-
-def local_tensor(t: Tensor) -> Tensor:
-    """The local shard of a DTensor, or the tensor itself."""
-    from torch.distributed.tensor import DTensor
-
-    return t.to_local() if isinstance(t, DTensor) else t
 
 
 def full_tensor(t: Tensor) -> Tensor:

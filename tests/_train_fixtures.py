@@ -7,8 +7,8 @@ import json
 import random
 from pathlib import Path
 
-from srlm_fast.config import ModelConfig
 from srlm_fast.model.checkpoint import save_pretrained
+from srlm_fast.model.config import ModelConfig
 from srlm_fast.model.llama import build_model
 from srlm_fast.model.tokenizer import Tokenizer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from srlm_fast.config import ModelConfig
+from srlm_fast.model.config import ModelConfig
 from srlm_fast.model.llama import Llama, build_model
 
 REPO = Path(__file__).resolve().parents[1]

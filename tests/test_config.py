@@ -1,15 +1,7 @@
 import pytest
 
-from srlm_fast.config import (
-    PRESETS,
-    ConfigError,
-    ModelConfig,
-    RopeScaling,
-    from_dict,
-    load_config,
-    parse_overrides,
-    to_toml,
-)
+from srlm_fast.config import ConfigError, from_dict, load_job_config, parse_overrides, to_toml
+from srlm_fast.model.config import PRESETS, ModelConfig, RopeScaling
 
 
 @pytest.mark.parametrize(
@@ -77,11 +69,11 @@ def test_overrides_and_toml_roundtrip(tmp_path):
         parse_overrides(["dim=3"])
     path = tmp_path / "model.toml"
     path.write_text(to_toml(ModelConfig(dim=128, rope_scaling=RopeScaling())))
-    cfg = load_config(ModelConfig, path, ["--n_layers=7"])
+    cfg = load_job_config(ModelConfig, path, ["--n_layers=7"])
     assert cfg == ModelConfig(dim=128, rope_scaling=RopeScaling(), n_layers=7)
     path.write_text("dim = 128\nbogus = 1\n")
     with pytest.raises(ConfigError, match=r"model\.toml.*bogus"):
-        load_config(ModelConfig, path)
+        load_job_config(ModelConfig, path)
 
 
 def test_invalid_head_layout_is_refused():

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from srlm_fast.config import load_config
+from srlm_fast.config import load_job_config
+from srlm_fast.train.config import TrainConfig
+from srlm_fast.train.trainer import TrainingDiverged, train
 
 
 def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
@@ -18,10 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 
 
 def run(args: argparse.Namespace, task: str) -> int:
-    from srlm_fast.train.config import TrainConfig
-    from srlm_fast.train.trainer import TrainingDiverged, train
-
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = load_job_config(TrainConfig, args.config, args.overrides)
     cfg.task = task
     try:
         train(cfg)

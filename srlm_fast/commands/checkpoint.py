@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from srlm_fast.config import get_preset
-from srlm_fast.model.checkpoint import from_pretrained, iter_tensor_shapes, load_config
-from srlm_fast.model.llama import build_model
+from srlm_fast.device import DTYPES
+from srlm_fast.model.checkpoint import iter_tensor_shapes, read_model_config
+from srlm_fast.model.config import get_preset
+from srlm_fast.model.llama import Llama, build_model
 from srlm_fast.model.tokenizer import Tokenizer
 
 HELP = "inspect, initialise or convert HF-layout Llama checkpoints"
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,17 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init.add_argument("--out", type=Path, required=True)
     init.add_argument("--tokenizer", type=Path, default=None, help="directory with tokenizer.json to include")
     init.add_argument("--seed", type=int, default=0)
-    init.add_argument("--dtype", choices=DTYPES, default="fp32")
+    init.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
     convert = sub.add_parser("convert", help="re-save with another dtype and/or shard size")
     convert.add_argument("directory", type=Path)
     convert.add_argument("--out", type=Path, required=True)
-    convert.add_argument("--dtype", choices=DTYPES, default=None)
+    convert.add_argument("--dtype", choices=DTYPE_CHOICES, default=None)
     convert.add_argument("--max-shard-gb", type=float, default=5.0)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.action == "inspect":
-        cfg = load_config(args.directory)
+        cfg = read_model_config(args.directory)
         tensors = list(iter_tensor_shapes(args.directory))
         n = sum(_numel(shape) for _, shape, _ in tensors)
         print(f"{args.directory}: {n:,} parameters in {len(tensors)} tensors")
@@ -62,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
         model.save_pretrained(args.out, tokenizer=tok)
         print(f"wrote {args.preset} ({model.num_params():,} parameters, {args.dtype}) → {args.out}")
         return 0
-    model = from_pretrained(args.directory, dtype=DTYPES[args.dtype] if args.dtype else None)
+    model = Llama.from_pretrained(args.directory, dtype=DTYPES[args.dtype] if args.dtype else None)
     tok = Tokenizer.from_dir(args.directory) if (args.directory / "tokenizer.json").is_file() else None
     model.save_pretrained(args.out, tokenizer=tok, max_shard_bytes=int(args.max_shard_gb * 2**30))
     print(f"converted {args.directory} → {args.out}")

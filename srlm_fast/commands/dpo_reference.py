@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from srlm_fast.train.reference import compute_reference_logprobs
+
 HELP = "score DPO pairs with the reference model once; writes <pairs>.ref.jsonl for `srlm dpo`"
 
 
@@ -17,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.train.reference import compute_reference_logprobs
-
     out = compute_reference_logprobs(
         args.model,
         args.pairs,

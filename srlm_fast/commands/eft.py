@@ -6,6 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from srlm_fast.device import resolve_device
+from srlm_fast.io import write_jsonl_atomic
+from srlm_fast.recipe.eft import build_eft
+from srlm_fast.recipe.judge import JudgeTemplate
+from srlm_fast.recipe.policy import Policy
+from srlm_fast.recipe.seed_data import read_ranked
+
 HELP = "build EFT (judge-training) data: the model judges human-ranked replies, agreeing judgments are kept"
 
 
@@ -24,13 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.io import write_jsonl_atomic
-    from srlm_fast.recipe.eft import build_eft
-    from srlm_fast.recipe.judge import JudgeTemplate
-    from srlm_fast.recipe.loop import resolve_device
-    from srlm_fast.recipe.policy import Policy
-    from srlm_fast.recipe.seed_data import read_ranked
-
     ranked = []
     for path in args.ranked:
         prompts, errors = read_ranked(path, on_error="skip")

@@ -11,6 +11,12 @@ import argparse
 import json
 import sys
 
+from srlm_fast.device import default_dtype, resolve_device
+from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.model.llama import Llama
+from srlm_fast.model.tokenizer import load_tokenizer
+
 HELP = "sample completions from a checkpoint (KV-cached, batched)"
 
 
@@ -43,22 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_generator(args: argparse.Namespace):
     """(Generator, Tokenizer) for `args.checkpoint` on `args.device` (bf16 on CUDA, fp32 on CPU)."""
-    import torch
 
-    from srlm_fast.engine.generator import Generator
-    from srlm_fast.model.llama import Llama
-    from srlm_fast.model.tokenizer import load_tokenizer
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    device = resolve_device(args.device)
+    dtype = default_dtype(device)
     tokenizer = load_tokenizer(args.checkpoint)
     model = Llama.from_pretrained(args.checkpoint, dtype=dtype, device=device).eval()
     return Generator(model, tokenizer, max_batch=args.max_batch), tokenizer
 
 
 def sampling_params(args: argparse.Namespace, n: int = 1):
-    from srlm_fast.engine.generator import SamplingParams
-
     return SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -74,7 +73,6 @@ def sampling_params(args: argparse.Namespace, n: int = 1):
 def _read_prompts(args: argparse.Namespace) -> list[dict]:
     if args.prompt:
         return [{"prompt": p} for p in args.prompt]
-    from srlm_fast.io import read_jsonl
 
     def check(row: dict) -> str | None:
         if isinstance(row.get("prompt"), str) or isinstance(row.get("messages"), list):
@@ -107,8 +105,6 @@ def main(args: argparse.Namespace) -> int:
             completions.append(c)
         out_rows.append({"index": r.request_index, **row, "completions": completions})
     if args.out:
-        from srlm_fast.io import write_jsonl_atomic
-
         write_jsonl_atomic(args.out, out_rows)
         print(f"wrote {len(out_rows)} results to {args.out}", file=sys.stderr)
     else:

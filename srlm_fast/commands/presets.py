@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from srlm_fast.config import PRESETS, ModelConfig
+from srlm_fast.model.config import PRESETS, ModelConfig
 
 HELP = "list model presets: parameters, FLOPs per token, memory for inference and training"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from srlm_fast.config import load_config
+from srlm_fast.config import load_job_config
 from srlm_fast.recipe.config import LoopConfig
 
 HELP = "run (or resume) the self-rewarding loop: SFT → M1, then self-instruct, judge, pairs, DPO, evaluate"
@@ -30,6 +30,6 @@ def main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.name:
         overrides.append(f"--name={args.name}")
-    cfg = load_config(LoopConfig, args.config, overrides)
+    cfg = load_job_config(LoopConfig, args.config, overrides)
     run_loop(cfg)
     return 0

@@ -1,7 +1,6 @@
 """Generation under torchrun: data-parallel over full replicas, or lockstep over an FSDP-sharded model.
 
-* `generate_data_parallel(generator, requests, params)`: every rank holds the full weights (for an FSDP model, build
-  one replica with `gather_full_model` first), samples the requests i ≡ rank (mod world) and the results are
+* `generate_data_parallel(generator, requests, params)`: every rank holds the full weights, samples the requests i ≡ rank (mod world) and the results are
   all-gathered back into request order on every rank. Strided slices spread long and short prompts evenly.
 * `generate_lockstep(generator, requests, params)`: for models too large for one device. The Generator runs on the
   sharded model (`runner="model"`), each rank on its own slice, but every FSDP forward all-gathers parameters, so
@@ -27,8 +26,10 @@ from dataclasses import replace
 import torch
 import torch.distributed as dist
 
+from srlm_fast import distributed as D
 from srlm_fast.engine.generator import GenerationResult, Generator, Request, SamplingParams
-from srlm_fast.model.llama import Llama
+from srlm_fast.model.checkpoint import load_weights, read_model_config
+from srlm_fast.model.llama import Llama, materialize
 
 
 def _resolve(
@@ -158,9 +159,6 @@ def load_sharded_model(
     Weights are stored and computed in `dtype` (no fp32 master copy: nothing trains this model) and every rank
     reads only its own rows of each tensor, so a model larger than one device loads without ever being whole.
     """
-    from srlm_fast import distributed as D
-    from srlm_fast.model.checkpoint import load_config, load_weights
-
     if not dist.is_initialized():
         raise RuntimeError("load_sharded_model needs a process group (run under torchrun)")
     if group is not None:
@@ -169,28 +167,13 @@ def load_sharded_model(
     info = D.DistInfo(
         dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), device, True, False
     )
-    with torch.device("meta"):
-        model = Llama(load_config(directory))
-    model.to(dtype)
-    D.shard_model(model, model.layers, info, param_dtype=dtype)
-    model.to_empty(device=device)
-    model.init_buffers()
+    config = read_model_config(directory)
+    model = materialize(
+        lambda: Llama(config),
+        device=device,
+        dtype=dtype,
+        prepare=lambda m: D.shard_model(m, m.layers, info, param_dtype=dtype),
+    )
     with torch.no_grad():
         load_weights(model, directory)
     return model.eval()
-
-
-def gather_full_model(model: Llama, device: torch.device | str | None = None) -> Llama:
-    """A plain (unsharded) replica of an FSDP-sharded `Llama` on every rank: one all-gather of the weights."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
-    dtype = next(iter(state.values())).dtype
-    device = device if device is not None else next(iter(state.values())).device
-    with torch.device("meta"):
-        replica = Llama(model.config, attn_backend=model.attn_backend)
-    replica.to_empty(device=device)
-    replica.to(dtype)
-    replica.load_state_dict(state)
-    replica.init_buffers()
-    return replica.eval()

@@ -18,9 +18,12 @@ mutable module state; `reset()` clears it (tests use it to simulate failures).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,16 +85,36 @@ def _build() -> tuple[Any, bool]:
     with_cuda = torch.cuda.is_available() and cpp_extension.CUDA_HOME is not None
     if with_cuda:
         sources.append(str(src / "sampling_cuda.cu"))
-    cpp_extension.load(
-        name="srlm_sampling_cuda" if with_cuda else "srlm_sampling_cpu",
-        sources=sources,
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3"],
-        is_python_module=False,  # the op registers itself with the dispatcher on load
-        verbose=False,
-    )
+    name = "srlm_sampling_cuda" if with_cuda else "srlm_sampling_cpu"
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    with _exclusive(build_dir / ".srlm-build.flock"):
+        # torch's own lock is a plain file that its builder deletes when done, so a builder killed mid-build
+        # (Ctrl-C, OOM, a test timeout) leaves it behind and every later process waits on it forever. Every
+        # live builder of this extension holds the flock above, which the OS releases when its holder dies:
+        # a torch lock file seen while holding it belongs to a dead process.
+        (build_dir / "lock").unlink(missing_ok=True)
+        cpp_extension.load(
+            name=name,
+            sources=sources,
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3"],
+            is_python_module=False,  # the op registers itself with the dispatcher on load
+            verbose=False,
+            build_directory=str(build_dir),
+        )
     _register_fake()
     return torch.ops.srlm_sampling, with_cuda
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An advisory lock on `path` for the duration of the block (blocks while another process holds it)."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _register_fake() -> None:

@@ -10,6 +10,9 @@ shard, straight into the (already allocated) parameters. A parameter that is an 
 sharded on dim 0 reads only its own rows from disk, so no rank ever holds the whole model.
 Saving writes into a temporary directory that is renamed into place, so a killed save never leaves
 a half-written checkpoint behind the real name.
+
+This module knows tensors, names and `config.json`, never the network: `Llama.from_pretrained` builds a model
+and fills it through `load_weights`, so the dependency points one way (model → checkpoint).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from srlm_fast.config import ModelConfig
 from srlm_fast.io import write_json_atomic
+from srlm_fast.model.config import ModelConfig
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -108,7 +111,7 @@ class CheckpointReader:
         self._handles.clear()
 
 
-def load_config(directory: str | os.PathLike) -> ModelConfig:
+def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_hf_json(Path(directory) / "config.json")
 
 
@@ -169,26 +172,6 @@ def _copy_into(param: Tensor, reader: CheckpointReader, name: str) -> None:
             local.copy_(reader.get_rows(name, start, end))
         return
     param.copy_(reader.get(name))
-
-
-def from_pretrained(
-    directory: str | os.PathLike,
-    *,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str = "cpu",
-    attn_backend: str = "sdpa",
-):
-    """Load an HF Llama checkpoint directory into a `Llama` (dtype: the checkpoint's unless given)."""
-    from srlm_fast.model.llama import Llama
-
-    config = load_config(directory)
-    dtype = dtype or checkpoint_dtype(directory)
-    with torch.device("meta"):
-        model = Llama(config, attn_backend=attn_backend)
-    model.to_empty(device=device)
-    model.to(dtype)
-    load_weights(model, directory)
-    return model
 
 
 def save_pretrained(

@@ -16,14 +16,20 @@ then `to_empty` and `init_weights()` or load a checkpoint.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srlm_fast.config import ModelConfig
 from srlm_fast.model import attention as attn
+from srlm_fast.model import checkpoint
+from srlm_fast.model.config import ModelConfig
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class RMSNorm(nn.Module):
@@ -250,17 +256,28 @@ class Llama(nn.Module):
 
     # ---- checkpoints (HF layout; see checkpoint.py) ---------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory, **kwargs) -> Llama:
-        """Load an HF Llama checkpoint directory (kwargs: dtype, device, attn_backend)."""
-        from srlm_fast.model.checkpoint import from_pretrained
+    def from_pretrained(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str = "cpu",
+        attn_backend: str = "sdpa",
+    ) -> Llama:
+        """Load an HF Llama checkpoint directory (dtype: the checkpoint's unless given)."""
+        config = checkpoint.read_model_config(directory)
+        model = materialize(
+            lambda: cls(config, attn_backend=attn_backend),
+            device=device,
+            dtype=dtype or checkpoint.checkpoint_dtype(directory),
+        )
+        checkpoint.load_weights(model, directory)
+        return model
 
-        return from_pretrained(directory, **kwargs)
-
-    def save_pretrained(self, directory, **kwargs):
-        """Write config.json + safetensors (+ tokenizer.json when `tokenizer=` is given)."""
-        from srlm_fast.model.checkpoint import save_pretrained
-
-        return save_pretrained(self, directory, **kwargs)
+    def save_pretrained(self, directory: str | os.PathLike, **kwargs) -> None:
+        """Write config.json + safetensors (+ tokenizer.json when `tokenizer=` is given); see
+        `checkpoint.save_pretrained` for the keyword arguments."""
+        checkpoint.save_pretrained(self, directory, **kwargs)
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(
@@ -326,9 +343,33 @@ def build_model(
     seed: int | None = 0,
     attn_backend: str = "sdpa",
 ) -> Llama:
-    """Build on the meta device, materialise on `device` and randomly initialise."""
-    with torch.device("meta"):
-        model = Llama(config, attn_backend=attn_backend)
-    model.to_empty(device=device)
+    """Build on the meta device, materialise on `device` and randomly initialise (in fp32, then cast, so a seed
+    draws the same weights in every dtype)."""
+    model = materialize(lambda: Llama(config, attn_backend=attn_backend), device=device)
     model.init_weights(seed=seed)
     return model.to(dtype)
+
+
+def materialize(
+    make: Callable[[], M],
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    prepare: Callable[[M], None] | None = None,
+) -> M:
+    """The one way a model comes to exist: construct it on the meta device (no memory, no init), optionally cast
+    it and let `prepare` wrap or shard it (activation checkpointing, compile, `fully_shard`), then allocate it on
+    `device` (only the local shards, when sharded) and recompute the non-persistent buffers. The caller fills
+    the weights: `Llama.init_weights`, `checkpoint.load_weights` or a scattered full state dict.
+    """
+    with torch.device("meta"):
+        module = make()
+    if dtype is not None:
+        module.to(dtype)
+    if prepare is not None:
+        prepare(module)
+    module.to_empty(device=device)
+    for m in module.modules():
+        if isinstance(m, Llama):
+            m.init_buffers()
+    return module

@@ -17,7 +17,6 @@ contains the string `<|end|>` stays text and cannot end a turn or forge a role h
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -248,11 +247,3 @@ class Tokenizer:
 
 def load_tokenizer(directory: str | os.PathLike, template: str | None = None) -> Tokenizer:
     return Tokenizer.from_dir(directory, template)
-
-
-def tokenizer_config_template(directory: str | os.PathLike) -> str | None:
-    """The raw `chat_template` of a checkpoint's tokenizer_config.json, if any (informational)."""
-    path = Path(directory) / "tokenizer_config.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("chat_template")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from srlm_fast.recipe.judge import JudgeTemplate, parse_score
-from srlm_fast.recipe.seed_data import RankedPrompt
+from srlm_fast.recipe.seed_data import RatedPrompt
 
 #: generate_fn(prompts, n, temperature, top_p, max_new_tokens, seed) -> n completions per prompt.
 GenerateFn = Callable[..., list[list[str]]]
@@ -78,7 +78,7 @@ def rebalance(rows: list[dict], seed: int) -> tuple[list[dict], int]:
 
 
 def build_eft(
-    ranked: Sequence[RankedPrompt],
+    ranked: Sequence[RatedPrompt],
     generate_fn: GenerateFn,
     template: JudgeTemplate,
     *,

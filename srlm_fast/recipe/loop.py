@@ -251,7 +251,7 @@ def build_m0(cfg: LoopConfig, run: RunDir) -> None:
     """A random M0 of the preset's architecture with the run's vocabulary and context length."""
     import dataclasses
 
-    from srlm_fast.config import get_preset
+    from srlm_fast.model.config import get_preset
     from srlm_fast.model.llama import build_model
     from srlm_fast.model.tokenizer import Tokenizer
 

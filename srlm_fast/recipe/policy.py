@@ -28,9 +28,10 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from srlm_fast.device import resolve_device, resolve_dtype
 from srlm_fast.engine import distributed as GD
 from srlm_fast.engine.generator import GenerationResult, Generator, Request, SamplingParams
-from srlm_fast.model.checkpoint import from_pretrained
+from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe.judge import MAX_SCORE, MIN_SCORE, JudgeConfig, JudgeResult, JudgeTemplate, judge
 
@@ -153,14 +154,12 @@ class Policy:
     ) -> Policy:
         """Load an HF checkpoint. sharded: FSDP-shard it over the process group for lockstep generation (a
         model too large for one device); with no group of more than one rank it loads whole."""
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        else:
-            torch_dtype = getattr(torch, dtype)
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
         if sharded and _multi_rank():
             model = GD.load_sharded_model(directory, device=device, dtype=torch_dtype)
         else:
-            model = from_pretrained(directory, dtype=torch_dtype, device=device)
+            model = Llama.from_pretrained(directory, dtype=torch_dtype, device=device)
         return cls(model, Tokenizer.from_dir(directory), max_batch=max_batch, max_len=max_len)
 
     def close(self) -> None:

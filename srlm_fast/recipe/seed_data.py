@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srlm_fast.io import DataError, read_jsonl
-from srlm_fast.recipe.judge import JudgeTemplate
-from srlm_fast.recipe.tasks import EFTExample, IFTExample, eft_examples
+from srlm_fast.recipe.tasks import IFTExample
 
 SHAPES = ("prompt_response", "alpaca", "messages", "selfinstruct", "ranked", "scored")
 
 
 @dataclass(frozen=True)
-class RankedReply:
+class RatedReply:
     """One human-judged reply; `quality` is higher-is-better whatever the source scale (rank 0 → quality 0)."""
 
     text: str
@@ -35,11 +34,11 @@ class RankedReply:
 
 
 @dataclass(frozen=True)
-class RankedPrompt:
+class RatedPrompt:
     """A prompt with its human-judged replies, best first (material for judge/EFT data)."""
 
     prompt: str
-    replies: tuple[RankedReply, ...]
+    replies: tuple[RatedReply, ...]
 
 
 def _nonempty_str(row: dict, key: str) -> str | None:
@@ -138,21 +137,21 @@ def read_seed_rows(path: str | os.PathLike, on_error: str = "raise") -> tuple[li
     return read_jsonl(path, on_error=on_error, validate=_validate)
 
 
-def read_ranked(path: str | os.PathLike, on_error: str = "raise") -> tuple[list[RankedPrompt], list[str]]:
+def read_ranked(path: str | os.PathLike, on_error: str = "raise") -> tuple[list[RatedPrompt], list[str]]:
     """Prompts with their human-ranked/scored replies, best first (ranked and scored shapes only)."""
     rows, errors = read_seed_rows(path, on_error)
-    groups: dict[str, list[RankedReply]] = {}
+    groups: dict[str, list[RatedReply]] = {}
     for row in rows:
         shape = detect_shape(row)
         if shape == "ranked":
-            prompt, reply = row["question"], RankedReply(row["answer"], -float(row["rank"]))
+            prompt, reply = row["question"], RatedReply(row["answer"], -float(row["rank"]))
         elif shape == "scored" and row.get("quality_score") is not None:
-            prompt, reply = row["prompt_text"], RankedReply(row["response_text"], float(row["quality_score"]))
+            prompt, reply = row["prompt_text"], RatedReply(row["response_text"], float(row["quality_score"]))
         else:
             continue
         groups.setdefault(prompt.strip(), []).append(reply)
     # sorted() is stable, so replies of equal quality keep file order and "first on ties" holds.
-    out = [RankedPrompt(p, tuple(sorted(r, key=lambda x: -x.quality))) for p, r in groups.items()]
+    out = [RatedPrompt(p, tuple(sorted(r, key=lambda x: -x.quality))) for p, r in groups.items()]
     return out, errors
 
 
@@ -206,8 +205,3 @@ def oasst_seed_paths(data_dir: str | os.PathLike) -> list[Path]:
     """The OpenAssistant seed files of `shared/data/seed` that exist under `data_dir`."""
     names = ("oasst2_en_ranked_andriswillow.jsonl", "oasst2_en_quality_raulc0399.jsonl")
     return [p for p in (Path(data_dir) / n for n in names) if p.is_file()]
-
-
-def task_eft(n: int, seed: int = 0, template: JudgeTemplate | None = None) -> list[EFTExample]:
-    """EFT examples from the task world (scores balanced 0..5); see `tasks.eft_examples`."""
-    return eft_examples(n, seed, template)

@@ -1,6 +1,6 @@
 """Job configuration of `srlm sft` and `srlm dpo` (and of `train()` called as a library).
 
-Loaded from TOML with `--section.key=value` overrides by `srlm_fast.config.load_config(TrainConfig, ...)`;
+Loaded from TOML with `--section.key=value` overrides by `srlm_fast.config.load_job_config(TrainConfig, ...)`;
 unknown keys are errors. Every field has a default that runs the debug model on CPU, so a config file
 only says what differs.
 """

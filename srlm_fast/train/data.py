@@ -235,7 +235,7 @@ def _merge_shards(
 
 
 @dataclass
-class Pair:
+class TokenizedPair:
     line: int  # 1-based line in the source file (for error messages and for writing reference log-probs)
     chosen_ids: list[int]
     chosen_targets: list[int]
@@ -269,13 +269,13 @@ def load_dpo(
     on_bad_row: str = "error",
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[Any], list] | None = None,
-) -> tuple[list[Pair], DataStats]:
+) -> tuple[list[TokenizedPair], DataStats]:
     """Read and tokenise DPO pairs (chosen and rejected share the prompt; each is limited on its own).
 
     shard and gather split the tokenising work over ranks as in `load_sft`."""
     stats = DataStats(path=str(path))
     rank, world = shard
-    pairs: list[tuple[int, Pair]] = []
+    pairs: list[tuple[int, TokenizedPair]] = []
     error = None
     for i, (line, row) in enumerate(_read(path, validate_dpo_row, on_bad_row, stats)):
         if i % world != rank or error is not None:
@@ -284,7 +284,9 @@ def load_dpo(
         rejected = _limit(*_dpo_sequence(tokenizer, row, row["rejected"]), max_seq_len, overlong, stats)
         if chosen is None or rejected is None:
             continue
-        pair = Pair(line, *chosen, *rejected, row.get("ref_chosen_logp"), row.get("ref_rejected_logp"))
+        pair = TokenizedPair(
+            line, *chosen, *rejected, row.get("ref_chosen_logp"), row.get("ref_rejected_logp")
+        )
         for side, n in (("chosen", pair.chosen_n), ("rejected", pair.rejected_n)):
             want = row.get(f"ref_{side}_tokens")
             if want is not None and want != n and error is None:
@@ -376,7 +378,7 @@ class DPOBatch:
         return self.ref_chosen.shape[0]
 
 
-def collate_dpo(pairs: Sequence[Pair], pad_id: int, *, need_reference: bool = True) -> DPOBatch:
+def collate_dpo(pairs: Sequence[TokenizedPair], pad_id: int, *, need_reference: bool = True) -> DPOBatch:
     seqs = [(p.chosen_ids, p.chosen_targets) for p in pairs] + [
         (p.rejected_ids, p.rejected_targets) for p in pairs
     ]
@@ -466,7 +468,7 @@ def sft_stream(docs: Sequence[SFTDocument], seq_len: int, pack: bool, seed: int)
     return EpochStream(docs, seed, lambda xs: pack_documents(xs, seq_len, pack))
 
 
-def dpo_stream(pairs: Sequence[Pair], seed: int) -> EpochStream:
+def dpo_stream(pairs: Sequence[TokenizedPair], seed: int) -> EpochStream:
     return EpochStream(pairs, seed)
 
 

@@ -16,8 +16,10 @@ import torch
 from torch import Tensor, nn
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ModelConfig
-from srlm_fast.model.llama import Llama, build_model
+from srlm_fast.device import resolve_dtype
+from srlm_fast.model.checkpoint import load_weights
+from srlm_fast.model.config import ModelConfig
+from srlm_fast.model.llama import Llama, build_model, materialize
 from srlm_fast.train.data import IGNORE_INDEX
 
 
@@ -77,12 +79,6 @@ class LMWithLoss(nn.Module):
         raise ValueError(f"unknown mode {mode!r}")
 
 
-def _dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return D.default_param_dtype(device)
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-
-
 def build_lm(
     config: ModelConfig,
     info: D.DistInfo,
@@ -101,24 +97,27 @@ def build_lm(
     the weights are simply in `param_dtype`. A random init is the same for every world size: rank 0 draws
     the full model exactly as a single process would and the shards are scattered from it.
     """
-    from srlm_fast.model.checkpoint import load_weights
 
     if lm_head_low_memory and info.device.type != "cuda":
         raise ValueError(
             "model.lm_head_low_memory selects the Triton (CUDA) backward of the LM-head loss; on "
             f"{info.device.type} the chunked path's memory is bounded already: set it to false"
         )
-    compute_dtype = _dtype(param_dtype, info.device)
-    with torch.device("meta"):
-        lm = LMWithLoss(Llama(config, attn_backend=attn_backend), lm_head_low_memory=lm_head_low_memory)
-    if activation_checkpointing:
-        D.apply_activation_checkpointing(lm.model.layers)
-    if compile:
-        D.compile_blocks(lm.model.layers)
-    if info.sharded:
-        D.shard_model(lm, lm.model.layers, info, param_dtype=compute_dtype)
-    lm.to_empty(device=info.device)
-    lm.model.init_buffers()
+    compute_dtype = resolve_dtype(param_dtype, info.device)
+
+    def prepare(lm: LMWithLoss) -> None:
+        if activation_checkpointing:
+            D.apply_activation_checkpointing(lm.model.layers)
+        if compile:
+            D.compile_blocks(lm.model.layers)
+        if info.sharded:
+            D.shard_model(lm, lm.model.layers, info, param_dtype=compute_dtype)
+
+    lm = materialize(
+        lambda: LMWithLoss(Llama(config, attn_backend=attn_backend), lm_head_low_memory=lm_head_low_memory),
+        device=info.device,
+        prepare=prepare,
+    )
     with torch.no_grad():
         if init_dir is not None:
             load_weights(lm.model, init_dir)

@@ -20,13 +20,15 @@ import torch
 
 from srlm_fast import distributed as D
 from srlm_fast.io import write_jsonl_atomic
-from srlm_fast.train.data import Pair, collate_dpo, default_reference_path, load_dpo
-from srlm_fast.train.losses import LMWithLoss
+from srlm_fast.model.checkpoint import read_model_config
+from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.train.data import TokenizedPair, collate_dpo, default_reference_path, load_dpo
+from srlm_fast.train.losses import LMWithLoss, build_lm
 
 
 @torch.no_grad()
 def score_pairs(
-    lm: LMWithLoss, pairs: Sequence[Pair], info: D.DistInfo, *, batch_size: int, pad_id: int
+    lm: LMWithLoss, pairs: Sequence[TokenizedPair], info: D.DistInfo, *, batch_size: int, pad_id: int
 ) -> list[tuple[float, float]]:
     """(chosen, rejected) summed log-probs of every pair, on every rank, in the order given."""
     n = len(pairs)
@@ -53,7 +55,10 @@ def score_pairs(
 
 
 def attach_and_write(
-    pairs: Sequence[Pair], scores: Sequence[tuple[float, float]], pairs_in: str | os.PathLike, pairs_out: Path
+    pairs: Sequence[TokenizedPair],
+    scores: Sequence[tuple[float, float]],
+    pairs_in: str | os.PathLike,
+    pairs_out: Path,
 ) -> None:
     """Set the pairs' reference log-probs and write the scored rows (the source rows plus ref fields)."""
     import json
@@ -93,8 +98,6 @@ def compute_reference_logprobs(
     plain process or under torchrun (then call it on every rank). Pairs dropped by the length limit are
     not written. Returns the output path.
     """
-    from srlm_fast.model.checkpoint import load_config
-    from srlm_fast.model.tokenizer import Tokenizer
 
     pairs_out = Path(pairs_out) if pairs_out is not None else default_reference_path(pairs_in)
     info = D.init_distributed(device)
@@ -104,9 +107,10 @@ def compute_reference_logprobs(
             pairs_in, tokenizer, max_seq_len=max_seq_len, overlong=overlong, on_bad_row=on_bad_row,
             shard=(info.rank, info.world_size), gather=lambda obj: D.all_gather_objects(obj, info),
         )  # fmt: skip
-        from srlm_fast.train.losses import build_lm
 
-        lm = build_lm(load_config(checkpoint_dir), info, init_dir=checkpoint_dir, param_dtype=param_dtype)
+        lm = build_lm(
+            read_model_config(checkpoint_dir), info, init_dir=checkpoint_dir, param_dtype=param_dtype
+        )
         scores = score_pairs(lm, pairs, info, batch_size=batch_size, pad_id=tokenizer.pad_id)
         if info.is_main:
             attach_and_write(pairs, scores, pairs_in, pairs_out)

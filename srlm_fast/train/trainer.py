@@ -38,8 +38,11 @@ from pathlib import Path
 import torch
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ConfigError, ModelConfig, get_preset, to_dict, to_toml
+from srlm_fast.config import ConfigError, to_dict, to_toml
+from srlm_fast.device import resolve_dtype
 from srlm_fast.io import DataError, write_json_atomic, write_text_atomic
+from srlm_fast.model.checkpoint import read_model_config, save_pretrained
+from srlm_fast.model.config import ModelConfig, get_preset
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.data import (
@@ -54,6 +57,7 @@ from srlm_fast.train.data import (
 )
 from srlm_fast.train.losses import LMWithLoss, build_lm
 from srlm_fast.train.metrics import MetricsLogger, peak_tflops
+from srlm_fast.train.reference import attach_and_write, score_pairs
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -125,9 +129,7 @@ class Trainer:
     def _model_config(self, tokenizer: Tokenizer) -> ModelConfig:
         cfg = self.cfg.model
         if cfg.init is not None:
-            from srlm_fast.model.checkpoint import load_config
-
-            mc = load_config(cfg.init)
+            mc = read_model_config(cfg.init)
         else:
             mc = get_preset(cfg.preset)
         if tokenizer.vocab_size > mc.vocab_size:
@@ -205,13 +207,9 @@ class Trainer:
         name = self.cfg.model.save_dtype
         if name == "auto":
             name = self.cfg.model.param_dtype
-        if name == "auto":
-            return D.default_param_dtype(self.info.device)
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+        return resolve_dtype(name, self.info.device)
 
     def _save_hf(self, lm: LMWithLoss, tokenizer: Tokenizer, dirs: list[Path]) -> None:
-        from srlm_fast.model.checkpoint import save_pretrained
-
         full = self._hf_state(lm)  # collective under FSDP; only rank 0 holds the result
         if self.info.is_main:
             for d in dirs:
@@ -387,8 +385,6 @@ class Trainer:
             lm.train()
             opt = self._optimizer(lm)  # before any no-grad forward (see distributed.reshard)
             if ref_out is not None:
-                from srlm_fast.train.reference import attach_and_write, score_pairs
-
                 log.info(f"[dpo] computing reference log-probs of {len(items)} pairs with the initial model")
                 scores = score_pairs(
                     lm, items, info, batch_size=cfg.schedule.micro_batch_size, pad_id=tokenizer.pad_id

@@ -11,9 +11,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-from srlm_fast.config import PRESETS
-from srlm_fast.engine.distributed import gather_full_model, generate_data_parallel, generate_lockstep
+from srlm_fast.engine.distributed import generate_data_parallel, generate_lockstep
 from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import build_model
 
 
@@ -51,8 +51,6 @@ def main() -> None:
     assert lock_gen.runner_name == "model"
     lock = generate_lockstep(lock_gen, prompts, params)
     lock2 = generate_lockstep(lock_gen, prompts[:1], params[:1])  # fewer requests than ranks: one rank idles
-    replica = gather_full_model(sharded)
-    dp2 = generate_data_parallel(Generator(replica, sampler_impl="torch"), prompts, params)
 
     def tokens(results):
         return [[s.token_ids for s in r.samples] for r in results]
@@ -63,7 +61,6 @@ def main() -> None:
             "dp": tokens(dp),
             "lockstep": tokens(lock),
             "lockstep_one": tokens(lock2),
-            "dp_gathered": tokens(dp2),
             "order": [r.request_index for r in lock],
         }
         with open(sys.argv[1], "w") as f:

@@ -20,6 +20,5 @@ def test_torchrun_modes_equal_single_process(tmp_path: Path) -> None:
     assert [len(r) for r in ref] == [1, 2, 1, 1, 3]  # n samples per request
     assert res["dp"] == ref
     assert res["lockstep"] == ref
-    assert res["dp_gathered"] == ref
     assert res["lockstep_one"] == ref[:1]
     assert res["order"] == list(range(5))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srlm_fast.config import PRESETS
 from srlm_fast.engine.generator import Generator, SamplingParams, _FastRunner
+from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import CacheView, KVCache, build_model
 from srlm_fast.model.tokenizer import Tokenizer
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srlm_fast.config import PRESETS
 from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import build_model
 
 GREEDY = SamplingParams(max_new_tokens=4, temperature=0.0)

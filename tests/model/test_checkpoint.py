@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from srlm_fast.config import RopeScaling
-from srlm_fast.model.checkpoint import CheckpointError, CheckpointReader, from_pretrained
+from srlm_fast.model.checkpoint import CheckpointError, CheckpointReader
+from srlm_fast.model.config import RopeScaling
 from srlm_fast.model.llama import Llama
 from tests.helpers import tiny_model
 
@@ -57,7 +57,7 @@ def test_sharded_checkpoint_roundtrip_and_streaming_rows(tmp_path):
     model.save_pretrained(tmp_path / "ck", max_shard_bytes=20_000)
     index = json.loads((tmp_path / "ck" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
-    loaded = from_pretrained(tmp_path / "ck")
+    loaded = Llama.from_pretrained(tmp_path / "ck")
     for (n, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
         assert torch.equal(a, b), n
     reader = CheckpointReader(tmp_path / "ck")
@@ -72,8 +72,10 @@ def test_sharded_checkpoint_roundtrip_and_streaming_rows(tmp_path):
 def test_dtype_and_overwrite(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path / "ck", dtype=torch.bfloat16)
-    assert from_pretrained(tmp_path / "ck").embed_tokens.weight.dtype == torch.bfloat16
-    assert from_pretrained(tmp_path / "ck", dtype=torch.float32).embed_tokens.weight.dtype == torch.float32
+    assert Llama.from_pretrained(tmp_path / "ck").embed_tokens.weight.dtype == torch.bfloat16
+    assert (
+        Llama.from_pretrained(tmp_path / "ck", dtype=torch.float32).embed_tokens.weight.dtype == torch.float32
+    )
     tiny_model(seed=3).save_pretrained(tmp_path / "ck")  # replacing an existing checkpoint is atomic
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
 
@@ -86,7 +88,7 @@ def test_shape_mismatch_names_tensor_and_shapes(tmp_path):
     with pytest.raises(
         CheckpointError, match=r"model\.layers\.0\.mlp\.gate_proj\.weight.*\[96, 64\].*\[100, 64\]"
     ):
-        from_pretrained(tmp_path / "ck")
+        Llama.from_pretrained(tmp_path / "ck")
 
 
 def test_missing_and_unexpected_tensors(tmp_path):
@@ -95,7 +97,7 @@ def test_missing_and_unexpected_tensors(tmp_path):
     cfg["num_hidden_layers"] = 3
     (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"missing tensor\(s\): model\.layers\.2\."):
-        from_pretrained(tmp_path / "ck")
+        Llama.from_pretrained(tmp_path / "ck")
 
 
 def test_corrupt_and_missing_files(tmp_path):
@@ -104,10 +106,10 @@ def test_corrupt_and_missing_files(tmp_path):
     tiny_model().save_pretrained(tmp_path / "ck")
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="corrupt or unreadable safetensors"):
-        from_pretrained(tmp_path / "ck")
+        Llama.from_pretrained(tmp_path / "ck")
     (tmp_path / "ck" / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="neither model.safetensors nor"):
-        from_pretrained(tmp_path / "ck")
+        Llama.from_pretrained(tmp_path / "ck")
     (tmp_path / "ck" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.json"):
-        from_pretrained(tmp_path / "ck")
+        Llama.from_pretrained(tmp_path / "ck")

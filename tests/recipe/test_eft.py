@@ -6,7 +6,7 @@ from srlm_fast.cli import main
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe.eft import agrees_with_humans, build_eft, rebalance
 from srlm_fast.recipe.judge import JudgeTemplate
-from srlm_fast.recipe.seed_data import RankedPrompt, RankedReply
+from srlm_fast.recipe.seed_data import RatedPrompt, RatedReply
 from tests.helpers import tiny_model
 
 
@@ -30,10 +30,10 @@ def test_rebalance_caps_every_score_at_the_median_count():
 
 def test_build_keeps_only_prompts_judged_like_the_humans():
     ranked = [
-        RankedPrompt("agree", (RankedReply("good", 2.0), RankedReply("bad", 1.0))),
-        RankedPrompt("disagree", (RankedReply("good", 2.0), RankedReply("bad", 1.0))),
-        RankedPrompt("invalid", (RankedReply("good", 2.0), RankedReply("bad", 1.0))),
-        RankedPrompt("single", (RankedReply("only", 1.0),)),
+        RatedPrompt("agree", (RatedReply("good", 2.0), RatedReply("bad", 1.0))),
+        RatedPrompt("disagree", (RatedReply("good", 2.0), RatedReply("bad", 1.0))),
+        RatedPrompt("invalid", (RatedReply("good", 2.0), RatedReply("bad", 1.0))),
+        RatedPrompt("single", (RatedReply("only", 1.0),)),
     ]
     judgments = {("agree", "good"): "Fine.\nScore: 4", ("agree", "bad"): "Weak.\nScore: 1",
                  ("disagree", "good"): "Score: 1", ("disagree", "bad"): "Score: 5",

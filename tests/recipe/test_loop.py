@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_fast.config import ConfigError, load_config
+from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import KILL_ENV, run_loop
 
@@ -61,7 +61,7 @@ def _cli(runs: Path, name: str, kill: str | None) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config(LoopConfig, None, [f"--runs_dir={runs}", "--name=ref", *SMOKE])
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={runs}", "--name=ref", *SMOKE])
     return run_loop(cfg)
 
 
@@ -100,7 +100,7 @@ def test_killed_in_every_stage_resumes_to_identical_artifacts(reference_run, tmp
 
 
 def test_resume_with_a_different_config_is_refused(reference_run):
-    cfg = load_config(
+    cfg = load_job_config(
         LoopConfig, None, [f"--runs_dir={reference_run.parent}", "--name=ref", *SMOKE, "--seed=7"]
     )
     with pytest.raises(ConfigError, match=r"different config \(differs in seed\)"):
@@ -113,7 +113,7 @@ def test_a_run_saved_before_new_config_keys_resumes(tmp_path):
     from srlm_fast.config import to_toml
     from srlm_fast.recipe.loop import RunDir, save_or_check_config
 
-    cfg = load_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=old", *SMOKE])
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=old", *SMOKE])
     run = RunDir(cfg)
     run.root.mkdir(parents=True)
     full = to_toml(cfg)
@@ -136,7 +136,7 @@ def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
     from srlm_fast.recipe.loop import train_table
     from srlm_fast.train.config import TrainConfig
 
-    cfg = load_config(LoopConfig, path)
+    cfg = load_job_config(LoopConfig, path)
     for task in ("sft", "dpo"):
         tc = from_dict(
             TrainConfig,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_fast.config import load_config
+from srlm_fast.config import load_job_config
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import run_loop
 from tests.helpers import torchrun
@@ -46,7 +46,7 @@ def run_files(root: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def one(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("one")
-    return run_loop(load_config(LoopConfig, None, [f"--runs_dir={runs}", "--name=run", *SMOKE]))
+    return run_loop(load_job_config(LoopConfig, None, [f"--runs_dir={runs}", "--name=run", *SMOKE]))
 
 
 @pytest.fixture(scope="module")

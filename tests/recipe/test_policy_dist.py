@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from srlm_fast.model.checkpoint import from_pretrained, save_pretrained
+from srlm_fast.model.checkpoint import save_pretrained
+from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.train.reference import compute_reference_logprobs
@@ -39,7 +40,7 @@ def ws(tmp_path_factory) -> dict[str, Path]:
     ws = make_workspace(root)
     # Sharper logits than a random init's: sampled tokens then do not hinge on fp32 rounding, which differs
     # with the batch a request shares (and so with the rank that serves it).
-    model = from_pretrained(ws["init"])
+    model = Llama.from_pretrained(ws["init"])
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim > 1:

@@ -7,7 +7,8 @@ import pytest
 
 from srlm_fast.io import DataError
 from srlm_fast.recipe.judge import parse_score
-from srlm_fast.recipe.seed_data import load_ift, oasst_seed_paths, read_ift, read_ranked, task_eft
+from srlm_fast.recipe.seed_data import load_ift, oasst_seed_paths, read_ift, read_ranked
+from srlm_fast.recipe.tasks import eft_examples
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -95,7 +96,7 @@ def test_empty_input_is_an_error(tmp_path: Path) -> None:
 
 
 def test_task_eft_examples_are_judge_format() -> None:
-    ex = task_eft(12, seed=0)
+    ex = eft_examples(12, seed=0)
     assert len(ex) == 12 and all(parse_score(e.response) == e.score for e in ex)
 
 

@@ -9,7 +9,7 @@ import sys
 import warnings
 
 from srlm_fast import distributed as D
-from srlm_fast.config import load_config
+from srlm_fast.config import load_job_config
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.trainer import train
 
@@ -21,7 +21,7 @@ def main() -> None:
     info = D.init_distributed("cpu")
     try:
         for overrides in spec["jobs"]:
-            train(load_config(TrainConfig, None, overrides))
+            train(load_job_config(TrainConfig, None, overrides))
     finally:
         D.shutdown(info)
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from srlm_fast import cli
-from srlm_fast.config import ConfigError, load_config
+from srlm_fast.config import ConfigError, load_job_config
+from srlm_fast.model.llama import Llama
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.reference import compute_reference_logprobs
 from srlm_fast.train.trainer import Trainer, TrainingDiverged, latest_checkpoint, lr_at, train
@@ -19,7 +20,7 @@ from tests._train_fixtures import dpo_overrides, make_workspace, one_thread, rea
 
 
 def run(overrides: list[str]):
-    return train(load_config(TrainConfig, None, overrides))
+    return train(load_job_config(TrainConfig, None, overrides))
 
 
 def weights(ckpt) -> dict[str, torch.Tensor]:
@@ -75,11 +76,9 @@ def test_sft_loss_goes_down_and_writes_hf_checkpoints(ws, sft_run):
     # The final weights load in transformers as a LlamaForCausalLM and agree with our model.
     from transformers import LlamaForCausalLM
 
-    from srlm_fast.model.checkpoint import from_pretrained
-
     hf = LlamaForCausalLM.from_pretrained(final, dtype=torch.float32)
     ids = torch.tensor([[5, 17, 42, 9, 100]])
-    ours = from_pretrained(final).logits(ids)
+    ours = Llama.from_pretrained(final).logits(ids)
     torch.testing.assert_close(hf(ids).logits, ours, atol=1e-4, rtol=1e-4)
 
 
@@ -219,7 +218,7 @@ def test_config_validation_and_example_configs():
     with pytest.raises(ConfigError, match="data.train"):
         TrainConfig().validate()
     with pytest.raises(ConfigError, match="model.init"):
-        load_config(TrainConfig, None, ["--task=dpo", "--data.train=x"]).validate()
+        load_job_config(TrainConfig, None, ["--task=dpo", "--data.train=x"]).validate()
     configs = sorted(
         p for p in resources.files("srlm_fast").joinpath("configs").iterdir() if p.name.endswith(".toml")
     )
@@ -227,5 +226,5 @@ def test_config_validation_and_example_configs():
     assert {"sft-debug-cpu.toml", "dpo-debug-cpu.toml", "sft-1b-gpu.toml", "dpo-1b-gpu.toml"} <= names
     for path in configs:
         if path.name.startswith(("sft-", "dpo-")):
-            cfg = load_config(TrainConfig, path)
+            cfg = load_job_config(TrainConfig, path)
             assert cfg.task == path.name.split("-")[0]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from srlm_fast.config import load_config
+from srlm_fast.config import load_job_config
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.reference import compute_reference_logprobs
 from srlm_fast.train.trainer import latest_checkpoint, train
@@ -63,7 +63,7 @@ def multi(ws):
 
 def test_two_processes_match_one_process_and_the_loss_goes_down(ws, multi):
     one = ws["root"] / "p1_g4"
-    train(load_config(TrainConfig, None, sft_overrides(ws, one, schedule__micro_batch_size=4)))
+    train(load_job_config(TrainConfig, None, sft_overrides(ws, one, schedule__micro_batch_size=4)))
     two = multi / "p2_g4"
     assert curve(two)[-1] < curve(two)[0] - 0.5
     assert curve(two) == pytest.approx(curve(one), abs=1e-5)
@@ -75,7 +75,7 @@ def test_two_processes_match_one_process_and_the_loss_goes_down(ws, multi):
 
 def test_eight_micro_batches_of_one_over_two_ranks_equal_one_batch_of_eight(ws, multi):
     one = ws["root"] / "p1_g8"
-    train(load_config(TrainConfig, None, sft_overrides(ws, one, schedule__micro_batch_size=8)))
+    train(load_job_config(TrainConfig, None, sft_overrides(ws, one, schedule__micro_batch_size=8)))
     assert curve(multi / "p2_1x8") == pytest.approx(curve(one), abs=1e-5)
     assert_same_weights(multi / "p2_1x8" / "final", one / "final")
 
