@@ -13,7 +13,8 @@ import pytest
 
 from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.recipe.config import LoopConfig
-from srlm_fast.recipe.loop import KILL_ENV, run_loop
+from srlm_fast.recipe.loop import run_loop
+from srlm_fast.recipe.rundir import KILL_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +112,7 @@ def test_a_run_saved_before_new_config_keys_resumes(tmp_path):
     """A config.toml written by an older version (without keys added since) is the same config when the new
     keys are at their defaults; it is rewritten in full. A real difference is still refused, naming the key."""
     from srlm_fast.config import to_toml
-    from srlm_fast.recipe.loop import RunDir, save_or_check_config
+    from srlm_fast.recipe.rundir import RunDir, save_or_check_config
 
     cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=old", *SMOKE])
     run = RunDir(cfg)
@@ -133,7 +134,7 @@ def test_a_run_saved_before_new_config_keys_resumes(tmp_path):
 )
 def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
     from srlm_fast.config import from_dict, merge
-    from srlm_fast.recipe.loop import train_table
+    from srlm_fast.recipe.stages import train_table
     from srlm_fast.train.config import TrainConfig
 
     cfg = load_job_config(LoopConfig, path)
@@ -147,7 +148,7 @@ def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
 
 def test_wandb_offline_gets_scalars_and_the_model_table(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
-    from srlm_fast.recipe.loop import log_to_wandb
+    from srlm_fast.recipe.summary import log_to_wandb
 
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     run = wandb.init(project="srlm-test", mode="offline", dir=str(tmp_path))
@@ -166,8 +167,8 @@ def test_checker_counts_what_the_pairs_teach():
     import random
 
     from srlm_fast.recipe import tasks
-    from srlm_fast.recipe.loop import checked_pairs
     from srlm_fast.recipe.pairs import Pair
+    from srlm_fast.recipe.stages import checked_pairs
 
     rng = random.Random(0)
     task = tasks.eval_prompts(1, seed=3)[0]
@@ -191,7 +192,7 @@ def test_checker_counts_what_the_pairs_teach():
 
 
 def test_checkpoint_copy_is_atomic_and_ignores_a_stale_partial_copy(tmp_path):
-    from srlm_fast.recipe.loop import _copy_checkpoint
+    from srlm_fast.recipe.rundir import copy_checkpoint
 
     src = tmp_path / "m1"
     src.mkdir()
@@ -199,6 +200,6 @@ def test_checkpoint_copy_is_atomic_and_ignores_a_stale_partial_copy(tmp_path):
     stale = tmp_path / ".m2.tmp"  # a copy killed halfway by an earlier run
     stale.mkdir()
     (stale / "junk").write_text("half")
-    _copy_checkpoint(src, tmp_path / "m2")
+    copy_checkpoint(src, tmp_path / "m2")
     assert sorted(p.name for p in (tmp_path / "m2").iterdir()) == ["model.safetensors"]
     assert not stale.exists()

@@ -1,0 +1,159 @@
+"""Evaluation of a model with the loop's judge: what `eval/m<k>.json` holds, and the judge-vs-humans path that
+`srlm eval judge` shares with the loop.
+
+    judge_items          a policy judges (instruction, response) items under a `JudgeSpec`
+    judge_score_fn       the same as the `score_fn` the metric functions of srlm_fast.eval take
+    judge_vs_humans      the judge against human rankings (OpenAssistant trees) and human pairs (HH-RLHF):
+                         the loop's evaluation and `srlm eval judge` both call it, so their numbers are the same
+    evaluate_task_world  checker accuracy of greedy answers to held-out tasks, and the judge against the checker
+    versus_previous      M_k's answers to a prompt file, judged against M_{k-1}'s by M_k
+    evaluate_model       every evaluation the config lists for M_k, as one JSON-able dict
+
+A policy is anything with `generate(prompts, n, temperature, top_p, max_new_tokens, seed)` and
+`judge(items, template, config, seed)` (recipe/policy.py); a `progress(desc)` scope is optional.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from srlm_fast.eval.judge_agreement import (
+    evaluate_judge_on_pairs,
+    evaluate_judge_on_rankings,
+    head_to_head,
+    pointwise_verdict_fn,
+    read_eval_prompts,
+    read_hh_pairs,
+    read_oasst_trees,
+)
+from srlm_fast.eval.task_world import task_world_metrics
+from srlm_fast.eval.winrate import ScoreFn
+from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.config import JudgeSpec, LoopConfig
+from srlm_fast.recipe.judge import JudgeConfig, JudgeResult, JudgeTemplate
+from srlm_fast.recipe.rundir import RunDir, progress
+
+
+def judge_items(policy, spec: JudgeSpec, items: list[tuple[str, str]], seed: int) -> list[JudgeResult]:
+    """`policy` as the judge of (instruction, response) items: template, mode and sampling from `spec`."""
+    config = JudgeConfig(
+        mode=spec.mode,
+        k=spec.k,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_new_tokens=spec.max_new_tokens,
+    )
+    return policy.judge(items, JudgeTemplate.from_spec(spec.template), config, seed=seed)
+
+
+def judge_score_fn(policy, spec: JudgeSpec, seed: int = 0) -> ScoreFn:
+    """`judge_items` as a `score_fn(items) -> scores` (None for an invalid judgment)."""
+    return lambda items: [r.score for r in judge_items(policy, spec, list(items), seed)]
+
+
+def judge_vs_humans(
+    policy,
+    spec: JudgeSpec,
+    *,
+    rankings: str | Path | None = None,
+    pairs: str | Path | None = None,
+    limit: int = 0,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """The judge's agreement with human rankings (Table 4 of Yuan et al., 2024: pairwise accuracy, 5-best, ...)
+    and with human chosen/rejected pairs. Returns `{"rankings": ..., "pairs": ...}`, a key per file given;
+    `limit`: at most this many prompts / pairs per file (0: all)."""
+    score_fn = judge_score_fn(policy, spec, seed)
+    out: dict[str, dict] = {}
+    if rankings:
+        # The expected score is continuous: a perfect 5 is anything at or above 4.5.
+        perfect = 4.5 if spec.mode == "expected" else 5.0
+        ranked = read_oasst_trees(rankings)[: limit or None]
+        with progress(policy, "judging human rankings"):
+            out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
+    if pairs:
+        labelled = read_hh_pairs(pairs).pairs[: limit or None]
+        with progress(policy, "judging human pairs"):
+            out["pairs"] = evaluate_judge_on_pairs(labelled, score_fn).to_dict()
+    return out
+
+
+def _greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
+    outs = policy.generate(
+        prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed
+    )
+    return [o[0] for o in outs]
+
+
+def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
+    """Checker accuracy of the model's greedy answers to held-out tasks, and its judge against the checker."""
+    e = cfg.eval
+    held_out = tasks.eval_prompts(e.n_task_prompts, cfg.seed)
+    prompts = [t.prompt for t in held_out]
+    answers = _greedy_answers(cfg, policy, prompts)
+    own = judge_items(policy, cfg.judge, list(zip(prompts, answers)), seed=cfg.seed)
+    # Candidates of known quality for held-out tasks: 3 per prompt, so the judge's ranking can be scored too.
+    rng = random.Random(f"eval-judge:{cfg.seed}")
+    known = []
+    for task in held_out[: max(1, e.n_judge_items // 3)]:
+        for quality in rng.sample(tasks.QUALITIES, 3):
+            known.append((task.prompt, tasks.candidate(task, quality, rng)))
+    known_scores = judge_items(policy, cfg.judge, known, seed=cfg.seed + 1)
+    own_m = task_world_metrics(prompts, answers, [r.score for r in own]).to_dict()
+    known_m = task_world_metrics(
+        [p for p, _ in known], [c for _, c in known], [r.score for r in known_scores]
+    ).to_dict()
+    return {
+        "task_accuracy": own_m["accuracy"],
+        "judge_agreement_own": own_m["judge_checker_agreement"],
+        "judge_agreement_known": known_m["judge_checker_agreement"],
+        "judge_pairwise_known": known_m["judge_pairwise_accuracy"],
+        "invalid_judgments": own_m["n_invalid_scores"] + known_m["n_invalid_scores"],
+        "mean_response_chars": sum(map(len, answers)) / max(1, len(answers)),
+        "by_family": own_m["by_family"],
+        "examples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:5]],
+    }
+
+
+def versus_previous(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
+    """M_k's answers to the prompt file (saved as eval/m<k>.answers.jsonl), and M_k against M_{k-1} judged by
+    M_k (the newer model) in both orders."""
+    e = cfg.eval
+    prompts = [p.instruction for p in read_eval_prompts(e.prompts)[: e.limit or None]]
+    answers = _greedy_answers(cfg, policy, prompts)
+    if run.is_main:
+        write_jsonl_atomic(
+            run.eval / f"m{k}.answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]
+        )
+    out: dict[str, Any] = {"mean_answer_chars": sum(map(len, answers)) / max(1, len(answers))}
+    previous = run.eval / f"m{k - 1}.answers.jsonl"
+    if k > 1 and run.exists(previous):
+        before = run.agree([r["answer"] for r in read_jsonl(previous)[0]] if run.is_main else None)
+        verdict_fn = pointwise_verdict_fn(judge_score_fn(policy, cfg.judge, cfg.seed))
+        h2h = head_to_head(prompts, before, answers, verdict_fn, seed=cfg.seed).to_dict()
+        out["vs_previous"] = h2h
+        # head_to_head reports A's (the previous model's) rates; the newer model's win rate is the complement.
+        out["win_rate_vs_previous"] = 1.0 - h2h["win_rate"]["value"] if h2h["n_valid"] else None
+    return out
+
+
+def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
+    """Every evaluation the config lists for M_k, as one JSON-able dict (the content of eval/m<k>.json)."""
+    e = cfg.eval
+    result: dict[str, Any] = {"model": f"M{k}"}
+    if e.task_world:
+        result.update(evaluate_task_world(cfg, policy))
+    humans = judge_vs_humans(
+        policy, cfg.judge, rankings=e.rankings, pairs=e.pairs, limit=e.limit, seed=cfg.seed
+    )
+    if "rankings" in humans:
+        result["human_rankings"] = humans["rankings"]
+        result["judge_pairwise_humans"] = humans["rankings"]["pairwise_accuracy"]
+    if "pairs" in humans:
+        result["human_pairs"] = humans["pairs"]
+    if e.prompts:
+        result.update(versus_previous(cfg, run, k, policy))
+    return result

@@ -1,0 +1,182 @@
+"""The run directory of `srlm run` and the machinery every stage shares.
+
+RunDir                paths of one run, and this process's place in the job (rank 0 alone writes files)
+stage                 run a computation unless its artifact exists; a barrier after it
+crash_point           the tests' kill switch: die after a stage's work, before its artifact is committed
+save_or_check_config  the resolved config saved beside the artifacts; a resumed run must match it
+copy_checkpoint       an atomic copy of a checkpoint directory
+log, progress         the run's story, printed once (rank 0), and a policy's progress scope
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srlm_fast import distributed as D
+from srlm_fast.config import ConfigError, from_dict, to_dict, to_toml
+from srlm_fast.io import write_text_atomic
+from srlm_fast.recipe.config import LoopConfig
+
+# Tests set this to a stage name: the process SIGKILLs itself after that stage's work, before its artifact is
+# committed — the worst moment for a crash.
+KILL_ENV = "SRLM_TEST_KILL_IN_STAGE"
+
+
+class RunDir:
+    """Paths of one run, and where this process sits in the job (rank 0 alone writes the run's files)."""
+
+    def __init__(self, cfg: LoopConfig, info: D.DistInfo | None = None) -> None:
+        self.info = info or D.DistInfo()
+        self.root = Path(cfg.runs_dir) / cfg.name
+        self.config = self.root / "config.toml"
+        self.seed = self.root / "seed"
+        self.tokenizer = self.root / "tokenizer"
+        self.eval = self.root / "eval"
+
+    def model(self, k: int) -> Path:
+        return self.root / f"m{k}"
+
+    def iteration(self, t: int) -> Path:
+        return self.root / f"iter{t}"
+
+    def train_dir(self, k: int) -> Path:
+        return self.root / "train" / f"m{k}"
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    def barrier(self) -> None:
+        D.barrier(self.info)
+
+    def agree(self, value):
+        """Rank 0's `value` on every rank: decisions that read the filesystem must not diverge between ranks."""
+        return D.broadcast_object(value, self.info)
+
+    def exists(self, path: Path) -> bool:
+        """Whether `path` exists, as rank 0 sees it."""
+        return self.agree(path.exists() if self.is_main else None)
+
+
+def log(msg: str) -> None:
+    # Every rank runs the loop; one copy of its story is enough.
+    grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not grouped or torch.distributed.get_rank() == 0:
+        print(msg, flush=True)
+
+
+def stage(
+    run: RunDir, name: str, artifact: Path, compute: Callable[..., None], *args: Any, main_only: bool = False
+) -> bool:
+    """Run `compute(*args)` unless `artifact` exists (as rank 0 sees it); returns whether it ran.
+
+    `compute` runs on every rank (collective stages), or on rank 0 alone with `main_only` (cheap CPU work that
+    only writes files). It must create `artifact` atomically, last, on rank 0.
+    """
+    if run.exists(artifact):
+        log(f"  ✓ {name:<28} (done: {artifact.name})")
+        return False
+    log(f"  ▶ {name}")
+    t0 = time.perf_counter()
+    if run.is_main or not main_only:
+        compute(*args)
+    run.barrier()  # rank 0 has committed the artifact before any rank reads it in the next stage
+    if not run.exists(artifact):
+        raise RuntimeError(f"stage {name} finished without writing {artifact}")
+    log(f"    {name} took {time.perf_counter() - t0:.1f}s")
+    return True
+
+
+def kill_requested(name: str) -> bool:
+    """Whether the tests asked this process to die inside stage `name` (see KILL_ENV)."""
+    return os.environ.get(KILL_ENV) == name
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here if the tests asked for a crash inside stage `name`."""
+    if kill_requested(name):
+        log(f"    [test] killing the process inside stage {name}")
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def progress(policy, desc: str):
+    """The policy's progress scope (a bar or periodic lines on rank 0); nothing for a policy without one."""
+    return policy.progress(desc) if hasattr(policy, "progress") else contextlib.nullcontext()
+
+
+def copy_checkpoint(source: str | Path, target: Path) -> None:
+    """Copy a checkpoint directory to `target`, atomically (a killed copy leaves no half checkpoint behind)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    os.replace(tmp, target)
+
+
+# ---- the config of a run ----------------------------------------------------------------------------------
+
+
+def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
+    """Save the resolved config; a resumed run must have the same one (else its artifacts would mix)."""
+    status = _save_or_check_config(cfg, run) if run.is_main else None
+    status = run.agree(status)
+    if status.startswith("error:"):
+        raise ConfigError(status.removeprefix("error:"))
+    log(f"{status} run {run.root}")
+    run.barrier()
+    # Every rank reads the artifacts rank 0 writes: they must share the run directory's filesystem.
+    blind = [r for r, seen in enumerate(D.all_gather_objects(run.config.is_file(), run.info)) if not seen]
+    if blind:
+        raise ConfigError(
+            f"runs_dir: rank(s) {blind} cannot see {run.config}, written by rank 0; under torchrun on several "
+            "nodes runs_dir must be on a filesystem every node shares"
+        )
+
+
+def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
+    text = to_toml(cfg)
+    if run.config.exists():
+        saved = run.config.read_text()
+        if saved == text:
+            return "resuming"
+        # A run saved by an older version lacks the keys added since; with their defaults filled in (defaults
+        # of new keys keep the old behaviour) it may still be the same config.
+        try:
+            before = to_dict(from_dict(LoopConfig, tomllib.loads(saved)))
+        except (tomllib.TOMLDecodeError, ConfigError) as e:
+            return f"error:{run.config}: cannot read the saved config of this run ({e})"
+        changed = changed_keys(before, to_dict(cfg))
+        if changed:
+            return (
+                f"error:{run.config}: this run was started with a different config (differs in "
+                f"{', '.join(changed[:6])}{', …' if len(changed) > 6 else ''}); resume it with the same options "
+                f"(`srlm run --config {run.config}`) or choose another --name"
+            )
+        write_text_atomic(run.config, text)  # the same config, now spelled out with every key of this version
+        return "resuming"
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.config, text)
+    return "new"
+
+
+def changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += changed_keys(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out

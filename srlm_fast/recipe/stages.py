@@ -1,0 +1,399 @@
+"""The stages of `srlm run`: each a top-level function that makes one artifact of the run directory.
+
+Before the first iteration, over (cfg, run):
+    build_seed_data     seed/sft.jsonl (and ift.jsonl, eft.jsonl, seed_prompts.jsonl)
+    build_tokenizer     tokenizer/
+    build_m0            m0/, a random model of the preset's architecture
+    train_sft           m1/, SFT of M0 on seed/sft.jsonl
+Every model M_k, over (cfg, run, k, policy_factory):
+    evaluate            eval/m<k>.json (recipe/evaluation.py)
+Iteration t (M_t → M_{t+1}), over an `Iteration`:
+    self_instruct       iter<t>/prompts.jsonl
+    sample_candidates   iter<t>/candidates.jsonl
+    judge_candidates    iter<t>/judgments.jsonl
+    select_pairs        iter<t>/pairs.jsonl (rank 0 only)
+    reference_logprobs  iter<t>/pairs.ref.jsonl
+    train_dpo           m<t+1>/
+
+The driver (loop.py) calls each through `rundir.stage` when its artifact is missing: on every rank (generation and
+training are collective), and each commits its artifact atomically, last, on rank 0. `crash_point` sits after a
+stage's work and before its commit, the worst moment for a crash, which the resume test kills the run at. Every
+stage is deterministic given its inputs and the run's seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srlm_fast.config import ConfigError, from_dict, merge
+from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from srlm_fast.model.config import get_preset
+from srlm_fast.model.llama import build_model
+from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.recipe import judge as J
+from srlm_fast.recipe import pairs as P
+from srlm_fast.recipe import selfinstruct as SI
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.evaluation import evaluate_model, judge_items
+from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
+from srlm_fast.recipe.seed_data import load_ift
+from srlm_fast.train.config import DataSection, TrainConfig
+from srlm_fast.train.reference import compute_reference_logprobs
+from srlm_fast.train.trainer import train
+
+# Checkpoint directory → a policy of that model (recipe/policy.py's `Policy`, or a test's stand-in).
+PolicyFactory = Callable[[Path], Any]
+
+
+# ---- seed data, tokenizer, M0 ------------------------------------------------------------------------------
+
+
+def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
+    """IFT + EFT + self-instruct-format examples → seed/sft.jsonl (shuffled), plus the seed prompt pool."""
+    s, seed = cfg.seed_data, cfg.seed
+    template = J.JudgeTemplate.from_spec(cfg.judge.template)
+    if s.source == "tasks":
+        ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
+        eft = [
+            {"prompt": e.prompt, "response": e.response} for e in tasks.eft_examples(s.n_eft, seed, template)
+        ]
+        seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
+    else:
+        if not s.ift_files:
+            raise ConfigError(
+                "seed_data.ift_files: at least one file is needed when seed_data.source = 'files'"
+            )
+        ift = [{"prompt": e.prompt, "response": e.response} for e in load_ift(s.ift_files)[0]]
+        eft = []
+        for path in s.eft_files:
+            eft += read_jsonl(path, required=("prompt", "response"))[0]
+        seed_prompts = [r["prompt"] for r in ift[: s.n_seed_prompts]]
+    si = [{"prompt": p, "response": r} for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed)]
+    mixed = ift + eft + si
+    random.Random(f"sft-mix:{seed}").shuffle(mixed)
+    write_jsonl_atomic(run.seed / "ift.jsonl", ift)
+    write_jsonl_atomic(run.seed / "eft.jsonl", eft)
+    write_jsonl_atomic(run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in seed_prompts])
+    crash_point("seed")
+    write_jsonl_atomic(run.seed / "sft.jsonl", mixed)
+    log(f"    {len(ift)} IFT + {len(eft)} EFT + {len(si)} self-instruct examples")
+
+
+def build_tokenizer(cfg: LoopConfig, run: RunDir) -> None:
+    """The configured tokenizer (or the checkpoint's), else a BPE trained on the seed data → tokenizer/."""
+    source = cfg.model.tokenizer or cfg.model.checkpoint
+    if source:
+        tok = Tokenizer.from_dir(source)
+    else:
+        rows = read_jsonl(run.seed / "sft.jsonl")[0]
+        texts = [t for r in rows for t in (r["prompt"], r["response"])]
+        tok = Tokenizer.train_bpe(texts, vocab_size=cfg.model.vocab_size)
+    tmp = run.tokenizer.with_name(".tokenizer.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save(tmp)
+    crash_point("tokenizer")
+    os.replace(tmp, run.tokenizer)
+    log(f"    {tok.vocab_size} tokens, chat template {tok.template.name!r}")
+
+
+def build_m0(cfg: LoopConfig, run: RunDir) -> None:
+    """A random M0 of the preset's architecture with the run's vocabulary and context length → m0/."""
+    tok = Tokenizer.from_dir(run.tokenizer)
+    mcfg = dataclasses.replace(
+        get_preset(cfg.model.preset),
+        vocab_size=tok.vocab_size,
+        max_seq_len=cfg.model.max_seq_len,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
+    model = build_model(mcfg, seed=cfg.seed)
+    model.save_pretrained(run.model(0), tokenizer=tok)
+    log(f"    {cfg.model.preset} architecture, {model.num_params():,} parameters")
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+
+# Trainer settings of the embedded default (a tiny model trained from scratch). They apply only when the run
+# starts from a random M0; from a real checkpoint the trainer's defaults are the paper's (SFT 5.5e-6 → 1.1e-6,
+# DPO 1e-6 → 1e-7). Either way the config's `sft` and `dpo` tables override them key by key.
+FROM_SCRATCH = {
+    "sft": {
+        "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 30, "weight_decay": 0.0},
+        "schedule": {"micro_batch_size": 8, "epochs": 2.0},
+        "logging": {"log_every": 25},
+    },
+    "dpo": {
+        "optim": {"lr": 1e-4, "min_lr": 1e-5, "warmup_steps": 5},
+        "schedule": {"micro_batch_size": 16, "epochs": 2.0},
+        "logging": {"log_every": 10},
+    },
+}
+
+
+def train_table(task: str, cfg: LoopConfig) -> dict[str, Any]:
+    """The trainer settings of a stage: the from-scratch defaults (if any) under the config's own table."""
+    table: dict[str, Any] = {}
+    if cfg.model.checkpoint is None:
+        table = merge(FROM_SCRATCH[task], {"data": {"max_seq_len": cfg.model.max_seq_len}})
+    return merge(table, cfg.sft if task == "sft" else cfg.dpo)
+
+
+def train_model(task: str, cfg: LoopConfig, run: RunDir, init: Path, data: Path, out_k: int) -> None:
+    """SFT or DPO of `init` on `data` → m<out_k>/ (collective: FSDP2 over every rank); resumes from its own
+    checkpoints in train/m<out_k>/."""
+    defaults: dict[str, Any] = {
+        "task": task,
+        "device": cfg.device,
+        "model": {"init": str(init)},
+        "data": {"train": str(data)},
+        "checkpoint": {"run_dir": str(run.train_dir(out_k)), "final_dir": str(run.model(out_k))},
+        "schedule": {"seed": cfg.seed},
+    }
+    if cfg.wandb.enabled:
+        defaults["logging"] = {
+            "wandb": True, "wandb_project": cfg.wandb.project, "wandb_mode": cfg.wandb.mode,
+            "wandb_run_name": f"{cfg.name}-m{out_k}",
+        }  # fmt: skip
+    tc = from_dict(TrainConfig, merge(defaults, train_table(task, cfg)), where=task)
+    if kill_requested(f"{task}-m{out_k}"):
+        tc.checkpoint.kill_after_step = max(1, tc.checkpoint.save_every)
+    train(tc)
+
+
+def train_sft(cfg: LoopConfig, run: RunDir) -> None:
+    """M0 → M1: SFT on the seed data."""
+    train_model("sft", cfg, run, run.model(0), run.seed / "sft.jsonl", 1)
+
+
+# ---- evaluation of every model ------------------------------------------------------------------------------
+
+
+def evaluate(cfg: LoopConfig, run: RunDir, k: int, policy_factory: PolicyFactory) -> None:
+    """Every evaluation the config lists for M_k → eval/m<k>.json."""
+    policy = policy_factory(run.model(k))
+    try:
+        with progress(policy, f"evaluate M{k}"):
+            result = evaluate_model(cfg, run, k, policy)
+    finally:
+        policy.close()
+    crash_point(f"eval-m{k}")
+    if run.is_main:
+        write_json_atomic(run.eval / f"m{k}.json", result)
+
+
+# ---- one iteration: M_t → M_{t+1} -------------------------------------------------------------------------------
+
+
+@dataclass
+class Iteration:
+    """What the stages of iteration t share: the run, M_t as a policy (loaded by the first stage that needs it,
+    closed before training) and the counts each stage adds to iter<t>/stats.json."""
+
+    cfg: LoopConfig
+    run: RunDir
+    t: int
+    policy_factory: PolicyFactory
+    stats: dict[str, Any] = field(default_factory=dict)
+    _policy: Any = field(default=None, repr=False)
+
+    @classmethod
+    def resume(cls, cfg: LoopConfig, run: RunDir, t: int, policy_factory: PolicyFactory) -> Iteration:
+        """Iteration t with the counts its finished stages saved (as rank 0 reads them)."""
+        path = run.iteration(t) / "stats.json"
+        stats = run.agree((json.loads(path.read_text()) if path.exists() else {}) if run.is_main else None)
+        return cls(cfg, run, t, policy_factory, stats)
+
+    @property
+    def dir(self) -> Path:
+        return self.run.iteration(self.t)
+
+    @property
+    def seed(self) -> int:
+        """The sampling seed of this iteration's generation stages."""
+        return self.cfg.seed * 1000 + self.t
+
+    @property
+    def model(self) -> Path:
+        """M_t: the policy and judge of this iteration, and DPO's initialisation and reference."""
+        return self.run.model(self.t)
+
+    @property
+    def next_model(self) -> Path:
+        return self.run.model(self.t + 1)
+
+    def policy(self):
+        if self._policy is None:
+            self._policy = self.policy_factory(self.model)
+        return self._policy
+
+    def close_policy(self) -> None:
+        """Free the sampler's cache and drop the model (before training)."""
+        if self._policy is not None:
+            self._policy.close()
+            self._policy = None
+
+    def save_stats(self, key: str, value: dict) -> None:
+        self.stats[key] = value  # on every rank: they all computed `value`
+        if self.run.is_main:
+            write_json_atomic(self.dir / "stats.json", self.stats)
+
+
+def self_instruct(it: Iteration) -> None:
+    """New prompts from few-shot seed prompts, filtered and de-duplicated against earlier iterations' prompts
+    and the held-out evaluation prompts → prompts.jsonl."""
+    cfg, run, s = it.cfg, it.run, it.cfg.selfinstruct
+    seed_prompts = [r["prompt"] for r in read_jsonl(run.seed / "seed_prompts.jsonl")[0]]
+    earlier = [r["prompt"] for k in range(1, it.t) for r in read_jsonl(run.iteration(k) / "prompts.jsonl")[0]]
+    held_out = [task.prompt for task in tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed)]
+    si_cfg = SI.SelfInstructConfig(
+        n_seed=s.n_seed, n_generated=s.n_generated, temperature=s.temperature, top_p=s.top_p,
+        max_new_tokens=s.max_new_tokens, min_words=s.min_words, max_words=s.max_words,
+        dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
+    )  # fmt: skip
+    generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
+    try:
+        # Every rank runs the same rounds: each round's generation is collective and returns all prompts to all.
+        with progress(generator, f"iter{it.t}: self-instruct"):
+            prompts, si_stats = SI.generate_prompts(
+                generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=it.seed, pool=earlier + held_out
+            )
+    finally:
+        if s.generator:  # a fixed generator; M_t stays loaded for the next stages
+            generator.close()
+    counts = {"generated": si_stats.generated, "kept": len(prompts), "removed": dict(si_stats.removed)}
+    if cfg.seed_data.source == "tasks":
+        counts["task_world_parseable"] = sum(tasks.parse_prompt(p) is not None for p in prompts)
+    it.save_stats("prompts", counts)
+    crash_point("prompts")
+    if run.is_main:
+        write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
+    log(
+        f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
+    )
+
+
+def sample_candidates(it: Iteration) -> None:
+    """N sampled responses of M_t to every prompt → candidates.jsonl."""
+    prompts = [r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]]
+    c, policy = it.cfg.candidates, it.policy()
+    with progress(policy, f"iter{it.t}: candidates"):
+        outs = policy.generate(
+            prompts,
+            n=c.n,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=it.seed,
+        )
+    rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
+    lengths = [len(r) for rs in outs for r in rs]
+    it.save_stats("candidates", {"prompts": len(rows), "responses": len(lengths),
+                                 "mean_chars": sum(lengths) / max(1, len(lengths))})  # fmt: skip
+    crash_point("candidates")
+    if it.run.is_main:
+        write_jsonl_atomic(it.dir / "candidates.jsonl", rows)
+
+
+def judge_candidates(it: Iteration) -> None:
+    """M_t judges every candidate (the rubric, `judge.k` samples or the expected score) → judgments.jsonl."""
+    rows = read_jsonl(it.dir / "candidates.jsonl")[0]
+    items = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
+    policy = it.policy()
+    with progress(policy, f"iter{it.t}: judge"):
+        results = judge_items(policy, it.cfg.judge, items, it.seed)
+    out, i = [], 0
+    for r in rows:
+        res = results[i : i + len(r["responses"])]
+        i += len(r["responses"])
+        out.append({**r, "scores": [x.score for x in res], "judgments": [list(x.judgments) for x in res],
+                    "n_invalid": [x.n_invalid for x in res]})  # fmt: skip
+    n_invalid = sum(x.n_invalid for x in results)
+    n_valid = sum(x.n_valid for x in results)
+    it.save_stats("judge", {"candidates": len(results), "judgments_valid": n_valid, "judgments_invalid": n_invalid,
+                            "unscored_candidates": sum(x.score is None for x in results)})  # fmt: skip
+    crash_point("judge")
+    if it.run.is_main:
+        write_jsonl_atomic(it.dir / "judgments.jsonl", out)
+    log(f"    {len(results)} candidates judged, {n_invalid} invalid judgments")
+
+
+def select_pairs(it: Iteration) -> None:
+    """Highest- vs lowest-scored candidate of every prompt (ties, margins, length control) → pairs.jsonl.
+    Rank 0 only: cheap, and its counts go to rank 0's stats file."""
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
+    p = it.cfg.pairs
+    pairs, pstats = P.make_pairs(items, P.PairConfig(p.min_margin, p.tier, p.length_control))
+    counts = pstats.to_dict()
+    if it.cfg.seed_data.source == "tasks":
+        counts["checker"] = checked_pairs(pairs)
+    it.save_stats("pairs", counts)
+    crash_point("pairs")
+    write_jsonl_atomic(it.dir / "pairs.jsonl", [x.to_dict() for x in pairs])
+    log(f"    {pstats.pairs} pairs from {pstats.prompts} prompts; dropped {dict(pstats.dropped)}")
+    if "checker" in counts:
+        c = counts["checker"]
+        log(
+            f"    checker: {c['right']} pairs prefer the correct answer, {c['wrong']} the wrong one; "
+            f"{c['both_wrong']} both wrong, {c['both_correct']} both correct, {c['unparseable']} not a task"
+        )
+
+
+def checked_pairs(pairs: list[P.Pair]) -> dict[str, int]:
+    """The task world's checker on the preference pairs: what the judge's preferences can teach DPO about
+    correctness. `right`: chosen correct, rejected wrong; `wrong`: the reverse; `both_correct`/`both_wrong`: no
+    correctness signal (style or length only); `unparseable`: the self-instructed prompt is no task it knows."""
+    counts = dict.fromkeys(("right", "wrong", "both_correct", "both_wrong", "unparseable"), 0)
+    for pair in pairs:
+        chosen, rejected = tasks.check(pair.prompt, pair.chosen), tasks.check(pair.prompt, pair.rejected)
+        if not chosen.parsed:
+            counts["unparseable"] += 1
+        elif chosen.correct != rejected.correct:
+            counts["right" if chosen.correct else "wrong"] += 1
+        else:
+            counts["both_correct" if chosen.correct else "both_wrong"] += 1
+    return counts
+
+
+def _has_rows(it: Iteration, name: str) -> bool:
+    """Whether the iteration's JSONL file `name` has a row, as rank 0 reads it."""
+    return it.run.agree(bool(read_jsonl(it.dir / name)[0]) if it.run.is_main else None)
+
+
+def reference_logprobs(it: Iteration) -> None:
+    """M_t's log-probs of every pair's chosen and rejected response, computed once for DPO → pairs.ref.jsonl."""
+    # The trainer's sequence limit must equal the one the reference log-probs were computed with.
+    max_len = train_table("dpo", it.cfg).get("data", {}).get("max_seq_len", DataSection.max_seq_len)
+    if not _has_rows(it, "pairs.jsonl"):
+        if it.run.is_main:
+            write_jsonl_atomic(it.dir / "pairs.ref.jsonl", [])
+        return
+    crash_point("reference")
+    # Collective: each rank scores its share of the pairs on the FSDP-sharded model, rank 0 writes the file.
+    compute_reference_logprobs(
+        it.model,
+        it.dir / "pairs.jsonl",
+        it.dir / "pairs.ref.jsonl",
+        max_seq_len=max_len,
+        device=it.cfg.device,
+    )
+
+
+def train_dpo(it: Iteration) -> None:
+    """M_t → M_{t+1}: DPO on the pairs (M_{t+1} = M_t when there are none)."""
+    if not _has_rows(it, "pairs.ref.jsonl"):
+        if it.run.is_main:
+            log(f"    no pairs: M{it.t + 1} = M{it.t}")
+            copy_checkpoint(it.model, it.next_model)
+        return
+    train_model("dpo", it.cfg, it.run, it.model, it.dir / "pairs.ref.jsonl", it.t + 1)
