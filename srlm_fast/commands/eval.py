@@ -232,43 +232,20 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_fn(policy, template: str, mode: str, k: int, max_new_tokens: int):
-    """A checkpoint's pointwise judge as the `score_fn(items) -> scores` the evaluation functions take."""
-    from srlm_fast.recipe.judge import JudgeConfig, JudgeTemplate
-
-    tmpl = JudgeTemplate.from_spec(template)
-    cfg = JudgeConfig(mode=mode, k=k, max_new_tokens=max_new_tokens)
-    return lambda items: [r.score for r in policy.judge(items, tmpl, cfg)]
-
-
 def _judge(args: argparse.Namespace) -> int:
-    from srlm_fast.eval.judge_agreement import (
-        evaluate_judge_on_pairs,
-        evaluate_judge_on_rankings,
-        read_hh_pairs,
-        read_oasst_trees,
-    )
     from srlm_fast.io import write_json_atomic
+    from srlm_fast.recipe.config import JudgeSpec
+    from srlm_fast.recipe.evaluation import judge_vs_humans
     from srlm_fast.recipe.loop import resolve_device
     from srlm_fast.recipe.policy import Policy
 
     if not (args.rankings or args.pairs):
         raise ValueError("give --rankings and/or --pairs")
     policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
-    score_fn = _score_fn(policy, args.template, args.mode, args.k, args.max_new_tokens)
-
-    limit = args.limit or None
+    spec = JudgeSpec(mode=args.mode, k=args.k, template=args.template, max_new_tokens=args.max_new_tokens)
     out: dict = {"checkpoint": str(args.checkpoint), "mode": args.mode, "template": args.template}
-    if args.rankings:
-        # The expected score is continuous: a perfect 5 is anything at or above 4.5.
-        perfect = 4.5 if args.mode == "expected" else 5.0
-        ranked = read_oasst_trees(args.rankings)[:limit]
-        with policy.progress("judging human rankings"):
-            out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
-    if args.pairs:
-        pairs = read_hh_pairs(args.pairs).pairs[:limit]
-        with policy.progress("judging human pairs"):
-            out["pairs"] = evaluate_judge_on_pairs(pairs, score_fn).to_dict()
+    # The loop's evaluation of every model calls the same function: the numbers are comparable.
+    out.update(judge_vs_humans(policy, spec, rankings=args.rankings, pairs=args.pairs, limit=args.limit))
     out["prompts_skipped_too_long"] = policy.skipped_too_long
     if args.out:
         write_json_atomic(args.out, out)
@@ -284,6 +261,8 @@ def _versus(args: argparse.Namespace) -> int:
         reference_win_rate,
     )
     from srlm_fast.io import write_json_atomic
+    from srlm_fast.recipe.config import JudgeSpec
+    from srlm_fast.recipe.evaluation import judge_score_fn
     from srlm_fast.recipe.loop import resolve_device
     from srlm_fast.recipe.policy import Policy
 
@@ -307,9 +286,10 @@ def _versus(args: argparse.Namespace) -> int:
     answers_a, answers_b = answers(args.a), answers(args.b)
     judge_dir = args.judge or args.b
     judge_policy = Policy.load(judge_dir, device=device)
-    verdict_fn = pointwise_verdict_fn(
-        _score_fn(judge_policy, args.template, args.judge_mode, 3, args.judge_max_new_tokens)
+    spec = JudgeSpec(
+        mode=args.judge_mode, k=3, template=args.template, max_new_tokens=args.judge_max_new_tokens
     )
+    verdict_fn = pointwise_verdict_fn(judge_score_fn(judge_policy, spec))
     out: dict = {"a": args.a, "b": args.b, "judge": judge_dir, "prompts": args.prompts, "n": len(prompts)}
     with judge_policy.progress("judging"):
         out["a_vs_b"] = head_to_head(instructions, answers_a, answers_b, verdict_fn, seed=args.seed).to_dict()
