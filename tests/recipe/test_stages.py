@@ -1,0 +1,250 @@
+"""Single stages of `srlm run`, each called alone on a hand-made run directory with a scripted stand-in policy.
+
+The stand-in records what each stage asks of the model, so the tests check both the artifact a stage writes and
+that it passes the config's settings and the iteration's seed. No model is built or trained here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from srlm_fast.config import load_job_config
+from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.recipe import stages as S
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.judge import JudgeResult, JudgeTemplate
+from srlm_fast.recipe.loop import run_iteration
+from srlm_fast.recipe.rundir import RunDir
+
+NEW_PROMPTS = [
+    "Name three rivers that flow through Germany.",
+    "Explain why the sky looks blue on a clear day.",
+    "Write a haiku about autumn leaves falling.",
+    "Translate the word 'house' into French and Spanish.",
+    "List four prime numbers greater than fifty.",
+    "Describe how the gears of a bicycle work.",
+    "Suggest a name for a small bakery in Paris.",
+]
+SEED_PROMPTS = ["Give me a synonym for the word happy.", "Summarize the plot of Hamlet in one sentence."]
+
+
+class ScriptedPolicy:
+    """A stand-in for `Policy`: `generate` returns `outputs` in order (one per request, then ""); `judge` scores a
+    response by `score_of`. Every call is recorded."""
+
+    def __init__(self, outputs=(), score_of=lambda prompt, response: 3.0) -> None:
+        self.outputs = list(outputs)
+        self.score_of = score_of
+        self.generate_calls: list[dict] = []
+        self.judge_calls: list[dict] = []
+        self.closed = 0
+
+    def generate(self, prompts, n=1, temperature=0.7, top_p=0.9, max_new_tokens=64, seed=0, stop=()):
+        self.generate_calls.append(dict(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                        seed=seed, prompts=list(prompts)))  # fmt: skip
+        if self.outputs:
+            return [[self.outputs.pop(0) if self.outputs else "" for _ in range(n)] for _ in prompts]
+        return [[f"{p} / answer {j}" for j in range(n)] for p in prompts]
+
+    def judge(self, items, template, config, seed=0):
+        self.judge_calls.append(dict(items=list(items), template=template, config=config, seed=seed))
+        out = []
+        for prompt, response in items:
+            s = self.score_of(prompt, response)
+            out.append(
+                JudgeResult(s, int(s is not None), int(s is None), () if s is None else (s,), ("Score: ?",))
+            )
+        return out
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def make_iteration(tmp_path: Path, policy: ScriptedPolicy, *overrides: str, t: int = 1):
+    """Iteration t of a fresh run under tmp_path; the factory hands out `policy` and records the paths asked."""
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=run", "--seed=3", *overrides])
+    run = RunDir(cfg)
+    run.iteration(t).mkdir(parents=True)
+    loaded: list[Path] = []
+
+    def factory(path: Path) -> ScriptedPolicy:
+        loaded.append(Path(path))
+        return policy
+
+    return S.Iteration.resume(cfg, run, t, factory), loaded
+
+
+def stats_of(it) -> dict:
+    return json.loads((it.dir / "stats.json").read_text())
+
+
+def test_self_instruct_filters_the_stub_policys_prompts(tmp_path):
+    outputs = [f"Task: {SEED_PROMPTS[0]}", "Hi", *NEW_PROMPTS]  # a seed duplicate and a too-short one first
+    policy = ScriptedPolicy(outputs)
+    it, loaded = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=5", "--selfinstruct.batch_size=4",
+                                "--selfinstruct.temperature=0.5", "--selfinstruct.max_new_tokens=20")  # fmt: skip
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in SEED_PROMPTS])
+    S.self_instruct(it)
+    kept = [r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]]
+    assert kept == NEW_PROMPTS[:5]  # round 1 keeps 2 of 4, round 2 all 4: one surplus dropped
+    assert loaded == [it.model] and policy.closed == 0  # M_t generates, and stays loaded for the next stages
+    assert [c["seed"] for c in policy.generate_calls] == [3001, 3002]  # iteration seed (3·1000 + 1) + round
+    assert {(c["temperature"], c["max_new_tokens"], c["n"]) for c in policy.generate_calls} == {(0.5, 20, 1)}
+    assert all(SEED_PROMPTS[0] in p or SEED_PROMPTS[1] in p for p in policy.generate_calls[0]["prompts"])
+    counts = stats_of(it)["prompts"]
+    assert counts["generated"] == 8 and counts["kept"] == 5
+    assert counts["removed"] == {"too_short": 1, "duplicate": 1, "surplus": 1}
+    assert counts["task_world_parseable"] == sum(tasks.parse_prompt(p) is not None for p in kept)
+
+
+def test_self_instruct_with_a_fixed_generator_leaves_m_t_unloaded(tmp_path):
+    policy = ScriptedPolicy(NEW_PROMPTS)
+    gen = tmp_path / "generator"
+    it, loaded = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=3", "--selfinstruct.batch_size=4",
+                                f"--selfinstruct.generator={gen}")  # fmt: skip
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in SEED_PROMPTS])
+    S.self_instruct(it)
+    assert loaded == [gen] and policy.closed == 1  # the fixed generator is closed after use
+    assert it._policy is None
+    assert len(read_jsonl(it.dir / "prompts.jsonl")[0]) == 3
+
+
+def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
+    policy = ScriptedPolicy(score_of=lambda p, r: None if r.endswith("answer 2") else float(len(r) % 6))
+    it, loaded = make_iteration(tmp_path, policy, "--candidates.n=3", "--candidates.temperature=0.9",
+                                "--judge.k=2", "--judge.template=full", "--judge.max_new_tokens=30")  # fmt: skip
+    write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": "p1"}, {"prompt": "p2"}])
+    S.sample_candidates(it)
+    S.judge_candidates(it)
+    assert loaded == [it.model]  # one load for both stages
+    (gen,) = policy.generate_calls
+    assert (gen["n"], gen["temperature"], gen["seed"], gen["prompts"]) == (3, 0.9, 3001, ["p1", "p2"])
+    candidates = read_jsonl(it.dir / "candidates.jsonl")[0]
+    assert candidates == [
+        {"prompt": p, "responses": [f"{p} / answer {j}" for j in range(3)]} for p in ("p1", "p2")
+    ]
+
+    (call,) = policy.judge_calls
+    assert call["items"] == [(r["prompt"], x) for r in candidates for x in r["responses"]]
+    assert (call["config"].k, call["config"].max_new_tokens, call["seed"]) == (2, 30, 3001)
+    assert call["template"] == JudgeTemplate.full()
+    judged = read_jsonl(it.dir / "judgments.jsonl")[0]
+    assert [r["responses"] for r in judged] == [r["responses"] for r in candidates]
+    want = [
+        [float(len(x) % 6) if not x.endswith("answer 2") else None for x in r["responses"]]
+        for r in candidates
+    ]
+    assert [r["scores"] for r in judged] == want
+    assert [r["n_invalid"] for r in judged] == [[0, 0, 1], [0, 0, 1]]
+    stats = stats_of(it)
+    assert list(stats) == ["candidates", "judge"]
+    assert stats["candidates"] == {"prompts": 2, "responses": 6, "mean_chars": 13.0}
+    assert stats["judge"] == {"candidates": 6, "judgments_valid": 4, "judgments_invalid": 2,
+                              "unscored_candidates": 2}  # fmt: skip
+    it.close_policy()
+    it.close_policy()
+    assert policy.closed == 1
+
+
+def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
+    a, b, c = tasks.eval_prompts(3, seed=5)
+    rng = random.Random(0)
+    right_a, wrong_a = tasks.candidate(a, "correct", rng), tasks.candidate(a, "wrong", rng)
+    right_b, wrong_b = tasks.candidate(b, "correct", rng), tasks.candidate(b, "wrong", rng)
+    assert tasks.check(a.prompt, right_a).correct and not tasks.check(a.prompt, wrong_a).correct
+    assert tasks.check(b.prompt, right_b).correct and not tasks.check(b.prompt, wrong_b).correct
+    rows = [
+        {"prompt": a.prompt, "responses": [wrong_a, right_a, "…"], "scores": [1.0, 5.0, None]},  # right
+        {"prompt": b.prompt, "responses": [right_b, wrong_b], "scores": [2.0, 4.0]},  # the judge got it wrong
+        {"prompt": c.prompt, "responses": ["x", "y"], "scores": [3.0, 3.0]},  # tie
+        {"prompt": "Write a poem about the sea.", "responses": ["waves", "sand"], "scores": [None, 4.0]},
+    ]
+    it, _ = make_iteration(tmp_path, ScriptedPolicy())
+    write_jsonl_atomic(it.dir / "judgments.jsonl", rows)
+    (it.dir / "stats.json").write_text(json.dumps({"prompts": {"kept": 4}}))
+    it = S.Iteration.resume(it.cfg, it.run, 1, it.policy_factory)  # a resumed iteration keeps earlier counts
+    S.select_pairs(it)
+    pairs = read_jsonl(it.dir / "pairs.jsonl")[0]
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        (a.prompt, right_a, wrong_a), (b.prompt, wrong_b, right_b),
+    ]  # fmt: skip
+    assert pairs[0]["margin"] == 4.0 and pairs[0]["scores"] == [1.0, 5.0, None]
+    stats = stats_of(it)
+    assert stats["prompts"] == {"kept": 4}
+    assert stats["pairs"] == {
+        "prompts": 4, "pairs": 2, "dropped": {"fewer_than_2_valid": 1, "tie": 1, "below_margin": 0, "same_text": 0},
+        "checker": {"right": 1, "wrong": 1, "both_correct": 0, "both_wrong": 0, "unparseable": 0},
+    }  # fmt: skip
+
+
+def test_select_pairs_with_length_control_and_files_seed_data_has_no_checker(tmp_path):
+    rows = [{"prompt": "p", "responses": ["long good answer", "ok", "bad", "very long bad answer"],
+             "scores": [5.0, 5.0, 1.0, 1.0]}]  # fmt: skip
+    it, _ = make_iteration(
+        tmp_path, ScriptedPolicy(), "--pairs.length_control=true", "--seed_data.source=files"
+    )
+    write_jsonl_atomic(it.dir / "judgments.jsonl", rows)
+    S.select_pairs(it)
+    (pair,) = read_jsonl(it.dir / "pairs.jsonl")[0]
+    assert (pair["chosen"], pair["rejected"]) == (
+        "ok",
+        "very long bad answer",
+    )  # shortest best, longest worst
+    assert "checker" not in stats_of(it)["pairs"]
+
+
+def test_without_pairs_reference_is_empty_and_dpo_copies_m_t(tmp_path):
+    it, _ = make_iteration(tmp_path, ScriptedPolicy())
+    it.model.mkdir()
+    (it.model / "model.safetensors").write_bytes(b"weights of M1")
+    write_jsonl_atomic(it.dir / "pairs.jsonl", [])
+    S.reference_logprobs(it)
+    assert (it.dir / "pairs.ref.jsonl").read_text() == ""
+    S.train_dpo(it)
+    assert (it.next_model / "model.safetensors").read_bytes() == b"weights of M1"
+
+
+def test_an_iteration_with_only_ties_runs_every_stage_without_a_model(tmp_path, capsys):
+    """The driver's iteration on the stand-in: every artifact appears in order, M2 = M1 (no pairs), and a second
+    call skips every stage."""
+    policy = ScriptedPolicy(NEW_PROMPTS * 2, score_of=lambda p, r: 3.0)
+    it, loaded = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=4", "--selfinstruct.batch_size=4")
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in SEED_PROMPTS])
+    it.model.mkdir()
+    (it.model / "config.json").write_text("{}")
+    run_iteration(it)
+    for name in ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl", "pairs.ref.jsonl"):
+        assert (it.dir / name).is_file(), name
+    assert (it.next_model / "config.json").read_text() == "{}"
+    assert loaded == [it.model] and policy.closed == 1  # closed before the training stages
+    assert stats_of(it)["pairs"]["dropped"]["tie"] == 4
+    out = capsys.readouterr().out
+    assert out.count("  ▶ ") == 6 and "no pairs: M2 = M1" in out
+
+    again = S.Iteration.resume(it.cfg, it.run, 1, it.policy_factory)
+    run_iteration(again)
+    assert capsys.readouterr().out.count("  ✓ ") == 6
+    assert again.stats == stats_of(it) and len(loaded) == 1
+
+
+def test_train_table_merges_the_from_scratch_defaults_under_the_config():
+    scratch = load_job_config(LoopConfig, None, ["--sft.optim.lr=0.01", "--model.max_seq_len=128"])
+    table = S.train_table("sft", scratch)
+    assert table["optim"] == {**S.FROM_SCRATCH["sft"]["optim"], "lr": 0.01}
+    assert table["data"] == {"max_seq_len": 128}
+    real = load_job_config(LoopConfig, None, ["--model.checkpoint=/some/ckpt", "--dpo.schedule.epochs=3.0"])
+    assert S.train_table("dpo", real) == {"schedule": {"epochs": 3.0}}  # the trainer's own (paper) defaults
+
+
+@pytest.mark.parametrize("name", ["prompts.jsonl", "candidates.jsonl"])
+def test_a_stage_reads_only_its_inputs(tmp_path, name):
+    """A missing input is a clear file error, not a silent empty stage."""
+    it, _ = make_iteration(tmp_path, ScriptedPolicy())
+    stage = S.sample_candidates if name == "prompts.jsonl" else S.judge_candidates
+    with pytest.raises(FileNotFoundError, match=name):
+        stage(it)
