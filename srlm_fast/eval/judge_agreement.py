@@ -1,14 +1,14 @@
 """Evaluation entry points: the functions the loop and `srlm eval` call, on top of the metric modules.
 
-    eval_metrics  judge agreement with human rankings (Table 4 of Yuan et al., 2024) and with pair labels
-    eval_winrate  head-to-head win/tie/loss in both orders, bootstrap CIs, win rate vs references + LC variant
-    eval_tasks    task-world checker accuracy and judge/checker agreement
-    eval_data     readers: OpenAssistant trees, HH-RLHF, AlpacaEval, MT-Bench, Self-Instruct, scored judgments
-    report        report.md + report.json + SVG plots over iterations
+    metrics     judge agreement with human rankings (Table 4 of Yuan et al., 2024) and with pair labels
+    winrate     head-to-head win/tie/loss in both orders, bootstrap CIs, win rate vs references + LC variant
+    task_world  task-world checker accuracy and judge/checker agreement
+    readers     OpenAssistant trees, HH-RLHF, AlpacaEval, MT-Bench, Self-Instruct, scored judgments
+    report      report.md + report.json + SVG plots over iterations
 
 Models enter only through callables, so this layer runs without a model:
     score_fn(list of (instruction, response)) -> list of judge scores (None = invalid), e.g.
-        lambda items: [r.score for r in judge.judge(items, template, config, generate_fn=...)]
+        srlm_fast.recipe.evaluation.judge_score_fn(policy, judge_spec), which the loop and `srlm eval` use
     verdict_fn(list of (instruction, response_1, response_2)) -> list of "1" | "2" | "tie" | None
         (or `pointwise_verdict_fn(score_fn)` to compare two pointwise scores)
 """
