@@ -233,10 +233,10 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
+    from srlm_fast.device import resolve_device
     from srlm_fast.io import write_json_atomic
     from srlm_fast.recipe.config import JudgeSpec
     from srlm_fast.recipe.evaluation import judge_vs_humans
-    from srlm_fast.recipe.loop import resolve_device
     from srlm_fast.recipe.policy import Policy
 
     if not (args.rankings or args.pairs):
@@ -254,6 +254,7 @@ def _judge(args: argparse.Namespace) -> int:
 
 
 def _versus(args: argparse.Namespace) -> int:
+    from srlm_fast.device import resolve_device
     from srlm_fast.eval.judge_agreement import (
         head_to_head,
         pointwise_verdict_fn,
@@ -263,7 +264,6 @@ def _versus(args: argparse.Namespace) -> int:
     from srlm_fast.io import write_json_atomic
     from srlm_fast.recipe.config import JudgeSpec
     from srlm_fast.recipe.evaluation import judge_score_fn
-    from srlm_fast.recipe.loop import resolve_device
     from srlm_fast.recipe.policy import Policy
 
     device = resolve_device(args.device)

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from srlm_fast import distributed as D
+from srlm_fast.device import resolve_device
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, log, save_or_check_config, stage
@@ -44,12 +45,6 @@ from srlm_fast.recipe.summary import report_progress, wandb_init, write_run_repo
 # (140 GB for a 70B model) while the other ranks wait at a barrier: on a slow filesystem that outlasts the
 # default 30 minutes.
 DIST_TIMEOUT_S = 2 * 3600.0
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def run_loop(cfg: LoopConfig, policy_factory: PolicyFactory | None = None) -> Path:
