@@ -20,6 +20,28 @@ import json
 import re
 from pathlib import Path
 
+from srlm_fast.device import resolve_device
+from srlm_fast.eval import readers as eval_data
+from srlm_fast.eval.judge_agreement import (
+    head_to_head,
+    pointwise_verdict_fn,
+    read_eval_prompts,
+    reference_win_rate,
+)
+from srlm_fast.eval.metrics import judge_agreement, pair_agreement
+from srlm_fast.eval.readers import read_scored_judgments
+from srlm_fast.eval.report import write_report
+from srlm_fast.eval.winrate import (
+    combine_orders,
+    head_to_head_from_verdicts,
+    is_flip,
+    reference_win_rate_from_outcomes,
+)
+from srlm_fast.io import DataError, read_jsonl, write_json_atomic
+from srlm_fast.recipe.config import JudgeSpec
+from srlm_fast.recipe.evaluation import judge_score_fn, judge_vs_humans
+from srlm_fast.recipe.policy import Policy
+
 HELP = "evaluate: judge agreement with humans, head-to-head win rates, reports"
 
 
@@ -101,9 +123,6 @@ def _pct(x: float | None) -> str:
 
 
 def _agreement(args: argparse.Namespace) -> int:
-    from srlm_fast.eval.metrics import judge_agreement, pair_agreement
-    from srlm_fast.eval.readers import read_scored_judgments
-
     data = read_scored_judgments(args.judgments)
     out: dict = {}
     if data.ranked:
@@ -134,14 +153,6 @@ def _agreement(args: argparse.Namespace) -> int:
 
 
 def _head2head(args: argparse.Namespace) -> int:
-    from srlm_fast.eval.winrate import (
-        combine_orders,
-        head_to_head_from_verdicts,
-        is_flip,
-        reference_win_rate_from_outcomes,
-    )
-    from srlm_fast.io import read_jsonl
-
     rows, _ = read_jsonl(args.verdicts, required=("verdict_ab", "verdict_ba"))
     ab = [r["verdict_ab"] for r in rows]
     ba = [r["verdict_ba"] for r in rows]
@@ -189,9 +200,6 @@ def find_eval_files(run_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from srlm_fast.eval.report import write_report
-    from srlm_fast.io import DataError
-
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
@@ -211,8 +219,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from srlm_fast.eval import readers as eval_data
-
     path = Path(args.file)
     kind = args.kind
     if kind == "auto":
@@ -233,12 +239,6 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _judge(args: argparse.Namespace) -> int:
-    from srlm_fast.device import resolve_device
-    from srlm_fast.io import write_json_atomic
-    from srlm_fast.recipe.config import JudgeSpec
-    from srlm_fast.recipe.evaluation import judge_vs_humans
-    from srlm_fast.recipe.policy import Policy
-
     if not (args.rankings or args.pairs):
         raise ValueError("give --rankings and/or --pairs")
     policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
@@ -254,18 +254,6 @@ def _judge(args: argparse.Namespace) -> int:
 
 
 def _versus(args: argparse.Namespace) -> int:
-    from srlm_fast.device import resolve_device
-    from srlm_fast.eval.judge_agreement import (
-        head_to_head,
-        pointwise_verdict_fn,
-        read_eval_prompts,
-        reference_win_rate,
-    )
-    from srlm_fast.io import write_json_atomic
-    from srlm_fast.recipe.config import JudgeSpec
-    from srlm_fast.recipe.evaluation import judge_score_fn
-    from srlm_fast.recipe.policy import Policy
-
     device = resolve_device(args.device)
     prompts = read_eval_prompts(args.prompts)[: args.limit or None]
     instructions = [p.instruction for p in prompts]

@@ -6,6 +6,7 @@ import argparse
 
 from srlm_fast.config import load_job_config
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.loop import run_loop
 
 HELP = "run (or resume) the self-rewarding loop: SFT → M1, then self-instruct, judge, pairs, DPO, evaluate"
 ACCEPTS_OVERRIDES = True
@@ -25,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.recipe.loop import run_loop
-
     overrides = list(args.overrides)
     if args.name:
         overrides.append(f"--name={args.name}")

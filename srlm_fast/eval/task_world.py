@@ -1,11 +1,11 @@
 """Task-world metrics for one iteration: checker accuracy and how well the judge agrees with the checker.
 
-The embedded task world (`tasks.py`) grades any (prompt, response) with ground truth, so a run can watch both
+The embedded task world (`recipe/tasks.py`) grades any (prompt, response) with ground truth, so a run can watch both
 halves of the self-rewarding claim: does the policy answer better (checker accuracy), and does the judge's
 score track correctness (agreement)? Definitions, over responses to parseable prompts with a valid judge score:
 
-judge_checker_agreement   fraction where (score >= threshold) equals the checker's verdict (threshold =
-                          `judge.CORRECT_THRESHOLD`, 3: the rubric's "correct" criterion).
+judge_checker_agreement   fraction where (score >= threshold) equals the checker's verdict (the loop passes
+                          `recipe.judge.CORRECT_THRESHOLD`, 3: the rubric's "correct" criterion).
 judge_pairwise_accuracy   over every (correct, wrong) pair of responses to the SAME prompt (the pairs DPO would
                           build): fraction where the judge scores the correct one strictly higher; judge ties are
                           counted in `n_judge_pairs_tied` and count as wrong (as in `eval_metrics`).
@@ -17,12 +17,25 @@ mean_score_correct/wrong  the judge's mean score of correct and of wrong respons
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from srlm_fast.eval.metrics import PairCounts, count_pairs, rank_data
-from srlm_fast.recipe.judge import CORRECT_THRESHOLD
-from srlm_fast.recipe.tasks import check
+
+
+class Verdict(Protocol):
+    """What a checker says of one (prompt, response): `recipe.tasks.CheckResult` is one."""
+
+    @property
+    def parsed(self) -> bool: ...  # the prompt is a task the checker knows
+    @property
+    def correct(self) -> bool: ...
+    @property
+    def family(self) -> str | None: ...
+
+
+Checker = Callable[[str, str], Verdict]
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,13 @@ def task_world_metrics(
     responses: Sequence[str],
     scores: Sequence[float | None] | None = None,
     *,
-    threshold: float = CORRECT_THRESHOLD,
+    check: Checker,
+    threshold: float,
 ) -> TaskWorldMetrics:
-    """Grade every (prompt, response) with the checker and, given judge scores, measure the judge against it.
+    """Grade every (prompt, response) with `check` and, given judge scores, measure the judge against it: a
+    score of at least `threshold` counts as the judge calling the response correct.
+
+    This layer knows no task world: the checker is an argument, so the metrics serve any programmatic grader.
 
     Responses to the same prompt (several candidates) are grouped by prompt text for the pairwise accuracy.
     Without `scores`, the judge fields are None and only the checker numbers are filled.

@@ -33,7 +33,7 @@ from srlm_fast.eval.winrate import ScoreFn
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import JudgeSpec, LoopConfig
-from srlm_fast.recipe.judge import JudgeConfig, JudgeResult, JudgeTemplate
+from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeConfig, JudgeResult, JudgeTemplate
 from srlm_fast.recipe.rundir import RunDir, progress
 
 
@@ -102,9 +102,10 @@ def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
         for quality in rng.sample(tasks.QUALITIES, 3):
             known.append((task.prompt, tasks.candidate(task, quality, rng)))
     known_scores = judge_items(policy, cfg.judge, known, seed=cfg.seed + 1)
-    own_m = task_world_metrics(prompts, answers, [r.score for r in own]).to_dict()
+    graded = {"check": tasks.check, "threshold": CORRECT_THRESHOLD}
+    own_m = task_world_metrics(prompts, answers, [r.score for r in own], **graded).to_dict()
     known_m = task_world_metrics(
-        [p for p, _ in known], [c for _, c in known], [r.score for r in known_scores]
+        [p for p, _ in known], [c for _, c in known], [r.score for r in known_scores], **graded
     ).to_dict()
     return {
         "task_accuracy": own_m["accuracy"],

@@ -37,6 +37,7 @@ from srlm_fast import distributed as D
 from srlm_fast.device import resolve_device
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, log, save_or_check_config, stage
 from srlm_fast.recipe.stages import Iteration, PolicyFactory
 from srlm_fast.recipe.summary import report_progress, wandb_init, write_run_report
@@ -65,7 +66,6 @@ def run_loop(cfg: LoopConfig, policy_factory: PolicyFactory | None = None) -> Pa
 
 def default_policy_factory(cfg: LoopConfig, info: D.DistInfo) -> PolicyFactory:
     """Checkpoint directory → `Policy` on this rank's device, data-parallel or sharded as configured."""
-    from srlm_fast.recipe.policy import Policy
 
     device = info.device if info.initialized else resolve_device(cfg.device)
     g = cfg.generation

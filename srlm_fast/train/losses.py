@@ -15,6 +15,7 @@ import os
 import torch
 from torch import Tensor, nn
 
+import srlm_kernels as K
 from srlm_fast import distributed as D
 from srlm_fast.device import resolve_dtype
 from srlm_fast.model.checkpoint import load_weights
@@ -45,8 +46,6 @@ class LMWithLoss(nn.Module):
     ) -> dict[str, Tensor]:
         """mode "sft": {"loss_sum"} summed token CE; "logprobs": {"logps"} (B,) summed target log-probs;
         "dpo": the fields of `DPOOutput` (rows [0:P] chosen, [P:2P] rejected)."""
-        import srlm_kernels as K
-
         hidden = self.model(input_ids, doc_ids=doc_ids)  # (B, T, D)
         weight = self.model.lm_head_weight  # (V, D), unsharded inside this forward
         if mode == "sft":

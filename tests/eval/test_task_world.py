@@ -5,7 +5,10 @@ import random
 import pytest
 
 from srlm_fast.eval.task_world import auc, task_world_metrics
+from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 from srlm_fast.recipe.tasks import candidate, check, eval_prompts
+
+GRADED = {"check": check, "threshold": CORRECT_THRESHOLD}
 
 
 def test_auc_by_hand() -> None:
@@ -23,7 +26,7 @@ def test_task_world_metrics_hand_computed() -> None:
     prompts = [t1.prompt] * 3 + [t2.prompt] * 2 + ["Tell me a story about a dragon."]
     responses = [correct1, wrong1, padded1, correct2, wrong2, "Once upon a time."]
     scores = [5.0, 1.0, 2.0, None, 4.0, 3.0]
-    m = task_world_metrics(prompts, responses, scores)
+    m = task_world_metrics(prompts, responses, scores, **GRADED)
     assert (m.n, m.n_correct, m.n_wrong, m.n_unparseable) == (6, 3, 2, 1)
     assert m.accuracy == pytest.approx(3 / 5)
     # judged: 5/correct ✓, 1/wrong ✓, 2/correct ✗ (below 3), 4/wrong ✗ → 2 of 4
@@ -38,7 +41,7 @@ def test_task_world_metrics_hand_computed() -> None:
 
 def test_without_scores_only_the_checker() -> None:
     t = eval_prompts(1, seed=1)[0]
-    m = task_world_metrics([t.prompt], [t.answer])
+    m = task_world_metrics([t.prompt], [t.answer], **GRADED)
     assert m.accuracy == 1.0 and m.judge_checker_agreement is None and m.judge_pairwise_accuracy is None
     with pytest.raises(ValueError):
-        task_world_metrics([t.prompt], [t.answer], [1.0, 2.0])
+        task_world_metrics([t.prompt], [t.answer], [1.0, 2.0], **GRADED)
