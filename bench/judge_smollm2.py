@@ -41,6 +41,18 @@ RANK_METRICS = ("pairwise_accuracy", "pairwise_accuracy_decided", "five_best", "
 PAIR_METRICS = ("accuracy", "accuracy_decided", "tie_rate")
 
 
+def _versions(*packages: str) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for p in packages:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
 def bootstrap(n: int, stat, n_boot: int, seed: int) -> tuple[float | None, float | None]:
     """2.5% / 97.5% percentiles of `stat(indices)` over resamples of range(n) with replacement."""
     rng = random.Random(seed)
@@ -93,6 +105,9 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--template", default="full")
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument(
+        "--max-len", type=int, default=0, help="prompt + completion tokens per sequence (0: model's)"
+    )
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -107,18 +122,19 @@ def main() -> int:
         "date": dt.date.today().isoformat(),
         "device": device_name(torch.device("cpu")),
         "torch_threads": torch.get_num_threads(),
-        "versions": {**versions(), "srlm_fast_commit": commit},
+        "versions": {**versions(), **_versions("tokenizers", "gguf"), "srlm_fast_commit": commit},
         "checkpoint": args.checkpoint,
         "judge": {
             "mode": args.mode,
             "k": args.k,
             "template": args.template,
             "max_new_tokens": args.max_new_tokens,
+            "max_len": args.max_len,
         },
         "bootstrap": {"n_boot": args.n_boot, "seed": args.seed, "unit": "prompt (trees) / pair"},
         "command": " ".join(sys.argv),
     }
-    policy = Policy.load(args.checkpoint, device="cpu")
+    policy = Policy.load(args.checkpoint, device="cpu", max_len=args.max_len or None)
     template = JudgeTemplate.from_spec(args.template)
     config = JudgeConfig(mode=args.mode, k=args.k, max_new_tokens=args.max_new_tokens)
 
