@@ -32,8 +32,8 @@ from tokenizers import Tokenizer as HFTokenizer  # noqa: E402
 from tokenizers import models, pre_tokenizers, trainers  # noqa: E402
 
 from srlm_fast.cli import main as cli_main  # noqa: E402
-from srlm_fast.config import ModelConfig, RopeScaling  # noqa: E402
 from srlm_fast.model import gguf as gg  # noqa: E402
+from srlm_fast.model.config import ModelConfig, RopeScaling  # noqa: E402
 from srlm_fast.model.llama import Llama  # noqa: E402
 from srlm_fast.model.tokenizer import Tokenizer  # noqa: E402
 from tests.helpers import SHARED_DATA, tiny_model  # noqa: E402
