@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from srlm_fast.device import DTYPES
+from srlm_fast.model import gguf
 from srlm_fast.model.checkpoint import iter_tensor_shapes, read_model_config
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import Llama, build_model
@@ -88,8 +89,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _import_gguf(args: argparse.Namespace) -> int:
-    from srlm_fast.model import gguf
-
     if args.out.exists():  # before a download, not only before the write
         raise gguf.GGUFError(f"{args.out}: already exists; pass a new output directory (nothing was written)")
     src = gguf.fetch_smollm2(args.cache) if args.action == "fetch-smollm2" else args.file

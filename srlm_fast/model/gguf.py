@@ -21,6 +21,10 @@ What llama.cpp's converter changed, and we undo:
 
 Dequantisation expands every block to fp32 exactly (then casts to the requested dtype); nothing is
 re-quantised. Memory: the whole model once in the target dtype (plus one tensor in fp32).
+
+One file for one format (~600 lines, past the usual ~500): the reader, the config, the weights and the
+tokenizer of a GGUF file are four views of the same metadata and are read together; the `gguf` package
+itself is imported on first use, so this module imports without the optional extra.
 """
 
 from __future__ import annotations
