@@ -1,8 +1,8 @@
 """Training metrics: a progress line, `metrics.jsonl` (always), wandb (when enabled), MFU on GPU.
 
 Only rank 0 logs. `metrics.jsonl` is appended line by line and flushed, so a killed run keeps every
-line it logged; after a resume, lines of steps past the checkpoint are logged again (readers should keep
-the last record of a step).
+line it logged; a resume first cuts the file back to the checkpoint's step (`trainer.cut_metrics`), so the
+steps it trains again are logged once, never twice.
 """
 
 from __future__ import annotations

@@ -16,32 +16,51 @@ exist:
   reference model is held. Each micro-batch's mean-over-pairs loss is weighted by its share of the
   step's pairs.
 
-Checkpoints (run_dir/checkpoints/step-NNNNNN/): `state/` (model + optimizer through
-torch.distributed.checkpoint, sharded as trained), `train_state.json` (step, data position, schedule),
-`rng-rankR.pt`, and `model/` (HF layout). Each is written to a temporary directory and renamed; the
-`latest` file names the newest good one, and older ones are deleted only after a newer one is complete.
-A run killed at any moment resumes from `latest`: the data position is the step (data order is a pure
-function of the seed), the LR is a function of the step, the optimizer and RNG states are restored.
+Checkpoints (run_dir/checkpoints/step-NNNNNN/): `state/` (model + optimizer + RNG states as safetensors
+per rank with a JSON index, sharded as trained: see state.py; nothing on a load path is unpickled),
+`train_state.json` (step, data position, schedule) and `model/` (HF layout). Each is written to a temporary
+directory and renamed; the `latest` file names the newest good one, and older ones are deleted only after a
+newer one is complete. A run killed at any moment resumes from `latest`: the data position is the step (data
+order is a pure function of the seed), the LR is a function of the step, the optimizer and RNG states are
+restored, and `metrics.jsonl` is cut back to the checkpoint's step (no line is ever duplicated).
+
+The run directory belongs to one process at a time (a lock file; a second process refuses). A resume must use
+the same config as the one saved in `run_dir/config.toml` (a refusal names the keys that differ; logging and
+checkpoint-keeping keys may change); `checkpoint.overwrite` (`--overwrite`) starts the run over instead.
+Nothing the trainer did not create is replaced: a `run_dir` that is not a training run directory and a
+`final_dir` that is not a checkpoint are refused, and neither may be one of the run's inputs.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
 import os
 import shutil
 import signal
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ConfigError, to_dict, to_toml
+from srlm_fast.config import ConfigError, changed_keys, from_dict, read_toml, to_dict, to_toml
 from srlm_fast.device import resolve_dtype
-from srlm_fast.io import DataError, write_json_atomic, write_text_atomic
-from srlm_fast.model.checkpoint import read_model_config, save_pretrained
+from srlm_fast.io import (
+    DataError,
+    OutputError,
+    RunLock,
+    iter_lines,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
+from srlm_fast.model.checkpoint import (
+    CheckpointError,
+    check_checkpoint_output,
+    read_model_config,
+    save_pretrained,
+)
 from srlm_fast.model.config import ModelConfig, get_preset
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.train.config import TrainConfig
@@ -57,10 +76,29 @@ from srlm_fast.train.data import (
 )
 from srlm_fast.train.losses import LMWithLoss, build_lm
 from srlm_fast.train.metrics import MetricsLogger, peak_tflops
-from srlm_fast.train.reference import attach_and_write, score_pairs
+from srlm_fast.train.reference import (
+    attach_and_write,
+    provenance_mismatch,
+    provenance_path,
+    reference_provenance,
+    rows_mismatch,
+    score_pairs,
+)
+from srlm_fast.train.state import is_old_format, load_state, save_state, valid_step_name
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+# Keys a resumed run may change: they do not change what is trained (how often it logs and keeps checkpoints).
+RESUMABLE_CHANGES = (
+    "logging.",
+    "checkpoint.keep_last",
+    "checkpoint.save_every",
+    "checkpoint.kill_after_step",
+    "checkpoint.resume",
+    "checkpoint.overwrite",
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,35 +121,60 @@ def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup_steps: i
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The newest complete checkpoint of a run, or None. The `latest` pointer must name a `step-NNNNNN`
+    directory of this run (a planted `../..` is refused)."""
     ckpts = Path(run_dir) / CHECKPOINTS
     pointer = ckpts / LATEST
     if not pointer.is_file():
         return None
-    path = ckpts / pointer.read_text().strip()
+    name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    if not valid_step_name(name):
+        raise CheckpointError(f"{pointer}: names {name[:40]!r}, not a checkpoint of this run (step-NNNNNN)")
+    path = ckpts / name
     return path if (path / "train_state.json").is_file() else None
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
+def read_train_state(path: Path) -> dict:
+    """`train_state.json` of a checkpoint, with its fields checked (it is only JSON, but it steers the resume)."""
+    where = path / "train_state.json"
+    state = read_json(where)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: expected a JSON object")
+    for key in ("step", "consumed_rows", "global_rows", "world_size"):
+        v = state.get(key)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int)
+            or v < (1 if key in ("global_rows", "world_size") else 0)
+        ):
+            raise CheckpointError(f"{where}: field {key!r} must be a non-negative integer, got {v!r}")
     return state
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+def _is_training_run_dir(path: Path) -> bool:
+    return (path / CONFIG).is_file() or (path / CHECKPOINTS).is_dir() or (path / METRICS).is_file()
 
 
-@contextlib.contextmanager
-def _single_process_dcp(info: D.DistInfo):
-    """DCP warns on every call without a process group; in a plain process that is intended."""
-    with warnings.catch_warnings():
-        if not info.initialized:
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
+def cut_metrics(run_dir: Path, last_step: int) -> int:
+    """Drop the lines of `metrics.jsonl` past `last_step` (a resumed run logs those steps again), and a torn last
+    line; atomically. Returns the number of lines dropped."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for _, line, _problem in iter_lines(path):
+        try:
+            rec = json.loads(line) if line else None
+        except json.JSONDecodeError:
+            rec = None
+        step = rec.get("step") if isinstance(rec, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool) and step <= last_step:
+            kept.append(line)
+        elif line:
+            dropped += 1
+    if dropped:
+        write_text_atomic(path, "".join(f"{x}\n" for x in kept))
+    return dropped
 
 
 class Trainer:
@@ -124,6 +187,7 @@ class Trainer:
         self.final_dir = Path(cfg.checkpoint.final_dir or self.run_dir / "final")
         self.log = MetricsLogger(self.run_dir, enabled=False, total_steps=0)  # replaced in run()
         self.log_stream = log_stream
+        self._final_overwrite = False
 
     # ---- setup -----------------------------------------------------------------------------------
     def _model_config(self, tokenizer: Tokenizer) -> ModelConfig:
@@ -142,7 +206,12 @@ class Trainer:
             )
         return mc
 
-    def _load_data(self, tokenizer: Tokenizer) -> tuple[list, DataStats, Path | None]:
+    def _reference_settings(self) -> dict:
+        d = self.cfg.data
+        return {"max_seq_len": d.max_seq_len, "overlong": d.overlong, "template": self.tokenizer.template.name,
+                "dtype": str(resolve_dtype(self.cfg.model.param_dtype, self.info.device)).removeprefix("torch.")}  # fmt: skip
+
+    def _load_data(self, tokenizer: Tokenizer, *, resumed: bool) -> tuple[list, DataStats, Path | None]:
         d = self.cfg.data
         info = self.info
         kw = dict(
@@ -156,22 +225,54 @@ class Trainer:
             docs, stats = load_sft(d.train, tokenizer, **kw)
             return docs, stats, None
         pairs, stats = load_dpo(d.train, tokenizer, **kw)
+        settings = self._reference_settings()
+        init = self.cfg.model.init
         if all(p.ref_chosen_logp is not None for p in pairs):
+            # The training file carries reference log-probs: when it has a provenance record, they must be this
+            # model's, for these settings, and the file unchanged since.
+            why = self._agree(lambda: provenance_mismatch(Path(d.train), source=None, checkpoint_dir=init,
+                                                          settings=settings))  # fmt: skip
+            if why:
+                raise DataError(
+                    f"{d.train}: its reference log-probs do not fit this run: {why}; recompute them"
+                )
             return pairs, stats, None
         ref_path = Path(self.cfg.dpo.reference_out or self.run_dir / "pairs.ref.jsonl")
-        if ref_path.is_file():  # computed by an earlier (possibly killed) attempt of this run
-            pairs, stats = load_dpo(ref_path, tokenizer, **kw)
-            return pairs, stats, None
+        if ref_path.is_file():  # computed by an earlier (possibly killed) attempt of this run?
+            why = self._agree(lambda: self._reference_mismatch(ref_path, settings))
+            if why is None:
+                pairs, stats = load_dpo(ref_path, tokenizer, **kw)
+                return pairs, stats, None
+            if resumed or self.cfg.dpo.reference_out is not None:
+                raise DataError(
+                    f"{ref_path}: these reference log-probs do not belong to this run: {why}. "
+                    + ("The run has trained already, so they cannot be recomputed from the initial model: restore "
+                       "the file or start a new run_dir" if resumed else
+                       "Remove the file (or set dpo.reference_out elsewhere) to compute them again")
+                )  # fmt: skip
+            self.log.info(f"[dpo] {ref_path}: {why}; computing them again")
         if self.cfg.dpo.missing_reference == "error":
             raise DataError(
                 f"{d.train}: pairs lack ref_chosen_logp/ref_rejected_logp (dpo.missing_reference=error)"
             )
-        if latest_checkpoint(self.run_dir) is not None:
+        if resumed:
             raise DataError(
                 f"{ref_path}: reference log-probs are missing but the run has trained already; they must come "
                 "from the initial model (restore the file or start a new run_dir)"
             )
+        if self.cfg.dpo.reference_out is not None:
+            from srlm_fast.io import check_output, looks_like_jsonl
+
+            self._agree(lambda: check_output(ref_path, kind="JSONL file", overwrite=True, inputs=[d.train],
+                                             is_kind=looks_like_jsonl))  # fmt: skip
         return pairs, stats, ref_path
+
+    def _reference_mismatch(self, ref_path: Path, settings: dict) -> str | None:
+        d = self.cfg.data
+        if provenance_path(ref_path).is_file():
+            return provenance_mismatch(ref_path, source=Path(d.train), checkpoint_dir=self.cfg.model.init,
+                                       settings=settings)  # fmt: skip
+        return rows_mismatch(ref_path, Path(d.train))  # an older version's file: the rows must be these pairs
 
     def _optimizer(self, lm: LMWithLoss) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -213,14 +314,13 @@ class Trainer:
         full = self._hf_state(lm)  # collective under FSDP; only rank 0 holds the result
         if self.info.is_main:
             for d in dirs:
-                save_pretrained(lm.model, d, tokenizer=tokenizer, state_dict=full, dtype=self._save_dtype())
+                save_pretrained(lm.model, d, tokenizer=tokenizer, state_dict=full, dtype=self._save_dtype(),
+                                overwrite=d == self.final_dir and self._final_overwrite)  # fmt: skip
 
     def save_checkpoint(
         self, lm: LMWithLoss, opt, tokenizer: Tokenizer, step: int, plan: BatchPlan, extra_hf=()
     ):
         """Write checkpoint `step-NNNNNN` atomically, point `latest` at it, prune old ones."""
-        import torch.distributed.checkpoint as dcp
-
         ckpts = self.run_dir / CHECKPOINTS
         name = f"step-{step:06d}"
         tmp = ckpts / f".tmp-{name}"
@@ -228,9 +328,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         D.barrier(self.info)
-        with _single_process_dcp(self.info):
-            dcp.save(self._state_dict(lm, opt), checkpoint_id=str(tmp / "state"))
-        torch.save(_rng_state(), tmp / f"rng-rank{self.info.rank}.pt")
+        save_state(self._state_dict(lm, opt), tmp / "state", self.info)
         self._save_hf(lm, tokenizer, [tmp / "model", *extra_hf])
         D.barrier(self.info)
         if self.info.is_main:
@@ -252,32 +350,134 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             write_text_atomic(ckpts / LATEST, name + "\n")
-            kept = sorted(p for p in ckpts.glob("step-*") if p.is_dir())
+            kept = sorted(p for p in ckpts.glob("step-*") if p.is_dir() and valid_step_name(p.name))
             for old in kept[: -self.cfg.checkpoint.keep_last]:
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
         D.barrier(self.info)
 
     def load_checkpoint(self, path: Path, lm: LMWithLoss, opt, plan: BatchPlan) -> int:
-        import json
-
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
-        state = json.loads((path / "train_state.json").read_text())
+        if is_old_format(path):
+            raise CheckpointError(
+                f"{path}: a training checkpoint in the older format of srlm-fast (torch.distributed.checkpoint with "
+                "pickled metadata, RNG states as .pt files), which is no longer loaded because unpickling a file can "
+                f"run code. To train this stage again from its initial weights, move {path.parent} aside; to keep "
+                "the old run, resume it with the srlm-fast version that wrote it"
+            )
+        state = read_train_state(path)
         if state["global_rows"] != plan.global_rows:
             raise ConfigError(
                 f"{path}: saved with a global batch of {state['global_rows']} rows, this config gives "
                 f"{plan.global_rows} (world x grad_accum x micro_batch_size must stay the same to resume)"
             )
         sd = self._state_dict(lm, opt)
-        with _single_process_dcp(self.info):
-            dcp.load(sd, checkpoint_id=str(path / "state"))
+        load_state(sd, path / "state", self.info)
         set_state_dict(lm, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        rng = path / f"rng-rank{self.info.rank}.pt"
-        if rng.is_file():  # absent when the world size changed; data order does not depend on it
-            _set_rng_state(torch.load(rng, weights_only=False))
         return int(state["step"])
+
+    # ---- the run directory -----------------------------------------------------------------------
+    def _saved_config_difference(self) -> list[str] | None:
+        """Keys in which this config differs from the one saved in run_dir (None: no saved config). Keys a
+        newer version added take their defaults in the saved one; `RESUMABLE_CHANGES` do not count."""
+        path = self.run_dir / CONFIG
+        if not path.is_file():
+            return None
+        try:
+            saved = to_dict(from_dict(TrainConfig, read_toml(path)))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: cannot read the saved config of this run ({e})") from None
+        changed = changed_keys(saved, to_dict(self.cfg))
+        return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+
+    def _check_outputs(self) -> tuple[bool, bool]:
+        """Before any work: may this run write its run_dir and final_dir? Returns (fresh, final_is_ours):
+        fresh = start over (no resume), final_is_ours = an existing final_dir belongs to this run."""
+        cfg = self.cfg
+        ck = cfg.checkpoint
+        inputs = [Path(p) for p in (cfg.model.init, cfg.model.tokenizer, cfg.data.train) if p]
+        # What the trainer writes, replaces or (with overwrite) removes inside run_dir may not be an input.
+        ours = [self.run_dir, self.run_dir / CONFIG, self.run_dir / METRICS, self.run_dir / CHECKPOINTS]
+        if cfg.dpo.reference_out is None:
+            ours.append(self.run_dir / "pairs.ref.jsonl")
+        for inp in inputs:
+            src = inp.resolve()
+            for out in ours:
+                if src == out.resolve() or (out.name == CHECKPOINTS and out.resolve() in src.parents):
+                    raise OutputError(
+                        f"checkpoint.run_dir: the trainer writes {out}, which is an input of this run ({inp})"
+                    )
+        if self.run_dir.exists():
+            if not self.run_dir.is_dir():
+                raise OutputError(f"checkpoint.run_dir: {self.run_dir} is a file, not a directory")
+            entries = [p for p in self.run_dir.iterdir() if p.name != ".lock"]
+            if entries and not _is_training_run_dir(self.run_dir):
+                raise OutputError(
+                    f"checkpoint.run_dir: {self.run_dir} exists and is not a training run directory (no "
+                    f"{CONFIG}, {CHECKPOINTS}/ or {METRICS}); refusing to write into it: choose another run_dir"
+                )
+        from srlm_fast.io import check_writable_location
+
+        check_writable_location(self.run_dir / CONFIG)
+        changed = self._saved_config_difference()
+        has_ckpt = latest_checkpoint(self.run_dir) is not None or any(
+            valid_step_name(p.name) for p in (self.run_dir / CHECKPOINTS).glob("step-*")
+        )
+        if not ck.overwrite and has_ckpt and changed is None:
+            raise ConfigError(
+                f"checkpoint.run_dir: {self.run_dir} has checkpoints but no {CONFIG} to tell which config they "
+                "belong to; choose another run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
+            )
+        if not ck.overwrite and has_ckpt and changed:
+            raise ConfigError(
+                f"{self.run_dir / CONFIG}: this training run was started with a different config (differs in "
+                f"{', '.join(changed[:6])}{', …' if len(changed) > 6 else ''}); resume it with the same config, "
+                "choose another checkpoint.run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
+            )
+        if not ck.overwrite and has_ckpt and not ck.resume:
+            raise OutputError(
+                f"checkpoint.run_dir: {self.run_dir} has checkpoints of an earlier run and checkpoint.resume is "
+                "false; pass --overwrite (checkpoint.overwrite=true) to start over, or choose another run_dir"
+            )
+        # The same config as the saved one: this run continues (from its checkpoint, or from step 0 when it was
+        # killed before its first one), and an existing final_dir is its own. Anything else starts over.
+        same = changed == [] and not ck.overwrite
+        if not same:
+            check_checkpoint_output(
+                self.final_dir,
+                overwrite=ck.overwrite,
+                inputs=inputs,
+                flag="--overwrite (checkpoint.overwrite=true)",
+            )
+        elif self.final_dir.exists() and not self.final_dir.is_dir():
+            raise OutputError(f"checkpoint.final_dir: {self.final_dir} is a file, not a directory")
+        return not same, same
+
+    def _start_over(self) -> None:
+        """checkpoint.overwrite: remove what an earlier run of this run_dir left (checkpoints, metrics, the
+        reference log-probs it computed); the old final weights stay until the new ones replace them."""
+        shutil.rmtree(self.run_dir / CHECKPOINTS, ignore_errors=True)
+        (self.run_dir / METRICS).unlink(missing_ok=True)
+        if self.cfg.dpo.reference_out is None:
+            ref = self.run_dir / "pairs.ref.jsonl"
+            ref.unlink(missing_ok=True)
+            provenance_path(ref).unlink(missing_ok=True)
+
+    def _lock(self) -> RunLock | None:
+        """Rank 0 locks run_dir; every rank learns whether it could (and all fail together if not)."""
+        lock, error = None, None
+        if self.info.is_main:
+            try:
+                lock = RunLock(self.run_dir, what="training run directory").acquire()
+            except OutputError as e:
+                error = str(e)
+        errors = [e for e in D.all_gather_objects(error, self.info) if e]
+        if errors:
+            if lock is not None:
+                lock.release()
+            raise OutputError(errors[0])
+        return lock
 
     # ---- the steps ---------------------------------------------------------------------------------
     def _sft_step(self, lm: LMWithLoss, micro: list[list]) -> dict:
@@ -347,21 +547,53 @@ class Trainer:
     def run(self) -> Path:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.schedule.seed)
+        # Everything that can be refused is checked before the data is read and the model built.
+        fresh, final_is_ours = self._agree(self._check_outputs)
+        self._final_overwrite = final_is_ours or cfg.checkpoint.overwrite
         tok_dir = cfg.model.tokenizer or cfg.model.init
         self.tokenizer = tokenizer = Tokenizer.from_dir(tok_dir, cfg.data.template)
         model_config = self._model_config(tokenizer)
-        items, stats, ref_out = self._load_data(tokenizer)
-        stream = (
-            sft_stream(items, cfg.data.max_seq_len, cfg.data.pack, cfg.schedule.seed)
-            if cfg.task == "sft"
-            else dpo_stream(items, cfg.schedule.seed)
-        )
         plan = BatchPlan(cfg.schedule.micro_batch_size, cfg.schedule.grad_accum, info.world_size, info.rank)
-        self.total_steps = total = self._total_steps(stream, plan)
+        lock = self._lock()
+        try:
+            # Under the lock, the run directory cannot change under us: check again, then claim it.
+            fresh, final_is_ours = self._agree(self._check_outputs)
+            self._final_overwrite = final_is_ours or cfg.checkpoint.overwrite
+            latest = None if fresh or not cfg.checkpoint.resume else latest_checkpoint(self.run_dir)
+            if info.is_main:
+                if cfg.checkpoint.overwrite:
+                    self._start_over()
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
+                cut_metrics(self.run_dir, read_train_state(latest)["step"] if latest is not None else 0)
+            D.barrier(info)
+            items, stats, ref_out = self._load_data(tokenizer, resumed=latest is not None)
+            stream = (
+                sft_stream(items, cfg.data.max_seq_len, cfg.data.pack, cfg.schedule.seed)
+                if cfg.task == "sft"
+                else dpo_stream(items, cfg.schedule.seed)
+            )
+            self.total_steps = total = self._total_steps(stream, plan)
+            return self._run(model_config, items, stats, ref_out, stream, plan, total, latest)
+        finally:
+            if lock is not None:
+                lock.release()
 
-        if info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.toml", to_toml(cfg))
+    def _agree(self, fn):
+        """`fn()` on rank 0, its result (or its error) on every rank: they fail together, never half of them."""
+        result, error = None, None
+        if self.info.is_main:
+            try:
+                result = fn()
+            except (ValueError, OSError) as e:
+                error = e
+        result, error = D.broadcast_object((result, error), self.info)
+        if error is not None:
+            raise error
+        return result
+
+    def _run(self, model_config, items, stats, ref_out, stream, plan, total, latest) -> Path:
+        cfg, info, tokenizer = self.cfg, self.info, self.tokenizer
         self.log = log = MetricsLogger(
             self.run_dir, enabled=info.is_main, total_steps=total, config=to_dict(cfg), wandb=cfg.logging.wandb,
             wandb_project=cfg.logging.wandb_project, wandb_run_name=cfg.logging.wandb_run_name,
@@ -392,11 +624,11 @@ class Trainer:
                 for p, (c, r) in zip(items, scores):
                     p.ref_chosen_logp, p.ref_rejected_logp = c, r
                 if info.is_main:
-                    attach_and_write(items, scores, cfg.data.train, ref_out)
+                    record = reference_provenance(cfg.data.train, cfg.model.init, self._reference_settings())
+                    attach_and_write(items, scores, cfg.data.train, ref_out, provenance=record)
                     log.info(f"[dpo] reference log-probs written to {ref_out}")
                 D.barrier(info)
             start = 0
-            latest = latest_checkpoint(self.run_dir) if cfg.checkpoint.resume else None
             if latest is not None:
                 start = self.load_checkpoint(latest, lm, opt, plan)
                 log.info(f"resumed from {latest} at step {start}")

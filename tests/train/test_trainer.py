@@ -206,6 +206,11 @@ def test_cli_sft_with_config_file_and_bad_data(ws, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(ws["sft"].read_text() + '{"prompt": "x"}\n')
     code = cli.main(["sft", "--config", str(cfg), f"--data.train={json.dumps(str(bad))}", "--device=cpu"])
+    assert code == 1  # the finished run in run_dir was trained on other data: a resume is refused
+    assert "started with a different config (differs in data.train, optim.lr)" in capsys.readouterr().err
+    other = json.dumps(str(tmp_path / "run2"))
+    code = cli.main(["sft", "--config", str(cfg), f"--data.train={json.dumps(str(bad))}", "--device=cpu",
+                     f"--checkpoint.run_dir={other}"])  # fmt: skip
     assert code == 1
     assert f"{bad}:49: field 'response'" in capsys.readouterr().err
     assert cli.main(["sft", "--config", str(cfg), "--optim.nope=1"]) == 1
