@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from srlm_fast.commands._args import positive_int
 from srlm_fast.model.config import PRESETS, ModelConfig
 
 HELP = "list model presets: parameters, FLOPs per token, memory for inference and training"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seq-len", type=int, default=2048, help="sequence length for FLOPs (default 2048)")
+    parser.add_argument(
+        "--seq-len", type=positive_int, default=2048, help="sequence length for FLOPs (default 2048)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
