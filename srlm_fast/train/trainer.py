@@ -90,9 +90,11 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
-# Keys a resumed run may change: they do not change what is trained (how often it logs and keeps checkpoints).
+# Keys a resumed run may change: they do not change what is trained (how often it logs and keeps checkpoints,
+# and where the run directory is: a moved run resumes).
 RESUMABLE_CHANGES = (
     "logging.",
+    "checkpoint.run_dir",
     "checkpoint.keep_last",
     "checkpoint.save_every",
     "checkpoint.kill_after_step",
@@ -188,6 +190,7 @@ class Trainer:
         self.log = MetricsLogger(self.run_dir, enabled=False, total_steps=0)  # replaced in run()
         self.log_stream = log_stream
         self._final_overwrite = False
+        self._notes: list[str] = []  # said once the log is open
 
     # ---- setup -----------------------------------------------------------------------------------
     def _model_config(self, tokenizer: Tokenizer) -> ModelConfig:
@@ -250,7 +253,7 @@ class Trainer:
                        "the file or start a new run_dir" if resumed else
                        "Remove the file (or set dpo.reference_out elsewhere) to compute them again")
                 )  # fmt: skip
-            self.log.info(f"[dpo] {ref_path}: {why}; computing them again")
+            self._notes.append(f"[dpo] {ref_path}: {why}; computing them again")
         if self.cfg.dpo.missing_reference == "error":
             raise DataError(
                 f"{d.train}: pairs lack ref_chosen_logp/ref_rejected_logp (dpo.missing_reference=error)"
@@ -359,6 +362,14 @@ class Trainer:
     def load_checkpoint(self, path: Path, lm: LMWithLoss, opt, plan: BatchPlan) -> int:
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
+        self._check_resumable(path, plan)
+        sd = self._state_dict(lm, opt)
+        load_state(sd, path / "state", self.info)
+        set_state_dict(lm, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        return int(read_train_state(path)["step"])
+
+    def _check_resumable(self, path: Path, plan: BatchPlan) -> None:
+        """Before the model is built: a checkpoint this version can resume, with this batch layout."""
         if is_old_format(path):
             raise CheckpointError(
                 f"{path}: a training checkpoint in the older format of srlm-fast (torch.distributed.checkpoint with "
@@ -372,10 +383,8 @@ class Trainer:
                 f"{path}: saved with a global batch of {state['global_rows']} rows, this config gives "
                 f"{plan.global_rows} (world x grad_accum x micro_batch_size must stay the same to resume)"
             )
-        sd = self._state_dict(lm, opt)
-        load_state(sd, path / "state", self.info)
-        set_state_dict(lm, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        return int(state["step"])
+        if not (path / "state" / "index.json").is_file():
+            raise CheckpointError(f"{path}: incomplete checkpoint (no state/index.json)")
 
     # ---- the run directory -----------------------------------------------------------------------
     def _saved_config_difference(self) -> list[str] | None:
@@ -455,14 +464,11 @@ class Trainer:
         return not same, same
 
     def _start_over(self) -> None:
-        """checkpoint.overwrite: remove what an earlier run of this run_dir left (checkpoints, metrics, the
-        reference log-probs it computed); the old final weights stay until the new ones replace them."""
+        """checkpoint.overwrite: remove what an earlier run of this run_dir left (checkpoints, metrics). Its
+        reference log-probs stay: their provenance decides whether they are reused. The old final weights stay
+        until the new ones replace them."""
         shutil.rmtree(self.run_dir / CHECKPOINTS, ignore_errors=True)
         (self.run_dir / METRICS).unlink(missing_ok=True)
-        if self.cfg.dpo.reference_out is None:
-            ref = self.run_dir / "pairs.ref.jsonl"
-            ref.unlink(missing_ok=True)
-            provenance_path(ref).unlink(missing_ok=True)
 
     def _lock(self) -> RunLock | None:
         """Rank 0 locks run_dir; every rank learns whether it could (and all fail together if not)."""
@@ -547,33 +553,40 @@ class Trainer:
     def run(self) -> Path:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.schedule.seed)
-        # Everything that can be refused is checked before the data is read and the model built.
-        fresh, final_is_ours = self._agree(self._check_outputs)
+        # Everything that can be refused is checked, and the data read, before anything is written.
+        checked = self._agree(self._check_outputs)
+        fresh, final_is_ours = checked
         self._final_overwrite = final_is_ours or cfg.checkpoint.overwrite
         tok_dir = cfg.model.tokenizer or cfg.model.init
         self.tokenizer = tokenizer = Tokenizer.from_dir(tok_dir, cfg.data.template)
         model_config = self._model_config(tokenizer)
         plan = BatchPlan(cfg.schedule.micro_batch_size, cfg.schedule.grad_accum, info.world_size, info.rank)
+        latest = None if fresh or not cfg.checkpoint.resume else latest_checkpoint(self.run_dir)
+        if latest is not None:
+            self._agree(lambda: self._check_resumable(latest, plan))
+        items, stats, ref_out = self._load_data(tokenizer, resumed=latest is not None)
+        stream = (
+            sft_stream(items, cfg.data.max_seq_len, cfg.data.pack, cfg.schedule.seed)
+            if cfg.task == "sft"
+            else dpo_stream(items, cfg.schedule.seed)
+        )
+        self.total_steps = total = self._total_steps(stream, plan)
         lock = self._lock()
         try:
-            # Under the lock, the run directory cannot change under us: check again, then claim it.
-            fresh, final_is_ours = self._agree(self._check_outputs)
-            self._final_overwrite = final_is_ours or cfg.checkpoint.overwrite
-            latest = None if fresh or not cfg.checkpoint.resume else latest_checkpoint(self.run_dir)
+            # Under the lock the run directory cannot change under us: it must still be as checked.
+            again = self._agree(self._check_outputs)
+            if (
+                again != checked
+                or (latest_checkpoint(self.run_dir) if latest is not None else None) != latest
+            ):
+                raise OutputError(f"{self.run_dir}: changed while this run was starting; start it again")
             if info.is_main:
                 if cfg.checkpoint.overwrite:
                     self._start_over()
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
+                if fresh:  # a continuing run keeps the config it was started with
+                    write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
                 cut_metrics(self.run_dir, read_train_state(latest)["step"] if latest is not None else 0)
             D.barrier(info)
-            items, stats, ref_out = self._load_data(tokenizer, resumed=latest is not None)
-            stream = (
-                sft_stream(items, cfg.data.max_seq_len, cfg.data.pack, cfg.schedule.seed)
-                if cfg.task == "sft"
-                else dpo_stream(items, cfg.schedule.seed)
-            )
-            self.total_steps = total = self._total_steps(stream, plan)
             return self._run(model_config, items, stats, ref_out, stream, plan, total, latest)
         finally:
             if lock is not None:
@@ -600,6 +613,8 @@ class Trainer:
             wandb_mode=cfg.logging.wandb_mode, stream=self.log_stream,
         )  # fmt: skip
         try:
+            for note in self._notes:
+                log.info(note)
             log.info(f"[{cfg.task}] {stats.summary()}")
             for err in stats.errors[:5]:
                 log.info(f"  skipped: {err}")
