@@ -170,6 +170,8 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if not arg.startswith("--") or "=" not in arg:
             raise ConfigError(f"override {arg!r} must look like --section.key=value")
         key, raw = arg[2:].split("=", 1)
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError(f"override {arg!r} must look like --section.key=value (an empty key)")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:

@@ -76,6 +76,8 @@ def load_generator(args: argparse.Namespace):
 
 
 def sampling_params(args: argparse.Namespace, n: int = 1):
+    if any(not s for s in args.stop):
+        raise ValueError("--stop: an empty stop string would end every completion at once")
     return SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,

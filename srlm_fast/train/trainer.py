@@ -50,7 +50,10 @@ from srlm_fast.io import (
     DataError,
     OutputError,
     RunLock,
+    check_output,
+    check_writable_location,
     iter_lines,
+    looks_like_jsonl,
     read_json,
     write_json_atomic,
     write_text_atomic,
@@ -264,8 +267,6 @@ class Trainer:
                 "from the initial model (restore the file or start a new run_dir)"
             )
         if self.cfg.dpo.reference_out is not None:
-            from srlm_fast.io import check_output, looks_like_jsonl
-
             self._agree(lambda: check_output(ref_path, kind="JSONL file", overwrite=True, inputs=[d.train],
                                              is_kind=looks_like_jsonl))  # fmt: skip
         return pairs, stats, ref_path
@@ -426,8 +427,6 @@ class Trainer:
                     f"checkpoint.run_dir: {self.run_dir} exists and is not a training run directory (no "
                     f"{CONFIG}, {CHECKPOINTS}/ or {METRICS}); refusing to write into it: choose another run_dir"
                 )
-        from srlm_fast.io import check_writable_location
-
         check_writable_location(self.run_dir / CONFIG)
         changed = self._saved_config_difference()
         has_ckpt = latest_checkpoint(self.run_dir) is not None or any(
@@ -583,7 +582,7 @@ class Trainer:
             if info.is_main:
                 if cfg.checkpoint.overwrite:
                     self._start_over()
-                if fresh:  # a continuing run keeps the config it was started with
+                if fresh:  # a continuing run rewrites it once its checkpoint has loaded (see _run)
                     write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
                 cut_metrics(self.run_dir, read_train_state(latest)["step"] if latest is not None else 0)
             D.barrier(info)
@@ -647,6 +646,11 @@ class Trainer:
             if latest is not None:
                 start = self.load_checkpoint(latest, lm, opt, plan)
                 log.info(f"resumed from {latest} at step {start}")
+            # A continuing run records this attempt's settings (only the resumable keys can differ).
+            text = to_toml(cfg)
+            config = self.run_dir / CONFIG
+            if info.is_main and (not config.is_file() or config.read_bytes() != text.encode()):
+                write_text_atomic(config, text)
             return self._loop(lm, opt, stream, plan, start, total)
         finally:
             log.close()
