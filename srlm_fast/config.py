@@ -16,6 +16,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from srlm_fast.io import read_text
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key or file."""
@@ -199,8 +201,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """A TOML file as a dict; a missing file, undecodable bytes and bad TOML are errors naming the file."""
-    from srlm_fast.io import read_text
-
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a TOML file")

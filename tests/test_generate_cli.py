@@ -26,7 +26,7 @@ def test_progress_goes_to_stderr_and_stdout_is_only_jsonl(ws, capsys):
                                 "generating", interval_s=0.0)  # fmt: skip
     out, err = capsys.readouterr()
     assert out == "" and len(results) == 3
-    assert "generating: 6/6 requests" in err
+    assert "generating: 6/6 samples" in err and "ETA" in err
     assert [r.samples[0].token_ids for r in results] == [
         r.samples[0].token_ids
         for r in gen.generate(["a b", "c", "d e f"], SamplingParams(max_new_tokens=6, n=2, seed=1))

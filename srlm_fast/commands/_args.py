@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from srlm_fast.device import resolve_device
+
 
 def _number(text: str, kind: type) -> int | float:
     try:
@@ -57,8 +59,6 @@ def probability(text: str) -> float:
 
 def device(text: str) -> str:
     """A device name the one device rule accepts (auto, cpu, cuda, cuda:N present on this machine)."""
-    from srlm_fast.device import resolve_device
-
     try:
         resolve_device(text)
     except ValueError as e:
@@ -70,14 +70,3 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help=f"replace an existing {what} (without it, one is refused)"
     )
-
-
-def judge_template(spec: str):
-    """The judge template `spec` names ("compact", "full" or a file), read now: a bad file is an error before
-    any model is loaded (bytes that are not UTF-8 are named with file:line)."""
-    from srlm_fast.io import read_text
-    from srlm_fast.recipe.judge import JudgeTemplate
-
-    if spec in ("compact", "full"):
-        return JudgeTemplate.from_spec(spec)
-    return JudgeTemplate(read_text(spec).strip("\n"), name=str(spec))

@@ -6,6 +6,7 @@ import argparse
 
 from srlm_fast.commands._args import add_overwrite, device, positive_int
 from srlm_fast.io import check_output, looks_like_jsonl
+from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.train.data import default_reference_path
 from srlm_fast.train.reference import compute_reference_logprobs
 
@@ -25,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from srlm_fast.model.checkpoint import is_checkpoint_dir
-
     if args.max_seq_len < 2:
         raise ValueError(f"--max-seq-len must be at least 2, got {args.max_seq_len}")
     if not is_checkpoint_dir(args.model):

@@ -10,7 +10,6 @@ stderr: a bar on a terminal, else a line every 30 s (done/total, rate, ETA).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from srlm_fast.io import DataError, check_output, looks_like_jsonl, read_jsonl, 
 from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import load_tokenizer
+from srlm_fast.progress import Progress
 
 HELP = "sample completions from a checkpoint (KV-cached, batched)"
 
@@ -110,26 +110,20 @@ def run_with_progress(
 ):
     """`gen.generate(requests, params)`, reporting finished samples on stderr as it goes (a bar on a terminal,
     else a line every `interval_s` seconds with done/total, rate and ETA)."""
-    from srlm_fast.recipe.policy import Progress
-
     seqs, prompts = gen.prepare(requests, params)
     samples = [s for group in seqs for s in group]
     # Progress lines go to stderr: stdout may be the JSONL output itself.
-    with contextlib.redirect_stdout(sys.stderr):
-        progress = Progress(desc, interval_s=interval_s)
+    with Progress(desc, interval_s=interval_s, unit="samples", stream=sys.stderr) as progress:
         progress.add_total(len(samples))
         done, last = 0, time.perf_counter()
-        try:
-            for _ in gen.steps(seqs, prompts):
-                now = time.perf_counter()
-                if now - last >= 0.5:
-                    last = now
-                    finished = sum(s.finish is not None for s in samples)
-                    progress.update(finished - done)
-                    done = finished
-            progress.update(len(samples) - done)
-        finally:
-            progress.close()
+        for _ in gen.steps(seqs, prompts):
+            now = time.perf_counter()
+            if now - last >= 0.5:
+                last = now
+                finished = sum(s.finish is not None for s in samples)
+                progress.update(finished - done)
+                done = finished
+        progress.update(len(samples) - done)
     return gen.collect(seqs, prompts)
 
 

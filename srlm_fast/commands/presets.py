@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from srlm_fast.commands._args import positive_int
 from srlm_fast.model.config import PRESETS, ModelConfig
 
 HELP = "list model presets: parameters, FLOPs per token, memory for inference and training"
@@ -16,6 +15,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seq-len", type=positive_int, default=2048, help="sequence length for FLOPs (default 2048)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def positive_int(text: str) -> int:
+    # Not commands._args, which imports torch for its device check: `srlm presets` stays light.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def describe(name: str, cfg: ModelConfig, seq_len: int) -> dict:

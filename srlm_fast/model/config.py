@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from srlm_fast.config import ConfigError
+from srlm_fast.io import read_json
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,6 @@ class ModelConfig:
 
     @classmethod
     def from_hf_json(cls, path: str | Path) -> ModelConfig:
-        from srlm_fast.io import read_json
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Literal
 
 from srlm_fast.config import ConfigError, finite, require
+from srlm_fast.device import resolve_device
+from srlm_fast.model.attention import BACKENDS
+from srlm_fast.model.checkpoint import is_checkpoint_dir
+from srlm_fast.model.config import PRESETS
+from srlm_fast.model.tokenizer import TEMPLATES
 
 
 @dataclass
@@ -116,11 +121,6 @@ class TrainConfig:
         """Every value checked before any work, with messages naming the key: required keys, counts, sizes,
         intervals, rates, names (device, attention backend, preset, chat template) and, with `check_paths`,
         that the input files and directories exist."""
-        from srlm_fast.device import resolve_device
-        from srlm_fast.model.attention import BACKENDS
-        from srlm_fast.model.config import PRESETS
-        from srlm_fast.model.tokenizer import TEMPLATES
-
         m, d, o, s, p, c, lg = (
             self.model,
             self.data,
@@ -212,8 +212,6 @@ class TrainConfig:
             self._check_paths()
 
     def _check_paths(self) -> None:
-        from srlm_fast.model.checkpoint import is_checkpoint_dir
-
         m, d = self.model, self.data
         train = Path(d.train)
         if train.is_dir():

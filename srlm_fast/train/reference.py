@@ -35,11 +35,13 @@ from srlm_fast.io import (
     iter_lines,
     looks_like_jsonl,
     read_json,
+    read_jsonl,
     write_json_atomic,
     write_jsonl_atomic,
 )
 from srlm_fast.model.checkpoint import read_model_config
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.progress import Progress
 from srlm_fast.train.data import TokenizedPair, collate_dpo, default_reference_path, load_dpo
 from srlm_fast.train.losses import LMWithLoss, build_lm
 
@@ -56,6 +58,8 @@ def score_pairs(
     was_training = lm.training
     lm.eval()
     results: list[tuple[float, float]] = []
+    progress = Progress("reference log-probs", enabled=info.is_main, unit="pairs")
+    progress.add_total(n)
     for i in range(n_calls):
         chunk = mine[i * batch_size : (i + 1) * batch_size]
         real = len(chunk)
@@ -66,6 +70,10 @@ def score_pairs(
         logps = out["logps"].float().cpu()  # (2P,)
         p = len(chunk)
         results.extend(zip(logps[:p].tolist()[:real], logps[p:].tolist()[:real]))
+        progress.update(
+            min(n, (i + 1) * batch_size * info.world_size) - progress.done
+        )  # all ranks move alike
+    progress.close()
     lm.train(was_training)
     D.reshard(lm)
     gathered = D.all_gather_objects(results, info)
@@ -138,8 +146,6 @@ def provenance_mismatch(ref_path: Path, *, source: Path | None, checkpoint_dir, 
 def rows_mismatch(ref_path: Path, source: Path) -> str | None:
     """For a file without a provenance record (written by an older version): do its rows, less the reference
     fields, appear in `source` in the same order (pairs dropped by the length limit are absent)?"""
-    from srlm_fast.io import read_jsonl
-
     ref_keys = ("ref_chosen_logp", "ref_rejected_logp", "ref_chosen_tokens", "ref_rejected_tokens")
     src_rows = read_jsonl(source, on_error="skip")[0]
     j = 0
