@@ -933,6 +933,176 @@ def _(ws, tmp):
     return sft(ws, tmp / "locked"), "is in use by process"
 
 
+# -- the loop and the evaluations -------------------------------------------------------------------------
+
+
+def loop(tmp: Path, *extra: str) -> list[str]:
+    return ["run", f"--runs_dir={q(tmp)}", "--name=r", *extra]
+
+
+@_case("lock", "run-dir-in-use")
+def _(ws, tmp):
+    return loop(tmp / "locked_runs"), "this run directory is in use by process"
+
+
+@_case("output", "run-dir-is-not-a-run")
+def _(ws, tmp):
+    return ["run", f"--runs_dir={q(ws['root'])}", "--name=notes"], "is not a run directory of srlm run"
+
+
+@_case("output", "run-dir-is-a-file")
+def _(ws, tmp):
+    return ["run", f"--runs_dir={q(ws['notes'].parent)}", "--name=todo.txt"], "is a file, not a run directory"
+
+
+for _key, _value, _expect in [
+    ("judge.k", "0", "judge.k: must be >= 1, got 0"),
+    ("candidates.n", "1", "candidates.n: must be >= 2"),
+    ("iterations", "-1", "iterations: must be >= 0"),
+    ("selfinstruct.top_p", "0", "selfinstruct.top_p: must be in (0, 1]"),
+    ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
+    ("eval.max_new_tokens", "0", "eval.max_new_tokens: must be >= 1"),
+    ("model.vocab_size", "100", "model.vocab_size: must be >= 263"),
+    ("dpo.optim.lr", "1e-6", "dpo.optim: need lr > 0 and 0 <= min_lr <= lr"),  # found before SFT, not after
+    ("sft.schedule.micro_batch_size", "0", "sft.schedule.micro_batch_size: must be >= 1"),
+    ("dpo.dpo.beta", "0", "dpo.dpo.beta: must be > 0"),
+    ("name", '"../up"', "name: must be a plain directory name"),
+    ("device", "cuda:3", "device: device 'cuda:3'"),
+]:
+
+    def _make(key=_key, value=_value, expect=_expect):
+        return lambda ws, tmp: (loop(tmp, f"--{key}={value}"), expect)
+
+    CASES.append(Case("counts", f"run-{_key}={_value}", _make()))
+
+
+@_case("inputs", "run-eval-rankings-missing")
+def _(ws, tmp):
+    return loop(tmp, f"--eval.rankings={q(tmp / 'nope.jsonl')}"), "eval.rankings: no such file"
+
+
+@_case("inputs", "run-checkpoint-not-a-checkpoint")
+def _(ws, tmp):
+    return loop(
+        tmp, f"--model.checkpoint={q(ws['notes'].parent)}"
+    ), "model.checkpoint: not a checkpoint directory"
+
+
+@_case("inputs", "run-judge-template-missing")
+def _(ws, tmp):
+    return loop(
+        tmp, f"--judge.template={q(tmp / 'rubric.txt')}"
+    ), "judge.template: compact, full or a template"
+
+
+@_case("counts", "eval-judge-k")
+def _(ws, tmp):
+    argv = ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(ws["ranked"]), "--k", "0"]
+    return argv, "argument --k: must be at least 1"
+
+
+@_case("counts", "eval-head2head-n-boot")
+def _(ws, tmp):
+    return [
+        "eval",
+        "head2head",
+        "--verdicts",
+        str(ws["prompts"]),
+        "--n-boot",
+        "0",
+    ], "argument --n-boot: must be"
+
+
+@_case("counts", "eval-versus-limit")
+def _(ws, tmp):
+    argv = [
+        "eval",
+        "versus",
+        "--a",
+        str(ws["init"]),
+        "--b",
+        str(ws["init2"]),
+        "--prompts",
+        str(ws["prompts"]),
+    ]
+    return [*argv, "--limit", "-1"], "argument --limit: must be 0 or more"
+
+
+@_case("output", "eval-judge-out-is-the-rankings")
+def _(ws, tmp):
+    f = write(tmp / "oasst_trees.json", "{}")
+    argv = ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(f), "--out", str(f)]
+    return [*argv, "--overwrite"], "is an input of this command"
+
+
+@_case("output", "eval-versus-out-exists")
+def _(ws, tmp):
+    out = write(tmp / "versus.json", "{}")
+    argv = [
+        "eval",
+        "versus",
+        "--a",
+        str(ws["init"]),
+        "--b",
+        str(ws["init2"]),
+        "--prompts",
+        str(ws["prompts"]),
+    ]
+    return [*argv, "--out", str(out)], "pass --overwrite"
+
+
+@_case("output", "eval-report-exists")
+def _(ws, tmp):
+    write(tmp / "eval" / "m1.json", '{"task": {"accuracy": 0.5}}')
+    write(tmp / "report.md", "# my notes\n")
+    return ["eval", "report", str(tmp)], "report.md: a report already exists there; pass --overwrite"
+
+
+@_case("inputs", "eval-versus-a-not-a-checkpoint")
+def _(ws, tmp):
+    argv = ["eval", "versus", "--a", str(tmp), "--b", str(ws["init2"]), "--prompts", str(ws["prompts"])]
+    return argv, "--a: "
+
+
+@_case("inputs", "eval-judge-no-ranked-prompts")
+def _(ws, tmp):
+    f = write(tmp / "trees.jsonl", '{"prompt": {"text": "q", "replies": []}}\n')
+    return ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(f)], f"{f}: no ranked prompts"
+
+
+@_case("inputs", "eval-agreement-empty")
+def _(ws, tmp):
+    f = write(tmp / "j.jsonl", "\n")
+    return ["eval", "agreement", "--judgments", str(f)], f"{f}: no judgments"
+
+
+@_case("inputs", "eval-report-nothing-to-report")
+def _(ws, tmp):
+    return ["eval", "report", str(tmp)], "no evaluations to report"
+
+
+@_case("decode", "eval-report-eval-file")
+def _(ws, tmp):
+    f = write(tmp / "eval" / "m1.json", b'{"task":\n "' + BAD + b'"}')
+    return ["eval", "report", str(tmp)], f"{f}:2: not valid UTF-8"
+
+
+@_case("decode", "eval-judge-template")
+def _(ws, tmp):
+    t = write(tmp / "rubric.txt", BAD)
+    argv = [
+        "eval",
+        "judge",
+        "--checkpoint",
+        str(ws["init"]),
+        "--rankings",
+        str(ws["ranked"]),
+        "--template",
+        str(t),
+    ]
+    return argv, f"{t}:1: not valid UTF-8"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------
 
 
@@ -941,7 +1111,8 @@ def test_bad_input_is_refused_cleanly_and_changes_nothing(case, ws, tmp_path, ca
     scratch = tmp_path / "case"
     scratch.mkdir()
     argv, expect = case.build(ws, scratch)
-    lock = RunLock(scratch / "locked").acquire() if case.kind == "lock" else None
+    locked = scratch / ("locked_runs/r" if case.name.startswith("run-") else "locked")
+    lock = RunLock(locked).acquire() if case.kind == "lock" else None
     if case.stdin is not None:
         fake = io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8")
         monkeypatch.setattr("sys.stdin", fake)
@@ -952,7 +1123,10 @@ def test_bad_input_is_refused_cleanly_and_changes_nothing(case, ws, tmp_path, ca
         if lock is not None:
             lock.release()
     if lock is not None:  # the lock file was ours: the refused command left the rest as it found it
-        before = before[0], {k: v for k, v in before[1].items() if k != "locked/.lock"}
+        before = (
+            before[0],
+            {k: v for k, v in before[1].items() if k != str((locked / ".lock").relative_to(scratch))},
+        )
     assert code not in (0, None), f"exit {code}; stderr: {err}"
     assert "Traceback" not in err
     lines = [x for x in err.splitlines() if x.strip()]

@@ -7,6 +7,8 @@ import argparse
 import math
 
 from srlm_fast.device import resolve_device
+from srlm_fast.io import read_text
+from srlm_fast.recipe.judge import JudgeTemplate
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -70,3 +72,11 @@ def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help=f"replace an existing {what} (without it, one is refused)"
     )
+
+
+def judge_template(spec: str) -> JudgeTemplate:
+    """The judge template `spec` names ("compact", "full" or a file), read now: a bad file is an error before
+    any model is loaded (bytes that are not UTF-8 are named with file:line)."""
+    if spec in ("compact", "full"):
+        return JudgeTemplate.from_spec(spec)
+    return JudgeTemplate(read_text(spec).strip("\n"), name=str(spec))

@@ -6,12 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from srlm_fast.commands._args import add_overwrite, device, nonnegative_int, positive_int
+from srlm_fast.commands._args import add_overwrite, device, judge_template, nonnegative_int, positive_int
 from srlm_fast.device import resolve_device
-from srlm_fast.io import DataError, check_output, looks_like_jsonl, read_text, write_jsonl_atomic
+from srlm_fast.io import DataError, check_output, looks_like_jsonl, write_jsonl_atomic
 from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.recipe.eft import build_eft
-from srlm_fast.recipe.judge import JudgeTemplate
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.seed_data import read_ranked
 
@@ -31,14 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--limit", type=nonnegative_int, default=0, help="use at most this many prompts (0: all)")
     b.add_argument("--device", type=device, default="auto")
     b.add_argument("--seed", type=int, default=0)
-
-
-def judge_template(spec: str) -> JudgeTemplate:
-    """The judge template `spec` names ("compact", "full" or a file), read now: a bad file is an error before
-    any model is loaded (bytes that are not UTF-8 are named with file:line)."""
-    if spec in ("compact", "full"):
-        return JudgeTemplate.from_spec(spec)
-    return JudgeTemplate(read_text(spec).strip("\n"), name=str(spec))
 
 
 def main(args: argparse.Namespace) -> int:
