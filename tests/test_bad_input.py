@@ -691,8 +691,22 @@ def _(ws, tmp):
     run, pairs = dpo_run_on_own_pairs(ws, tmp)
     lines = pairs.read_text().splitlines()
     pairs.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # same path, other order: other pairs per line
+    (run / "inputs.json").unlink()  # as an older version left it: the reference file's own record decides
     argv = ["dpo", *dpo_overrides(ws, ws["init"], run, data__train=str(pairs), schedule__max_steps=2)]
     return argv, "computed from other pairs"
+
+
+@_case("provenance", "sft-resumed-on-changed-data")
+def _(ws, tmp):
+    data = tmp / "sft.jsonl"
+    shutil.copy(ws["sft"], data)
+    overrides = sft_overrides(
+        ws, tmp / "run", data__train=str(data), schedule__max_steps=2, checkpoint__save_every=1
+    )
+    train(load_job_config(TrainConfig, None, overrides))
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join(lines[:-1]) + "\n")  # the same path, one row fewer
+    return ["sft", *overrides], "started on other inputs (data.train changed since"
 
 
 @_case("provenance", "dpo-missing-reference-error")

@@ -52,6 +52,7 @@ from srlm_fast.io import (
     RunLock,
     check_output,
     check_writable_location,
+    file_sha256,
     iter_lines,
     looks_like_jsonl,
     read_json,
@@ -81,6 +82,7 @@ from srlm_fast.train.losses import LMWithLoss, build_lm
 from srlm_fast.train.metrics import MetricsLogger, peak_tflops
 from srlm_fast.train.reference import (
     attach_and_write,
+    model_fingerprint,
     provenance_mismatch,
     provenance_path,
     reference_provenance,
@@ -93,6 +95,7 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
+INPUTS = "inputs.json"  # fingerprints of the data, initial weights and tokenizer the run was started with
 # Keys a resumed run may change: they do not change what is trained (how often it logs and keeps checkpoints,
 # and where the run directory is: a moved run resumes).
 RESUMABLE_CHANGES = (
@@ -460,7 +463,34 @@ class Trainer:
             )
         elif self.final_dir.exists() and not self.final_dir.is_dir():
             raise OutputError(f"checkpoint.final_dir: {self.final_dir} is a file, not a directory")
+        if same and has_ckpt:
+            self._check_inputs_unchanged()
         return not same, same
+
+    def _input_fingerprints(self) -> dict[str, str]:
+        """What a resume must find unchanged: the training data (same path is not same data), the initial
+        weights and the tokenizer."""
+        m, d = self.cfg.model, self.cfg.data
+        out = {"data.train": file_sha256(d.train)}
+        if m.init:
+            out["model.init"] = model_fingerprint(m.init)
+        tok = Path(m.tokenizer or m.init) / "tokenizer.json"
+        out["tokenizer"] = file_sha256(tok)
+        return out
+
+    def _check_inputs_unchanged(self) -> None:
+        path = self.run_dir / INPUTS
+        if not path.is_file():
+            return  # a run started by an older version: its inputs are recorded when it continues
+        saved = read_json(path)
+        now = self._input_fingerprints()
+        changed = [k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k]]
+        if changed:
+            raise DataError(
+                f"{path}: this training run was started on other inputs ({', '.join(changed)} changed since: the "
+                "same path, other contents); a resume would mix them. Restore them, choose another "
+                "checkpoint.run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
+            )
 
     def _start_over(self) -> None:
         """checkpoint.overwrite: remove what an earlier run of this run_dir left (checkpoints, metrics). Its
@@ -584,6 +614,8 @@ class Trainer:
                     self._start_over()
                 if fresh:  # a continuing run rewrites it once its checkpoint has loaded (see _run)
                     write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
+                if fresh or not (self.run_dir / INPUTS).is_file():
+                    write_json_atomic(self.run_dir / INPUTS, self._input_fingerprints())
                 cut_metrics(self.run_dir, read_train_state(latest)["step"] if latest is not None else 0)
             D.barrier(info)
             return self._run(model_config, items, stats, ref_out, stream, plan, total, latest)

@@ -94,6 +94,7 @@ RUN_FILES = [
     "checkpoints/step-000002/model/tokenizer.json",
     "checkpoints/step-000002/model/tokenizer_config.json",
     "config.toml",
+    "inputs.json",
     "metrics.jsonl",
 ]
 # The older format's names, planted beside an intact checkpoint of the new one.
