@@ -61,14 +61,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as e:
-        # Our errors (ConfigError, DataError, CheckpointError, ...) carry a complete message already.
+    except Exception as e:
         if "SRLM_DEBUG" in os.environ:  # show the traceback
             raise
-        # Under torchrun every rank usually fails alike; the rank tells the copies apart (and names a lone one).
-        rank = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-        print(f"srlm {args.command}{rank}: error: {e}", file=sys.stderr)
+        print(f"srlm {args.command}{_rank_tag()}: error: {error_message(e)}", file=sys.stderr)
         return 1
+
+
+def _rank_tag() -> str:
+    # Under torchrun every rank usually fails alike; the rank tells the copies apart (and names a lone one).
+    try:
+        return f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    except ValueError:
+        return ""
+
+
+def error_message(e: BaseException) -> str:
+    """One line for the user. Our errors (ConfigError, DataError, CheckpointError, OutputError, ...) carry a
+    complete message naming the file, line, key or path; an OS error is named with its path; anything else is
+    an internal error, named with its type (SRLM_DEBUG=1 shows the traceback)."""
+    if isinstance(e, OSError) and e.filename:
+        text = f"{e.filename}: {e.strerror or e}" + (f" (and {e.filename2})" if e.filename2 else "")
+    elif isinstance(e, ValueError | OSError):
+        text = str(e)
+    else:
+        text = f"internal error ({type(e).__name__}: {e}); set SRLM_DEBUG=1 to see where"
+    return " ".join(text.split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -25,12 +25,16 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     CUDA, one that exists here). Raises `ValueError` with the name otherwise."""
     if isinstance(name, torch.device):
         return name
+    if not isinstance(name, str):
+        raise ValueError(f"device must be a name (auto, cpu, cuda or cuda:N), got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index not in (None, 0)):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: no CUDA device is available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -55,7 +55,7 @@ def test_unsupported_hf_configs_are_refused():
 def test_from_dict_rejects_unknown_keys_and_wrong_types():
     with pytest.raises(ConfigError, match="unknown key.*dimm"):
         from_dict(ModelConfig, {"dimm": 3})
-    with pytest.raises(ConfigError, match="n_layers: expected int"):
+    with pytest.raises(ConfigError, match="n_layers: expected an integer, got .four. \\(a string\\)"):
         from_dict(ModelConfig, {"n_layers": "four"})
     cfg = from_dict(ModelConfig, {"rope_scaling": {"factor": 2}, "norm_eps": 1})
     assert cfg.rope_scaling == RopeScaling(factor=2.0) and cfg.norm_eps == 1.0

@@ -13,7 +13,7 @@ def test_auto_device_follows_cuda_availability() -> None:
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
 
 
-@pytest.mark.parametrize("name", ["gpu", "cuda:x", "tpu0", ""])
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "tpu0", "", "meta", "cpu:3", "cuda:-1"])
 def test_unknown_device_names_are_refused_with_the_name(name: str) -> None:
     with pytest.raises(ValueError, match="device"):
         resolve_device(name)

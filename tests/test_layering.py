@@ -11,7 +11,13 @@ import pytest
 from tests.helpers import REPO
 
 # What each part of the package may import (besides itself and third-party code).
-INFRA = {"srlm_fast.config", "srlm_fast.device", "srlm_fast.io", "srlm_fast.distributed"}
+INFRA = {
+    "srlm_fast.config",
+    "srlm_fast.device",
+    "srlm_fast.io",
+    "srlm_fast.distributed",
+    "srlm_fast.progress",
+}
 ALLOWED: dict[str, set[str]] = {
     "srlm_kernels": {"srlm_kernels"},
     "infra": {"infra"},

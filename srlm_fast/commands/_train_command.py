@@ -12,6 +12,12 @@ from srlm_fast.train.trainer import TrainingDiverged, train
 
 def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
     parser.add_argument("--config", help=f"TOML job config (see srlm_fast/configs/{task}-*.toml)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a run_dir that holds an earlier run, and replace an existing final_dir checkpoint "
+        "(same as --checkpoint.overwrite=true); without it such outputs are refused",
+    )
     parser.epilog = (
         "Any config key can be overridden as --section.key=value, e.g. --optim.lr=1e-5 "
         "--schedule.max_steps=100. Under torchrun: torchrun --nproc_per_node=8 -m srlm_fast.cli "
@@ -22,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> None:
 def run(args: argparse.Namespace, task: str) -> int:
     cfg = load_job_config(TrainConfig, args.config, args.overrides)
     cfg.task = task
+    if args.overwrite:
+        cfg.checkpoint.overwrite = True
+    cfg.validate()  # every value and input path, before anything is read or built
     try:
         train(cfg)
     except TrainingDiverged as e:

@@ -11,6 +11,9 @@ srlm eval judge --checkpoint DIR ...     a checkpoint judges human-ranked replie
 srlm eval versus --a DIR --b DIR ...     A's and B's answers to a prompt file, judged in both orders by a
                                          judge checkpoint (default B); with --references also each model's
                                          win rate (and LC win rate) against the file's reference outputs
+
+Every input is read and every output checked before a model is loaded (an existing --out or report is replaced
+only with --overwrite); the commands that judge report progress (a bar, or a line at least every 30 s).
 """
 
 from __future__ import annotations
@@ -20,6 +23,14 @@ import json
 import re
 from pathlib import Path
 
+from srlm_fast.commands._args import (
+    add_overwrite,
+    device,
+    judge_template,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+)
 from srlm_fast.device import resolve_device
 from srlm_fast.eval import readers as eval_data
 from srlm_fast.eval.judge_agreement import (
@@ -37,7 +48,8 @@ from srlm_fast.eval.winrate import (
     is_flip,
     reference_win_rate_from_outcomes,
 )
-from srlm_fast.io import DataError, read_jsonl, write_json_atomic
+from srlm_fast.io import DataError, check_output, looks_like_json, read_json, read_jsonl, write_json_atomic
+from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.recipe.config import JudgeSpec
 from srlm_fast.recipe.evaluation import judge_score_fn, judge_vs_humans
 from srlm_fast.recipe.policy import Policy
@@ -52,17 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--judgments", required=True, help="JSONL: {ranks, scores} and/or {chosen_score, rejected_score}"
     )
     p.add_argument(
-        "--perfect", type=float, default=5.0, help="score that counts as a perfect 5 (default 5.0)"
+        "--perfect",
+        type=nonnegative_float,
+        default=5.0,
+        help="score that counts as a perfect 5 (default 5.0)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("head2head", help="win/tie/loss with bootstrap CIs from verdicts in both orders")
     p.add_argument("--verdicts", required=True, help='JSONL: {verdict_ab, verdict_ba} in "1"/"2"/"tie"/null')
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("report", help="write RUN_DIR/report.md from the per-model evaluation files")
     p.add_argument("run_dir", help="the run directory (reads eval/m<k>.json or iter<t>/eval.json)")
     p.add_argument("--title", default=None, help="report title (default: the run directory name)")
+    add_overwrite(p, "report.md")
     p = sub.add_parser("data", help="read an evaluation data file and summarize it")
     p.add_argument(
         "file", help="OpenAssistant trees, HH-RLHF pairs, AlpacaEval, MT-Bench or Self-Instruct file"
@@ -77,12 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--pairs", default=None, help="HH-RLHF chosen/rejected JSONL(.gz)")
     p.add_argument("--mode", choices=("sample", "expected"), default="sample")
-    p.add_argument("--k", type=int, default=3, help="judgments averaged per response in sample mode")
+    p.add_argument("--k", type=positive_int, default=3, help="judgments averaged per response in sample mode")
     p.add_argument("--template", default="full", help="judge template: compact, full, or a file")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--limit", type=int, default=0, help="at most this many prompts/pairs per file (0: all)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument(
+        "--limit", type=nonnegative_int, default=0, help="at most this many prompts/pairs per file (0: all)"
+    )
+    p.add_argument("--device", type=device, default="auto")
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
+    add_overwrite(p, "--out file")
     p = sub.add_parser(
         "versus", help="head-to-head of two checkpoints on a prompt file, judged by a checkpoint"
     )
@@ -97,15 +116,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--references", action="store_true", help="also judge A and B against the file's references"
     )
-    p.add_argument("--limit", type=int, default=0, help="at most this many prompts (0: all)")
-    p.add_argument("--temperature", type=float, default=0.0, help="answer sampling temperature (0: greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
+    p.add_argument("--limit", type=nonnegative_int, default=0, help="at most this many prompts (0: all)")
+    p.add_argument(
+        "--temperature", type=nonnegative_float, default=0.0, help="answer sampling temperature (0: greedy)"
+    )
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="answer length limit")
     p.add_argument("--judge-mode", choices=("sample", "expected"), default="expected")
     p.add_argument("--template", default="full", help="judge template: compact, full, or a file")
-    p.add_argument("--judge-max-new-tokens", type=int, default=256)
+    p.add_argument("--judge-max-new-tokens", type=positive_int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=device, default="auto")
     p.add_argument("--out", default=None, help="write the results (and the answers) as JSON here")
+    add_overwrite(p, "--out file")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -124,6 +146,8 @@ def _pct(x: float | None) -> str:
 
 def _agreement(args: argparse.Namespace) -> int:
     data = read_scored_judgments(args.judgments)
+    if not (data.ranked or data.chosen_scores):
+        raise DataError(f"{args.judgments}: no judgments in the file")
     out: dict = {}
     if data.ranked:
         out["ranked"] = judge_agreement(data.ranked, perfect=args.perfect).to_dict()
@@ -154,6 +178,8 @@ def _agreement(args: argparse.Namespace) -> int:
 
 def _head2head(args: argparse.Namespace) -> int:
     rows, _ = read_jsonl(args.verdicts, required=("verdict_ab", "verdict_ba"))
+    if not rows:
+        raise DataError(f"{args.verdicts}: no verdicts in the file")
     ab = [r["verdict_ab"] for r in rows]
     ba = [r["verdict_ba"] for r in rows]
     if rows and all(isinstance(r.get("output"), str) and isinstance(r.get("reference"), str) for r in rows):
@@ -203,16 +229,17 @@ def _report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
+    files = find_eval_files(run_dir)
+    if not files:
+        raise DataError(f"{run_dir}: no evaluations to report (eval/m<k>.json or iter<t>/eval.json)")
     run_metrics = []
-    for label, path in find_eval_files(run_dir):
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    for label, path in files:
+        d = read_json(path)
         if not isinstance(d, dict):
             raise DataError(f"{path}: expected a JSON object")
         d.setdefault("iteration", label)
         run_metrics.append(d)
+    check_output(run_dir / "report.md", kind="report", overwrite=args.overwrite)
     md = write_report(run_metrics, run_dir, title=args.title or f"Run report: {run_dir.name}")
     print(f"wrote {md} ({len(run_metrics)} iteration(s))")
     return 0
@@ -238,9 +265,25 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint(path: str, flag: str) -> str:
+    if not is_checkpoint_dir(path):
+        raise ValueError(f"{flag}: {path}: not a checkpoint directory (config.json + model.safetensors)")
+    return path
+
+
 def _judge(args: argparse.Namespace) -> int:
     if not (args.rankings or args.pairs):
         raise ValueError("give --rankings and/or --pairs")
+    # Before the model is loaded: the output, the judge, the template and the data files (read in full).
+    if args.out:
+        check_output(args.out, kind="JSON file", overwrite=args.overwrite, is_kind=looks_like_json,
+                     inputs=[args.checkpoint, args.rankings, args.pairs])  # fmt: skip
+    _checkpoint(args.checkpoint, "--checkpoint")
+    judge_template(args.template)
+    if args.rankings and not eval_data.read_oasst_trees(args.rankings):
+        raise DataError(f"{args.rankings}: no ranked prompts (a prompt with two or more ranked replies)")
+    if args.pairs and not eval_data.read_hh_pairs(args.pairs).pairs:
+        raise DataError(f"{args.pairs}: no usable chosen/rejected pairs")
     policy = Policy.load(args.checkpoint, device=resolve_device(args.device))
     spec = JudgeSpec(mode=args.mode, k=args.k, template=args.template, max_new_tokens=args.max_new_tokens)
     out: dict = {"checkpoint": str(args.checkpoint), "mode": args.mode, "template": args.template}
@@ -255,7 +298,16 @@ def _judge(args: argparse.Namespace) -> int:
 
 def _versus(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    if args.out:
+        check_output(args.out, kind="JSON file", overwrite=args.overwrite, is_kind=looks_like_json,
+                     inputs=[args.a, args.b, args.judge, args.prompts])  # fmt: skip
+    for path, flag in ((args.a, "--a"), (args.b, "--b"), (args.judge, "--judge")):
+        if path is not None:
+            _checkpoint(path, flag)
+    judge_template(args.template)
     prompts = read_eval_prompts(args.prompts)[: args.limit or None]
+    if not prompts:
+        raise DataError(f"{args.prompts}: no prompts in the file")
     instructions = [p.instruction for p in prompts]
     if args.references and any(p.reference is None for p in prompts):
         raise ValueError(f"{args.prompts}: --references needs a reference output for every prompt")

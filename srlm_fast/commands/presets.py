@@ -11,8 +11,21 @@ HELP = "list model presets: parameters, FLOPs per token, memory for inference an
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seq-len", type=int, default=2048, help="sequence length for FLOPs (default 2048)")
+    parser.add_argument(
+        "--seq-len", type=positive_int, default=2048, help="sequence length for FLOPs (default 2048)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def positive_int(text: str) -> int:
+    # Not commands._args, which imports torch for its device check: `srlm presets` stays light.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def describe(name: str, cfg: ModelConfig, seq_len: int) -> dict:

@@ -15,12 +15,12 @@ Formats (the files in `../shared/data`, and any file of the same shape):
 - Scored judgments for `srlm eval agreement`: JSONL of ranked `{"ranks": [...], "scores": [...]}` (plus any of
   `prompt`, `responses`) or pair `{"chosen_score": x, "rejected_score": y}` records; null = invalid judgment.
 
-Every reader takes `.gz` too, and bad input raises `DataError` naming the file and the line (or record index).
+Every reader takes `.gz` too, and bad input raises `DataError` naming the file and the line (or record index);
+bytes are decoded here, so a line that is not UTF-8 is named with its file, line and column.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -28,10 +28,9 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from srlm_fast.eval.metrics import RankedJudgment
-from srlm_fast.io import DataError
+from srlm_fast.io import DataError, iter_lines, read_text
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -100,33 +99,22 @@ def render_dialogue(history: tuple[tuple[str, str], ...], prompt: str) -> str:
 # ---------------------------------------------------------------- low-level JSON(L) reading
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSONL(.gz) file; bad lines raise DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    with _open_text(path) as f:
+    for lineno, line, problem in iter_lines(path):
+        if problem is not None:
+            raise DataError(f"{path}:{lineno}: {problem}")
+        if not line.strip():
+            continue
         try:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(
-                        f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
-                    ) from None
-                if not isinstance(obj, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
-        except (OSError, EOFError, UnicodeDecodeError) as e:  # truncated gzip, binary junk
-            raise DataError(f"{path}: cannot read ({e})") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def _need_str(obj: dict, key: str, where: str) -> str:
@@ -262,13 +250,12 @@ def read_hh_pairs(path: str | os.PathLike) -> PairSet:
 def read_alpaca_eval(path: str | os.PathLike) -> list[EvalPrompt]:
     """AlpacaEval model outputs: a JSON list of `{instruction, output, generator?, dataset?}`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    with _open_text(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     out = []

@@ -9,7 +9,9 @@ Loading streams: tensors are read one at a time from memory-mapped safetensors f
 shard, straight into the (already allocated) parameters. A parameter that is an FSDP2 `DTensor`
 sharded on dim 0 reads only its own rows from disk, so no rank ever holds the whole model.
 Saving writes into a temporary directory that is renamed into place, so a killed save never leaves
-a half-written checkpoint behind the real name.
+a half-written checkpoint behind the real name. It never replaces what is not a checkpoint: an existing
+path is refused unless it is an empty directory, or a checkpoint and `overwrite=True`; and the output may
+not be (or contain) one of the save's inputs (the tokenizer's source directory, `inputs=`).
 
 This module knows tensors, names and `config.json`, never the network: `Llama.from_pretrained` builds a model
 and fills it through `load_weights`, so the dependency points one way (model → checkpoint).
@@ -29,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from srlm_fast.io import write_json_atomic
+from srlm_fast.io import check_output, write_json_atomic
 from srlm_fast.model.config import ModelConfig
 
 SINGLE_FILE = "model.safetensors"
@@ -111,6 +113,28 @@ class CheckpointReader:
         self._handles.clear()
 
 
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """A directory that holds an HF checkpoint (config.json plus safetensors weights or their index)."""
+    path = Path(path)
+    return (
+        path.is_dir()
+        and (path / "config.json").is_file()
+        and ((path / SINGLE_FILE).is_file() or (path / INDEX_FILE).is_file())
+    )
+
+
+def check_checkpoint_output(
+    directory: str | os.PathLike, *, overwrite: bool = False, inputs=(), flag: str = "--overwrite"
+) -> Path:
+    """Refuse, before any work, a checkpoint output that would lose something (see `io.check_output`): a
+    file or a non-checkpoint directory at `directory`, an existing checkpoint without `overwrite`, or an
+    output that is or contains one of `inputs` (e.g. the directory of the source checkpoint)."""
+    return check_output(
+        directory, kind="checkpoint", directory=True, overwrite=overwrite, inputs=inputs,
+        is_kind=is_checkpoint_dir, flag=flag,
+    )  # fmt: skip
+
+
 def read_model_config(directory: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_hf_json(Path(directory) / "config.json")
 
@@ -182,13 +206,21 @@ def save_pretrained(
     state_dict: dict[str, Tensor] | None = None,
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = 5 * 2**30,
+    overwrite: bool = False,
+    inputs=(),
 ) -> Path:
     """Write `model` (or a full `state_dict` with our names) in the HF layout, atomically.
 
     Under FSDP, gather a full state dict first (e.g. `get_model_state_dict(..., full_state_dict=True,
-    cpu_offload=True)`) and call this on rank 0 with `state_dict=`.
+    cpu_offload=True)`) and call this on rank 0 with `state_dict=`. An existing checkpoint at `directory`
+    is replaced only with `overwrite=True`; anything else there is never replaced (see
+    `check_checkpoint_output`; the tokenizer's source directory counts as an input).
     """
     directory = Path(directory)
+    if max_shard_bytes < 1:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    source = getattr(tokenizer, "source_dir", None)
+    check_checkpoint_output(directory, overwrite=overwrite, inputs=[*inputs, source])
     config: ModelConfig = model.config
     if state_dict is None:
         state_dict = {n: p.detach() for n, p in model.named_parameters()}
@@ -242,14 +274,15 @@ def _replace_dir(src: Path, dst: Path) -> None:
     for f in src.iterdir():  # make the files durable before the rename publishes them
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
+    if dst.is_dir() and any(dst.iterdir()):
+        # Only a checkpoint the caller may overwrite gets here (save_pretrained checked). It is moved aside to a
+        # fresh name of our own, the new one renamed in, then the old one deleted.
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / dst.name)
         os.replace(src, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(src, dst)
+        os.replace(src, dst)  # a rename onto an empty directory replaces it
 
 
 def iter_tensor_shapes(directory: str | os.PathLike) -> Iterator[tuple[str, tuple[int, ...], torch.dtype]]:

@@ -8,12 +8,12 @@ both, so every generation of tools (transformers 4 and 5, vLLM) reads what we sa
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from srlm_fast.config import ConfigError
+from srlm_fast.io import read_json
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,26 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        for key in (
+            "vocab_size",
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "intermediate_size",
+            "max_seq_len",
+        ):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{key}: must be a positive integer, got {v!r}")
+        for key in ("rope_theta", "norm_eps"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (0 < v < float("inf")):
+                raise ConfigError(f"{key}: must be a positive number, got {v!r}")
+        if self.head_dim is not None and (
+            isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 1
+        ):
+            raise ConfigError(f"head_dim: must be a positive integer, got {self.head_dim!r}")
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
@@ -125,8 +145,25 @@ class ModelConfig:
 
     @classmethod
     def from_hf_dict(cls, hf: dict[str, Any], *, source: str = "config.json") -> ModelConfig:
-        """Build from a Hugging Face Llama `config.json` of either generation (4.x or 5.x)."""
-        model_type = hf.get("model_type", "llama")
+        """Build from a Hugging Face Llama `config.json` of either generation (4.x or 5.x). Every value used is
+        type-checked: a wrong one is a `ConfigError` naming the file and the key."""
+        if not isinstance(hf, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(hf).__name__}")
+
+        def get(key: str, kind: type, default: Any = None, table: dict | None = None, where: str = "") -> Any:
+            table = hf if table is None else table
+            v = table.get(key, default)
+            if v is None:
+                return None
+            ok = isinstance(v, bool) if kind is bool else (
+                not isinstance(v, bool) and isinstance(v, int | float if kind is float else kind)
+            )  # fmt: skip
+            if not ok:
+                names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+                raise ConfigError(f"{source}: {where}{key} must be {names[kind]}, got {v!r}")
+            return float(v) if kind is float else v
+
+        model_type = get("model_type", str, "llama")
         if model_type not in ("llama", "mistral"):
             raise ConfigError(f"{source}: model_type {model_type!r} is not a Llama-family model")
         for key in ("attention_bias", "mlp_bias"):
@@ -145,43 +182,59 @@ class ModelConfig:
             raise ConfigError(f"{source}: missing key(s) {', '.join(missing)}")
 
         # transformers 5 keeps theta and scaling in `rope_parameters`; 4.x in rope_theta / rope_scaling.
+        for key in ("rope_parameters", "rope_scaling"):
+            if hf.get(key) is not None and not isinstance(hf[key], dict):
+                raise ConfigError(f"{source}: {key} must be an object, got {hf[key]!r}")
         rope = dict(hf.get("rope_parameters") or {})
         if not rope:
             rope = dict(hf.get("rope_scaling") or {})
-            rope["rope_theta"] = hf.get("rope_theta", 10000.0)
+            rope["rope_theta"] = get("rope_theta", float, 10000.0)
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         scaling = None
+        r = "rope parameters: "
         if rope_type == "llama3":
+            if "factor" not in rope:
+                raise ConfigError(f"{source}: rope_type llama3 needs a factor")
             scaling = RopeScaling(
-                factor=float(rope["factor"]),
-                low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
-                high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
-                original_max_position_embeddings=int(rope.get("original_max_position_embeddings", 8192)),
+                factor=get("factor", float, None, rope, r),
+                low_freq_factor=get("low_freq_factor", float, 1.0, rope, r),
+                high_freq_factor=get("high_freq_factor", float, 4.0, rope, r),
+                original_max_position_embeddings=get("original_max_position_embeddings", int, 8192, rope, r),
             )
         elif rope_type not in ("default", None):
             raise ConfigError(f"{source}: rope_type {rope_type!r} is not supported (default or llama3)")
 
-        n_heads = hf["num_attention_heads"]
-        head_dim = hf.get("head_dim")
-        if head_dim == hf["hidden_size"] // n_heads:
+        n_heads = get("num_attention_heads", int)
+        hidden = get("hidden_size", int)
+        head_dim = get("head_dim", int)
+        if n_heads and hidden and head_dim == hidden // n_heads:
             head_dim = None  # the default; keep configs comparable
-        return cls(
-            vocab_size=hf["vocab_size"],
-            dim=hf["hidden_size"],
-            n_layers=hf["num_hidden_layers"],
-            n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            intermediate_size=hf.get("intermediate_size", 4 * hf["hidden_size"]),
-            max_seq_len=hf.get("max_position_embeddings", 2048),
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            rope_scaling=scaling,
-            norm_eps=hf.get("rms_norm_eps", 1e-6),
-            tie_embeddings=hf.get("tie_word_embeddings", False),
-            head_dim=head_dim,
-            bos_token_id=hf.get("bos_token_id"),
-            eos_token_id=hf.get("eos_token_id"),
-            pad_token_id=hf.get("pad_token_id"),
-        )
+        eos = hf.get("eos_token_id")
+        if eos is not None and not (
+            (isinstance(eos, int) and not isinstance(eos, bool))
+            or (isinstance(eos, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in eos))
+        ):
+            raise ConfigError(f"{source}: eos_token_id must be an integer or a list of integers, got {eos!r}")
+        try:
+            return cls(
+                vocab_size=get("vocab_size", int),
+                dim=hidden,
+                n_layers=get("num_hidden_layers", int),
+                n_heads=n_heads,
+                n_kv_heads=get("num_key_value_heads", int) or n_heads,
+                intermediate_size=get("intermediate_size", int, 4 * hidden if hidden else None),
+                max_seq_len=get("max_position_embeddings", int, 2048),
+                rope_theta=get("rope_theta", float, None, rope, r) or get("rope_theta", float, 10000.0),
+                rope_scaling=scaling,
+                norm_eps=get("rms_norm_eps", float, 1e-6),
+                tie_embeddings=get("tie_word_embeddings", bool, False),
+                head_dim=head_dim,
+                bos_token_id=get("bos_token_id", int),
+                eos_token_id=eos,
+                pad_token_id=get("pad_token_id", int),
+            )
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_hf_json(cls, path: str | Path) -> ModelConfig:
@@ -189,9 +242,9 @@ class ModelConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         try:
-            hf = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            hf = read_json(path)
+        except ValueError as e:  # not UTF-8 or not JSON: file:line
+            raise ConfigError(str(e)) from None
         return cls.from_hf_dict(hf, source=str(path))
 
 

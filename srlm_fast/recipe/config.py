@@ -8,10 +8,17 @@ trainer option is available in a loop config too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from srlm_fast.config import ConfigError
+from srlm_fast.config import ConfigError, finite, from_dict, merge, require
+from srlm_fast.device import resolve_device
+from srlm_fast.model.checkpoint import is_checkpoint_dir
+from srlm_fast.model.config import PRESETS
+from srlm_fast.model.tokenizer import SPECIAL_TOKENS
+from srlm_fast.train.config import TrainConfig
 
 
 @dataclass
@@ -139,3 +146,93 @@ class LoopConfig:
     # Trainer tables (TrainConfig sections): merged over the loop's defaults for SFT and for each DPO stage.
     sft: dict[str, Any] = field(default_factory=dict)
     dpo: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, train_table: Callable[[str, LoopConfig], dict[str, Any]] | None = None) -> None:
+        """Every value of the loop checked before any work, with messages naming the key: counts, sizes, rates,
+        names, the files and checkpoints it names, and (with `train_table`, task → the trainer table a stage
+        gets) the `sft` and `dpo` trainer tables, so a bad DPO setting is found before SFT, not after it."""
+        require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name",
+                "must be a plain directory name", self.name)  # fmt: skip
+        require(bool(self.runs_dir), "runs_dir", "must be a directory path", self.runs_dir)
+        require(self.iterations >= 0, "iterations", "must be >= 0", self.iterations)
+        try:
+            resolve_device(self.device)
+        except ValueError as e:
+            raise ConfigError(f"device: {e}") from None
+        m = self.model
+        require(m.preset in PRESETS, "model.preset", f"must be one of {', '.join(PRESETS)}", m.preset)
+        require(m.vocab_size >= 256 + len(SPECIAL_TOKENS), "model.vocab_size",
+                f"must be >= {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)", m.vocab_size)  # fmt: skip
+        require(m.max_seq_len >= 2, "model.max_seq_len", "must be >= 2", m.max_seq_len)
+        if m.checkpoint is not None:
+            require(
+                is_checkpoint_dir(m.checkpoint),
+                "model.checkpoint",
+                "not a checkpoint directory",
+                m.checkpoint,
+            )
+        if m.skip_sft:
+            require(
+                m.checkpoint is not None, "model.skip_sft", "needs model.checkpoint (the M1 to start from)"
+            )
+        if m.tokenizer is not None:
+            require((Path(m.tokenizer) / "tokenizer.json").is_file(), "model.tokenizer", "no tokenizer.json in",
+                    m.tokenizer)  # fmt: skip
+        d = self.seed_data
+        if d.source == "files":
+            require(
+                bool(d.ift_files), "seed_data.ift_files", "at least one file is needed with source = 'files'"
+            )
+        for key in ("ift_files", "eft_files"):
+            for i, f in enumerate(getattr(d, key)):
+                require(Path(f).is_file(), f"seed_data.{key}[{i}]", "no such file", f)
+        for key in ("n_ift", "n_eft", "n_selfinstruct"):
+            require(getattr(d, key) >= 0, f"seed_data.{key}", "must be >= 0", getattr(d, key))
+        require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
+        si = self.selfinstruct
+        for key in ("n_prompts", "max_new_tokens", "n_seed", "batch_size", "min_words"):
+            require(getattr(si, key) >= 1, f"selfinstruct.{key}", "must be >= 1", getattr(si, key))
+        require(si.n_generated >= 0, "selfinstruct.n_generated", "must be >= 0", si.n_generated)
+        require(si.max_words >= si.min_words, "selfinstruct.max_words", "must be >= min_words", si.max_words)
+        require(finite(si.dedup_threshold) and 0 < si.dedup_threshold <= 1, "selfinstruct.dedup_threshold",
+                "must be in (0, 1]", si.dedup_threshold)  # fmt: skip
+        if si.generator is not None:
+            require(is_checkpoint_dir(si.generator), "selfinstruct.generator", "not a checkpoint directory",
+                    si.generator)  # fmt: skip
+        c = self.candidates
+        require(c.n >= 2, "candidates.n", "must be >= 2 (a pair needs two candidates)", c.n)
+        require(c.max_new_tokens >= 1, "candidates.max_new_tokens", "must be >= 1", c.max_new_tokens)
+        j = self.judge
+        require(j.k >= 1, "judge.k", "must be >= 1", j.k)
+        require(j.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1", j.max_new_tokens)
+        if j.template not in ("compact", "full"):
+            require(
+                Path(j.template).is_file(), "judge.template", "compact, full or a template file", j.template
+            )
+        for section, spec in (("selfinstruct", si), ("candidates", c), ("judge", j)):
+            require(finite(spec.temperature) and spec.temperature >= 0, f"{section}.temperature", "must be >= 0",
+                    spec.temperature)  # fmt: skip
+            require(
+                finite(spec.top_p) and 0 < spec.top_p <= 1,
+                f"{section}.top_p",
+                "must be in (0, 1]",
+                spec.top_p,
+            )
+        p = self.pairs
+        require(finite(p.min_margin) and p.min_margin >= 0, "pairs.min_margin", "must be >= 0", p.min_margin)
+        require(finite(p.tier) and p.tier >= 0, "pairs.tier", "must be >= 0", p.tier)
+        e = self.eval
+        for key in ("n_task_prompts", "n_judge_items", "limit"):
+            require(getattr(e, key) >= 0, f"eval.{key}", "must be >= 0", getattr(e, key))
+        require(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1", e.max_new_tokens)
+        for key in ("rankings", "pairs", "prompts"):
+            f = getattr(e, key)
+            if f is not None:
+                require(Path(f).is_file(), f"eval.{key}", "no such file", f)
+        for task in ("sft", "dpo"):
+            table = train_table(task, self) if train_table is not None else getattr(self, task)
+            base = {"task": task, "model": {"init": "M"}, "data": {"train": "D"}}
+            try:
+                from_dict(TrainConfig, merge(base, table)).validate(check_paths=False)
+            except ConfigError as err:
+                raise ConfigError(f"{task}.{err}") from None

@@ -54,6 +54,7 @@ def run_loop(cfg: LoopConfig, policy_factory: PolicyFactory | None = None) -> Pa
     Under torchrun (or with a process group already set up) call it on every rank: the process group is created
     once here (and destroyed on return if created here), the trainer and the reference stage adopt it.
     """
+    cfg.validate(S.train_table)  # every value, the trainer tables too: before anything is read or written
     distributed = D.launched_by_torchrun() or (
         torch.distributed.is_available() and torch.distributed.is_initialized()
     )
@@ -76,6 +77,19 @@ def default_policy_factory(cfg: LoopConfig, info: D.DistInfo) -> PolicyFactory:
 
 
 def _run(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
+    run.claim()  # a run directory of its own, locked: a second process refuses
+    try:
+        return _run_claimed(cfg, run, policy_factory)
+    finally:
+        run.release()
+
+
+def _template_file(cfg: LoopConfig) -> str | None:
+    """The judge template's file, when the config names one (an input of the stages that render it)."""
+    return None if cfg.judge.template in ("compact", "full") else cfg.judge.template
+
+
+def _run_claimed(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
     t0 = time.perf_counter()
     save_or_check_config(cfg, run)
     if (world := run.info.world_size) > 1:
@@ -84,24 +98,28 @@ def _run(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
     wandb_run = wandb_init(cfg, run) if run.is_main else None
 
     log("\n== seed data, tokenizer, M1 ==")
-    stage(run, "seed data", run.seed / "sft.jsonl", S.build_seed_data, cfg, run, main_only=True)
-    stage(run, "tokenizer", run.tokenizer, S.build_tokenizer, cfg, run, main_only=True)
+    s, template = cfg.seed_data, _template_file(cfg)
+    seed_files = [*s.ift_files, *s.eft_files] if s.source == "files" else []
+    stage(run, "seed data", run.seed / "sft.jsonl", S.build_seed_data, cfg, run, main_only=True,
+          inputs=[*seed_files, template])  # fmt: skip
+    tok_source = cfg.model.tokenizer or cfg.model.checkpoint
+    stage(run, "tokenizer", run.tokenizer, S.build_tokenizer, cfg, run, main_only=True,
+          inputs=[Path(tok_source) / "tokenizer.json" if tok_source else run.seed / "sft.jsonl"])  # fmt: skip
     ckpt, m0, m1 = cfg.model.checkpoint, run.model(0), run.model(1)
     if ckpt and cfg.model.skip_sft:
-        stage(run, "checkpoint → M1", m1, copy_checkpoint, ckpt, m1, main_only=True)
+        stage(run, "checkpoint → M1", m1, copy_checkpoint, ckpt, m1, main_only=True, inputs=[ckpt])
     else:
         if ckpt:
-            stage(run, "checkpoint → M0", m0, copy_checkpoint, ckpt, m0, main_only=True)
+            stage(run, "checkpoint → M0", m0, copy_checkpoint, ckpt, m0, main_only=True, inputs=[ckpt])
         else:
-            stage(run, "random M0", m0, S.build_m0, cfg, run, main_only=True)
-        stage(run, "SFT → M1", m1, S.train_sft, cfg, run)
-    stage(run, "evaluate M1", run.eval / "m1.json", S.evaluate, cfg, run, 1, policy_factory)
+            stage(run, "random M0", m0, S.build_m0, cfg, run, main_only=True, inputs=[run.tokenizer])
+        stage(run, "SFT → M1", m1, S.train_sft, cfg, run, inputs=[m0, run.seed / "sft.jsonl"])
+    _evaluate(cfg, run, 1, policy_factory)
     report_progress(cfg, run, wandb_run)
 
     for t in range(1, cfg.iterations + 1):
         run_iteration(Iteration.resume(cfg, run, t, policy_factory))
-        k = t + 1
-        stage(run, f"evaluate M{k}", run.eval / f"m{k}.json", S.evaluate, cfg, run, k, policy_factory)
+        _evaluate(cfg, run, t + 1, policy_factory)
         report_progress(cfg, run, wandb_run)
 
     wall = time.perf_counter() - t0
@@ -114,14 +132,31 @@ def _run(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
     return run.root
 
 
+def _evaluate(cfg: LoopConfig, run: RunDir, k: int, policy_factory: PolicyFactory) -> None:
+    e = cfg.eval
+    inputs = [run.model(k), e.rankings, e.pairs, e.prompts, _template_file(cfg)]
+    if e.prompts and k > 1:
+        inputs.append(run.model(k - 1))  # head-to-head against the previous model
+    stage(
+        run, f"evaluate M{k}", run.eval / f"m{k}.json", S.evaluate, cfg, run, k, policy_factory, inputs=inputs
+    )
+
+
 def run_iteration(it: Iteration) -> None:
-    """M_t → M_{t+1}: the stages of iteration t, each skipped when its artifact exists."""
-    run, t, d = it.run, it.t, it.dir
+    """M_t → M_{t+1}: the stages of iteration t, each skipped when its artifact exists (made from the same inputs)."""
+    run, t, d, m = it.run, it.t, it.dir, it.model
+    s = it.cfg.selfinstruct
+    earlier = [run.iteration(k) / "prompts.jsonl" for k in range(1, t)]
     log(f"\n== iteration {t}: M{t} → M{t + 1} ==")
-    stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it)
-    stage(run, f"iter{t}: candidates", d / "candidates.jsonl", S.sample_candidates, it)
-    stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it)
-    stage(run, f"iter{t}: pairs", d / "pairs.jsonl", S.select_pairs, it, main_only=True)
+    stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it,
+          inputs=[m, run.seed / "seed_prompts.jsonl", *earlier, s.generator])  # fmt: skip
+    stage(run, f"iter{t}: candidates", d / "candidates.jsonl", S.sample_candidates, it,
+          inputs=[m, d / "prompts.jsonl"])  # fmt: skip
+    stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it,
+          inputs=[m, d / "candidates.jsonl", _template_file(it.cfg)])  # fmt: skip
+    stage(run, f"iter{t}: pairs", d / "pairs.jsonl", S.select_pairs, it, main_only=True,
+          inputs=[d / "judgments.jsonl"])  # fmt: skip
     it.close_policy()  # M_t's sampler cache and weights go before training starts
-    stage(run, f"iter{t}: reference log-probs", d / "pairs.ref.jsonl", S.reference_logprobs, it)
-    stage(run, f"iter{t}: DPO → M{t + 1}", it.next_model, S.train_dpo, it)
+    stage(run, f"iter{t}: reference log-probs", d / "pairs.ref.jsonl", S.reference_logprobs, it,
+          inputs=[m, d / "pairs.jsonl"])  # fmt: skip
+    stage(run, f"iter{t}: DPO → M{t + 1}", it.next_model, S.train_dpo, it, inputs=[m, d / "pairs.ref.jsonl"])

@@ -20,8 +20,6 @@ report per chunk without starving continuous batching; per-request seeds keep re
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -33,6 +31,7 @@ from srlm_fast.engine import distributed as GD
 from srlm_fast.engine.generator import GenerationResult, Generator, Request, SamplingParams
 from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.progress import Progress
 from srlm_fast.recipe.judge import MAX_SCORE, MIN_SCORE, JudgeConfig, JudgeResult, JudgeTemplate, judge
 
 SCORE_MARKER = "Score:"
@@ -48,55 +47,6 @@ def _request_seed(seed: int, i: int) -> int:
 
 def _multi_rank() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-class Progress:
-    """Requests done within one scope (e.g. a loop stage), shown on rank 0.
-
-    On a terminal (stderr is a TTY) and with tqdm installed: a bar. Otherwise (logs of torchrun or a batch job,
-    captured test output) a carriage-return bar would fill the log with fragments, so a plain line goes to
-    stdout, in order with the stage lines, at most every `interval_s` seconds.
-    """
-
-    def __init__(self, desc: str, *, enabled: bool = True, interval_s: float = 30.0) -> None:
-        self.desc, self.enabled, self.interval_s = desc, enabled, interval_s
-        self.total = self.done = 0
-        self.t0 = self._last = time.perf_counter()
-        self._bar = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                pass
-            else:
-                self._bar = tqdm(total=0, desc=f"    {desc}", unit="req", leave=False, dynamic_ncols=True)
-
-    def add_total(self, n: int) -> None:
-        """A call with `n` more requests started (a stage may make several calls)."""
-        self.total += n
-        if self._bar is not None:
-            self._bar.total = self.total
-            self._bar.refresh()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        now = time.perf_counter()
-        if self.enabled and now - self._last >= self.interval_s:
-            self._last = now
-            elapsed = now - self.t0
-            print(
-                f"    {self.desc}: {self.done}/{self.total} requests, {elapsed:.0f}s, "
-                f"{self.done / max(elapsed, 1e-9):.1f} req/s",
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
 
 class Policy:

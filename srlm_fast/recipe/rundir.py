@@ -1,7 +1,7 @@
 """The run directory of `srlm run` and the machinery every stage shares.
 
-RunDir                paths of one run, and this process's place in the job (rank 0 alone writes files)
-stage                 run a computation unless its artifact exists; a barrier after it
+RunDir                paths of one run, and this process's place in the job (rank 0 alone writes files); its lock
+stage                 run a computation unless its artifact exists (made from the same inputs); a barrier after it
 crash_point           the tests' kill switch: die after a stage's work, before its artifact is committed
 save_or_check_config  the resolved config saved beside the artifacts; a resumed run must match it
 copy_checkpoint       an atomic copy of a checkpoint directory
@@ -16,17 +16,28 @@ import shutil
 import signal
 import sys
 import time
-import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ConfigError, from_dict, to_dict, to_toml
-from srlm_fast.io import write_text_atomic
+from srlm_fast.config import ConfigError, changed_keys, from_dict, read_toml, to_dict, to_toml
+from srlm_fast.io import (
+    DataError,
+    OutputError,
+    RunLock,
+    check_writable_location,
+    directory_fingerprint,
+    file_fingerprint,
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+)
 from srlm_fast.recipe.config import LoopConfig
+
+__all__ = ["KILL_ENV", "RunDir", "changed_keys", "copy_checkpoint", "crash_point", "log", "progress", "stage"]
 
 # Tests set this to a stage name: the process SIGKILLs itself after that stage's work, before its artifact is
 # committed — the worst moment for a crash.
@@ -43,6 +54,8 @@ class RunDir:
         self.seed = self.root / "seed"
         self.tokenizer = self.root / "tokenizer"
         self.eval = self.root / "eval"
+        self.provenance = self.root / PROVENANCE
+        self._lock: RunLock | None = None
 
     def model(self, k: int) -> Path:
         return self.root / f"m{k}"
@@ -68,6 +81,49 @@ class RunDir:
         """Whether `path` exists, as rank 0 sees it."""
         return self.agree(path.exists() if self.is_main else None)
 
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` on rank 0; its result, or its error, on every rank (they fail together, none waits alone)."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except (ValueError, OSError) as e:
+                error = e
+        result, error = self.agree((result, error))
+        if error is not None:
+            raise error
+        return result
+
+    def claim(self) -> None:
+        """Before anything is written: the run directory is new, empty or a run's own (never another directory
+        turned into one), its location writable, and no other process is running it (rank 0 takes the lock)."""
+
+        def check_and_lock() -> None:
+            root = self.root
+            if root.exists() and not root.is_dir():
+                raise OutputError(f"{root}: runs_dir/name is a file, not a run directory")
+            if root.is_dir() and not self.config.is_file() and any(p.name != ".lock" for p in root.iterdir()):
+                raise OutputError(
+                    f"{root}: exists and is not a run directory of srlm run (no config.toml); refusing to write "
+                    "into it: choose another --name or runs_dir"
+                )
+            check_writable_location(self.config)
+            self._lock = RunLock(root, what="run directory").acquire()
+
+        self.on_main(check_and_lock)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def rel(self, path: Path) -> str:
+        """`path` relative to the run directory when inside it (the key of its provenance record), else as given."""
+        try:
+            return str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)
+
 
 def log(msg: str) -> None:
     # Every rank runs the loop; one copy of its story is enough.
@@ -77,14 +133,27 @@ def log(msg: str) -> None:
 
 
 def stage(
-    run: RunDir, name: str, artifact: Path, compute: Callable[..., None], *args: Any, main_only: bool = False
+    run: RunDir,
+    name: str,
+    artifact: Path,
+    compute: Callable[..., None],
+    *args: Any,
+    main_only: bool = False,
+    inputs: Sequence[str | Path | None] = (),
 ) -> bool:
     """Run `compute(*args)` unless `artifact` exists (as rank 0 sees it); returns whether it ran.
 
     `compute` runs on every rank (collective stages), or on rank 0 alone with `main_only` (cheap CPU work that
     only writes files). It must create `artifact` atomically, last, on rank 0.
+
+    Provenance: the files and directories in `inputs` (the artifacts of earlier stages, models, data files the
+    config names) are fingerprinted into the run's `provenance.json` beside the artifact's name when it is made.
+    An existing artifact whose inputs have changed since is not reused: the run stops and says which input
+    changed (an artifact without a record, e.g. from an older version, is adopted with today's inputs).
     """
+    inputs = [Path(p) for p in inputs if p]
     if run.exists(artifact):
+        run.on_main(lambda: _check_provenance(run, name, artifact, inputs))
         log(f"  ✓ {name:<28} (done: {artifact.name})")
         return False
     log(f"  ▶ {name}")
@@ -94,8 +163,51 @@ def stage(
     run.barrier()  # rank 0 has committed the artifact before any rank reads it in the next stage
     if not run.exists(artifact):
         raise RuntimeError(f"stage {name} finished without writing {artifact}")
+    run.on_main(lambda: _record_provenance(run, name, artifact, inputs))
     log(f"    {name} took {time.perf_counter() - t0:.1f}s")
     return True
+
+
+PROVENANCE = "provenance.json"
+
+
+def fingerprint(path: Path) -> str:
+    """A file's content fingerprint, or a directory's (every file in it, by name and content)."""
+    if path.is_dir():
+        return directory_fingerprint(path, ["*"])
+    if path.is_file():
+        return file_fingerprint(path)
+    return "missing"
+
+
+def _records(run: RunDir) -> dict:
+    if not run.provenance.is_file():
+        return {}
+    data = read_json(run.provenance)
+    if not isinstance(data, dict):
+        raise DataError(f"{run.provenance}: expected a JSON object")
+    return data
+
+
+def _record_provenance(run: RunDir, name: str, artifact: Path, inputs: list[Path]) -> None:
+    records = _records(run)
+    records[run.rel(artifact)] = {"stage": name, "inputs": {run.rel(p): fingerprint(p) for p in inputs}}
+    write_json_atomic(run.provenance, records)
+
+
+def _check_provenance(run: RunDir, name: str, artifact: Path, inputs: list[Path]) -> None:
+    record = _records(run).get(run.rel(artifact))
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
+        _record_provenance(run, name, artifact, inputs)  # made before records existed: adopted as it is
+        return
+    saved = record["inputs"]
+    changed = [run.rel(p) for p in inputs if saved.get(run.rel(p)) != fingerprint(p)]
+    if changed:
+        raise DataError(
+            f"{artifact}: stage {name!r} made it from inputs that have changed since ({', '.join(changed)}); "
+            f"it is not reused. Restore them, or remove {run.rel(artifact)} and the artifacts made after it to "
+            "compute them again"
+        )
 
 
 def kill_requested(name: str) -> bool:
@@ -147,14 +259,14 @@ def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
 def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
     text = to_toml(cfg)
     if run.config.exists():
-        saved = run.config.read_text()
-        if saved == text:
+        saved = run.config.read_bytes()
+        if saved == text.encode():
             return "resuming"
         # A run saved by an older version lacks the keys added since; with their defaults filled in (defaults
         # of new keys keep the old behaviour) it may still be the same config.
         try:
-            before = to_dict(from_dict(LoopConfig, tomllib.loads(saved)))
-        except (tomllib.TOMLDecodeError, ConfigError) as e:
+            before = to_dict(from_dict(LoopConfig, read_toml(run.config)))
+        except ConfigError as e:
             return f"error:{run.config}: cannot read the saved config of this run ({e})"
         changed = changed_keys(before, to_dict(cfg))
         if changed:
@@ -168,15 +280,3 @@ def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, text)
     return "new"
-
-
-def changed_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested config dicts."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += changed_keys(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(prefix + key)
-    return out

@@ -372,8 +372,11 @@ def _has_rows(it: Iteration, name: str) -> bool:
 
 def reference_logprobs(it: Iteration) -> None:
     """M_t's log-probs of every pair's chosen and rejected response, computed once for DPO → pairs.ref.jsonl."""
-    # The trainer's sequence limit must equal the one the reference log-probs were computed with.
-    max_len = train_table("dpo", it.cfg).get("data", {}).get("max_seq_len", DataSection.max_seq_len)
+    # The trainer's tokenisation (length limit, overlong rule, chat template) must be the one the reference
+    # log-probs were computed with: their provenance record is checked against it.
+    table = train_table("dpo", it.cfg)
+    data = table.get("data", {})
+    max_len = data.get("max_seq_len", DataSection.max_seq_len)
     if not _has_rows(it, "pairs.jsonl"):
         if it.run.is_main:
             write_jsonl_atomic(it.dir / "pairs.ref.jsonl", [])
@@ -385,6 +388,9 @@ def reference_logprobs(it: Iteration) -> None:
         it.dir / "pairs.jsonl",
         it.dir / "pairs.ref.jsonl",
         max_seq_len=max_len,
+        overlong=data.get("overlong", DataSection.overlong),
+        template=data.get("template", DataSection.template),
+        param_dtype=table.get("model", {}).get("param_dtype", "auto"),
         device=it.cfg.device,
     )
 

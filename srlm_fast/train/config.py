@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from srlm_fast.config import ConfigError
+from srlm_fast.config import ConfigError, finite, require
+from srlm_fast.device import resolve_device
+from srlm_fast.model.attention import BACKENDS
+from srlm_fast.model.checkpoint import is_checkpoint_dir
+from srlm_fast.model.config import PRESETS
+from srlm_fast.model.tokenizer import TEMPLATES
 
 
 @dataclass
@@ -83,6 +89,9 @@ class CheckpointSection:
     keep_last: int = 1  # training-state checkpoints kept (older ones are deleted after a good save)
     final_dir: str | None = None  # HF checkpoint written at the end; default: <run_dir>/final
     resume: bool = True  # continue from the latest checkpoint in run_dir if there is one
+    # Start over in a run_dir that holds an earlier training run (its checkpoints and metrics are removed) and
+    # replace an existing final_dir checkpoint. Without it such outputs are refused (`srlm sft --overwrite`).
+    overwrite: bool = False
     kill_after_step: int = 0  # tests only: SIGKILL this process after that step (simulates a crash)
 
 
@@ -108,28 +117,116 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
-    def validate(self) -> None:
-        """Cross-field checks, with messages naming the key."""
-        if not self.data.train:
+    def validate(self, *, check_paths: bool = True) -> None:
+        """Every value checked before any work, with messages naming the key: required keys, counts, sizes,
+        intervals, rates, names (device, attention backend, preset, chat template) and, with `check_paths`,
+        that the input files and directories exist."""
+        m, d, o, s, p, c, lg = (
+            self.model,
+            self.data,
+            self.optim,
+            self.schedule,
+            self.dpo,
+            self.checkpoint,
+            self.logging,
+        )
+        if not d.train:
             raise ConfigError("data.train: path of the training JSONL is required")
-        if self.model.init is None and self.model.preset is None:
+        if m.init is None and m.preset is None:
             raise ConfigError("model.init (a checkpoint directory) or model.preset is required")
-        if self.task == "dpo" and self.model.init is None:
+        if self.task == "dpo" and m.init is None:
             raise ConfigError("model.init: DPO starts from a checkpoint (it is also the reference model)")
-        if self.model.init is None and self.model.tokenizer is None:
+        if m.init is None and m.tokenizer is None:
             raise ConfigError("model.tokenizer is required when training from a preset (no init checkpoint)")
-        for key in ("micro_batch_size", "grad_accum"):
-            if getattr(self.schedule, key) < 1:
-                raise ConfigError(f"schedule.{key} must be >= 1")
-        if self.schedule.max_steps < 0 or not (self.schedule.max_steps or self.schedule.epochs > 0):
-            raise ConfigError("schedule: set max_steps > 0 or epochs > 0")
-        if self.data.max_seq_len < 2:
-            raise ConfigError("data.max_seq_len must be >= 2")
-        if not (self.optim.lr > 0 and 0 <= self.optim.min_lr <= self.optim.lr):
-            raise ConfigError("optim: need lr > 0 and 0 <= min_lr <= lr")
-        if self.optim.warmup_steps < 0:
-            raise ConfigError("optim.warmup_steps must be >= 0")
-        if self.checkpoint.keep_last < 1:
-            raise ConfigError("checkpoint.keep_last must be >= 1")
-        if not math.isfinite(self.dpo.beta) or self.dpo.beta <= 0:
-            raise ConfigError("dpo.beta must be > 0")
+        try:
+            resolve_device(self.device)
+        except ValueError as e:
+            raise ConfigError(f"device: {e}") from None
+        require(
+            m.attn_backend in BACKENDS,
+            "model.attn_backend",
+            f"must be one of {', '.join(BACKENDS)}",
+            m.attn_backend,
+        )
+        if m.init is None:
+            require(m.preset in PRESETS, "model.preset", f"must be one of {', '.join(PRESETS)}", m.preset)
+        require(d.template is None or d.template in TEMPLATES, "data.template",
+                f"must be one of {', '.join(TEMPLATES)}", d.template)  # fmt: skip
+        require(d.max_seq_len >= 2, "data.max_seq_len", "must be >= 2", d.max_seq_len)
+        require(s.micro_batch_size >= 1, "schedule.micro_batch_size", "must be >= 1", s.micro_batch_size)
+        require(s.grad_accum >= 1, "schedule.grad_accum", "must be >= 1", s.grad_accum)
+        require(s.max_steps >= 0, "schedule.max_steps", "must be >= 0 (0: use epochs)", s.max_steps)
+        if s.max_steps == 0:
+            require(
+                finite(s.epochs) and s.epochs > 0,
+                "schedule.epochs",
+                "must be > 0 when max_steps is 0",
+                s.epochs,
+            )
+        if not (finite(o.lr) and o.lr > 0 and finite(o.min_lr) and 0 <= o.min_lr <= o.lr):
+            raise ConfigError(f"optim: need lr > 0 and 0 <= min_lr <= lr, got lr={o.lr}, min_lr={o.min_lr}")
+        require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", o.warmup_steps)
+        require(
+            finite(o.weight_decay) and o.weight_decay >= 0,
+            "optim.weight_decay",
+            "must be >= 0",
+            o.weight_decay,
+        )
+        for key in ("beta1", "beta2"):
+            v = getattr(o, key)
+            require(finite(v) and 0 <= v < 1, f"optim.{key}", "must be in [0, 1)", v)
+        require(finite(o.eps) and o.eps > 0, "optim.eps", "must be > 0", o.eps)
+        require(
+            not math.isnan(o.grad_clip),
+            "optim.grad_clip",
+            "must be a number (<= 0: no clipping)",
+            o.grad_clip,
+        )
+        require(finite(p.beta) and p.beta > 0, "dpo.beta", "must be > 0", p.beta)
+        require(finite(p.label_smoothing) and 0 <= p.label_smoothing < 0.5, "dpo.label_smoothing",
+                "must be in [0, 0.5)", p.label_smoothing)  # fmt: skip
+        require(finite(p.nll_weight) and p.nll_weight >= 0, "dpo.nll_weight", "must be >= 0", p.nll_weight)
+        require(bool(c.run_dir), "checkpoint.run_dir", "must be a directory path", c.run_dir)
+        require(
+            c.final_dir is None or bool(c.final_dir),
+            "checkpoint.final_dir",
+            "must be a directory path",
+            c.final_dir,
+        )
+        require(
+            c.save_every >= 0,
+            "checkpoint.save_every",
+            "must be >= 0 (0: only the final checkpoint)",
+            c.save_every,
+        )
+        require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.keep_last)
+        require(c.kill_after_step >= 0, "checkpoint.kill_after_step", "must be >= 0", c.kill_after_step)
+        require(lg.log_every >= 1, "logging.log_every", "must be >= 1", lg.log_every)
+        require(
+            finite(lg.peak_tflops) and lg.peak_tflops >= 0,
+            "logging.peak_tflops",
+            "must be >= 0",
+            lg.peak_tflops,
+        )
+        if check_paths:
+            self._check_paths()
+
+    def _check_paths(self) -> None:
+        m, d = self.model, self.data
+        train = Path(d.train)
+        if train.is_dir():
+            raise ConfigError(f"data.train: {train} is a directory, expected a JSONL file")
+        if not train.is_file():
+            raise ConfigError(f"data.train: {train}: no such file")
+        if m.init is not None and not is_checkpoint_dir(m.init):
+            what = (
+                "no such directory"
+                if not Path(m.init).exists()
+                else "not a checkpoint (config.json + weights)"
+            )
+            raise ConfigError(f"model.init: {m.init}: {what}")
+        tok = m.tokenizer or m.init
+        if tok is not None and not (Path(tok) / "tokenizer.json").is_file():
+            raise ConfigError(
+                f"model.{'tokenizer' if m.tokenizer else 'init'}: {tok}: no tokenizer.json there"
+            )

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from srlm_fast.io import DataError, read_jsonl
+from srlm_fast.io import DataError, read_jsonl_numbered
 from srlm_fast.model.tokenizer import ROLES, Tokenizer
 
 IGNORE_INDEX = -100
@@ -105,30 +105,13 @@ def validate_dpo_row(row: dict) -> str | None:
 
 
 def _read(path: str | os.PathLike, validate, on_bad_row: str, stats: DataStats) -> list[tuple[int, dict]]:
-    """Valid rows with their 1-based line numbers; bad rows raise or are counted (on_bad_row)."""
-    rows, errors = read_jsonl(path, validate=validate, on_error="raise" if on_bad_row == "error" else "skip")
+    """Valid rows with their 1-based line numbers; bad rows (undecodable bytes too) raise or are counted."""
+    rows, errors = read_jsonl_numbered(
+        path, validate=validate, on_error="raise" if on_bad_row == "error" else "skip"
+    )
     stats.bad_rows += len(errors)
     stats.errors.extend(errors[:20])
-    # read_jsonl does not return line numbers; recover them cheaply for rows that parsed.
-    lines = _valid_line_numbers(path, len(rows), errors)
-    return list(zip(lines, rows))
-
-
-def _valid_line_numbers(path, n_rows: int, errors: list[str]) -> list[int]:
-    bad = {_line_of(e, path) for e in errors}
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip() and lineno not in bad:
-                out.append(lineno)
-    if len(out) != n_rows:  # cannot happen unless the file changed under us
-        raise DataError(f"{path}: changed while being read")
-    return out
-
-
-def _line_of(message: str, path) -> int:
-    rest = message[len(str(path)) + 1 :]
-    return int(rest.split(":", 1)[0])
+    return rows
 
 
 # ---- tokenisation ------------------------------------------------------------------------------

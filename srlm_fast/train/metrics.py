@@ -1,8 +1,8 @@
 """Training metrics: a progress line, `metrics.jsonl` (always), wandb (when enabled), MFU on GPU.
 
 Only rank 0 logs. `metrics.jsonl` is appended line by line and flushed, so a killed run keeps every
-line it logged; after a resume, lines of steps past the checkpoint are logged again (readers should keep
-the last record of a step).
+line it logged; a resume first cuts the file back to the checkpoint's step (`trainer.cut_metrics`), so the
+steps it trains again are logged once, never twice.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from srlm_fast.progress import format_duration
 
 # Dense bf16 peak per device (TFLOP/s), matched against `torch.cuda.get_device_name()`.
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "4090": 165.0}
@@ -32,15 +34,6 @@ def peak_tflops(device: torch.device, override: float = 0.0) -> float | None:
         if key in name:
             return value
     return None
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(seconds)
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class MetricsLogger:

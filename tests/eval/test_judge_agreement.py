@@ -120,7 +120,9 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "eval").mkdir()
     for k in (1, 2, 11):
         (tmp_path / "eval" / f"m{k}.json").write_text(json.dumps({"task": {"accuracy": k / 20}}))
-    assert srlm(["eval", "report", str(tmp_path)]) == 0
+    assert srlm(["eval", "report", str(tmp_path)]) == 1  # report.md is there: replaced only when asked
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert srlm(["eval", "report", str(tmp_path), "--overwrite"]) == 0
     assert "| metric | M1 | M2 | M11 | trend |" in (tmp_path / "report.md").read_text()
 
 

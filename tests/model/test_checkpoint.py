@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from srlm_fast.io import OutputError
 from srlm_fast.model.checkpoint import CheckpointError, CheckpointReader
 from srlm_fast.model.config import RopeScaling
 from srlm_fast.model.llama import Llama
@@ -76,8 +77,28 @@ def test_dtype_and_overwrite(tmp_path):
     assert (
         Llama.from_pretrained(tmp_path / "ck", dtype=torch.float32).embed_tokens.weight.dtype == torch.float32
     )
-    tiny_model(seed=3).save_pretrained(tmp_path / "ck")  # replacing an existing checkpoint is atomic
+    with pytest.raises(OutputError, match="already exists there; pass --overwrite"):
+        tiny_model(seed=3).save_pretrained(tmp_path / "ck")
+    tiny_model(seed=3).save_pretrained(tmp_path / "ck", overwrite=True)  # replacing a checkpoint is atomic
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+def test_save_never_replaces_what_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    (tmp_path / "file").write_text("keep me too")
+    for target, message in [("notes", "is not a checkpoint"), ("file", "is not a directory")]:
+        with pytest.raises(OutputError, match=message):
+            tiny_model().save_pretrained(tmp_path / target, overwrite=True)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    assert (tmp_path / "file").read_text() == "keep me too"
+    # The parent of an input (here the tokenizer's source) is refused even with overwrite.
+    tiny_model().save_pretrained(tmp_path / "runs" / "ck")
+    with pytest.raises(OutputError, match="contains an input"):
+        tiny_model().save_pretrained(tmp_path / "runs", inputs=[tmp_path / "runs" / "ck"], overwrite=True)
+    (tmp_path / "empty").mkdir()
+    tiny_model().save_pretrained(tmp_path / "empty")  # an empty directory is fine
+    assert (tmp_path / "empty" / "config.json").is_file()
 
 
 def test_shape_mismatch_names_tensor_and_shapes(tmp_path):

@@ -143,7 +143,7 @@ def test_shipped_loop_configs_load_and_their_trainer_tables_validate(path):
             TrainConfig,
             merge({"task": task, "data": {"train": "x"}, "model": {"init": "m"}}, train_table(task, cfg)),
         )
-        tc.validate()
+        tc.validate(check_paths=False)  # the values; the placeholder paths do not exist
 
 
 def test_wandb_offline_gets_scalars_and_the_model_table(tmp_path, monkeypatch):

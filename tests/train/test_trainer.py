@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -109,6 +110,57 @@ def test_crash_and_resume_equals_an_uninterrupted_run(ws, sft_run, monkeypatch):
     final = run(overrides)
     assert losses(run_dir) == pytest.approx(losses(sft_run[0]), abs=1e-6)
     assert_same_weights(final, sft_run[1], atol=1e-6)
+    # Step 5 was logged before the crash and again after the resume: metrics.jsonl holds it once.
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_skip_mode_skips_undecodable_lines_and_names_them(ws, tmp_path):
+    data = tmp_path / "sft.jsonl"
+    data.write_bytes(ws["sft"].read_bytes() + b'{"prompt": "\xff", "response": "x"}\n')
+    log = io.StringIO()
+    cfg = load_job_config(TrainConfig, None, sft_overrides(ws, tmp_path / "run", data__train=str(data),
+                                                           data__on_bad_row="skip", schedule__max_steps=1))  # fmt: skip
+    train(cfg, log_stream=log)
+    assert f"skipped: {data}:49: not valid UTF-8 (byte 0xff at column 13)" in log.getvalue()
+    assert "bad rows skipped 1" in log.getvalue()
+
+
+def test_overwrite_starts_a_finished_run_over(ws, sft_run, tmp_path):
+    run_dir = tmp_path / "run"
+    run(sft_overrides(ws, run_dir, schedule__max_steps=2, checkpoint__save_every=1))
+    with pytest.raises(ConfigError, match="differs in optim.lr"):
+        run(sft_overrides(ws, run_dir, schedule__max_steps=2, optim__lr=1e-3))
+    run(sft_overrides(ws, run_dir, schedule__max_steps=3, optim__lr=1e-3, checkpoint__overwrite=True))
+    assert sorted(read_metrics(run_dir)) == [1, 2, 3] and read_metrics(run_dir)[1]["lr"] < 1e-3
+    assert [p.name for p in (run_dir / "checkpoints").glob("step-*")] == ["step-000003"]
+    assert "lr = 0.001" in (run_dir / "config.toml").read_text()
+
+
+def test_stale_reference_logprobs_are_recomputed_before_training(ws, sft_run, tmp_path, monkeypatch):
+    """A DPO run killed after computing its reference log-probs (before any checkpoint), restarted after its pairs
+    file changed: the old values belong to other pairs, so they are computed again, not trained on."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(ws["pairs"].read_text())
+    run_dir = tmp_path / "dpo"
+    overrides = dpo_overrides(ws, sft_run[1], run_dir, data__train=str(pairs), schedule__max_steps=2)
+
+    def crash(self, lm, micro, plan):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Trainer, "_dpo_step", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(overrides)
+    monkeypatch.undo()
+    ref = run_dir / "pairs.ref.jsonl"
+    assert ref.is_file() and latest_checkpoint(run_dir) is None
+    lines = pairs.read_text().splitlines()
+    pairs.write_text("\n".join(lines[::-1]) + "\n")
+    log = io.StringIO()
+    train(load_job_config(TrainConfig, None, overrides), log_stream=log)
+    assert "computed from other pairs" in log.getvalue() and "computing them again" in log.getvalue()
+    rows = [json.loads(x) for x in ref.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [json.loads(x)["prompt"] for x in lines[::-1]]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(ws, monkeypatch):
@@ -206,6 +258,11 @@ def test_cli_sft_with_config_file_and_bad_data(ws, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(ws["sft"].read_text() + '{"prompt": "x"}\n')
     code = cli.main(["sft", "--config", str(cfg), f"--data.train={json.dumps(str(bad))}", "--device=cpu"])
+    assert code == 1  # the finished run in run_dir was trained on other data: a resume is refused
+    assert "started with a different config (differs in data.train, optim.lr)" in capsys.readouterr().err
+    other = json.dumps(str(tmp_path / "run2"))
+    code = cli.main(["sft", "--config", str(cfg), f"--data.train={json.dumps(str(bad))}", "--device=cpu",
+                     f"--checkpoint.run_dir={other}"])  # fmt: skip
     assert code == 1
     assert f"{bad}:49: field 'response'" in capsys.readouterr().err
     assert cli.main(["sft", "--config", str(cfg), "--optim.nope=1"]) == 1
