@@ -61,7 +61,7 @@ class CandidateSpec:
 
 @dataclass
 class JudgeSpec:
-    mode: Literal["sample", "expected"] = "sample"
+    mode: Literal["sample", "expected"] = "expected"
     k: int = 3
     template: str = "compact"  # "compact", "full" or a path to a template file
     temperature: float = 0.7
