@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from srlm_fast.config import ConfigError, load_config
+from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.recipe.config import LoopConfig
 
 HELP = "run the loop under several reward arms × seeds and write one table and plots (experiment.md)"
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     from srlm_fast.eval.experiment_report import write_experiment_report
     from srlm_fast.recipe.experiment import collect, resolve_arms, run_experiment
 
-    base = load_config(LoopConfig, args.config, list(args.overrides))
+    base = load_job_config(LoopConfig, args.config, list(args.overrides))
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     resolve_arms(arms)
     seeds = _ints(args.seeds)
