@@ -102,3 +102,46 @@ def meta_judge_pairs(
         for (ins, resp), scores, ms in zip(items, judged_scores, meta_scores, strict=True)
     ]
     return P.make_pairs(cands, config or P.PairConfig())
+
+
+def meta_judge(
+    items: Sequence[tuple[str, str]],
+    results: Sequence[J.JudgeResult],
+    judge_fn: Callable[[Sequence[tuple[str, str]]], list[J.JudgeResult]],
+    template: J.JudgeTemplate,
+    most: int,
+    min_prob: float = 0.05,
+    seed: int = 0,
+    score_first: bool = True,
+) -> tuple[list[P.Pair], dict]:
+    """One Meta-Rewarding round over judged candidates: the judge's alternative judgments of up to `most`
+    candidates (the scores it gave at least `min_prob`; candidates with fewer than two are skipped) go to the
+    meta-judge (`judge_fn`, the model under the meta rubric, over (meta_instruction, judgment) items), and the best
+    vs worst of each candidate's judgments becomes a pair for the judge. Returns the pairs and their counts."""
+    if len(items) != len(results):
+        raise ValueError(f"{len(items)} items but {len(results)} judge results")
+    alternatives = [judgments_to_meta_judge(r, min_prob) for r in results]
+    eligible = [i for i, alts in enumerate(alternatives) if len(alts) >= 2]
+    chosen = sorted(random.Random(f"meta-judge:{seed}").sample(eligible, min(most, len(eligible))))
+    meta_items = [
+        (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first))
+        for i in chosen
+        for s in alternatives[i]
+    ]
+    meta_results = judge_fn(meta_items) if meta_items else []
+    meta_scores, lo = [], 0
+    for i in chosen:
+        n = len(alternatives[i])
+        meta_scores.append([r.score for r in meta_results[lo : lo + n]])
+        lo += n
+    pairs, pstats = meta_judge_pairs(
+        [items[i] for i in chosen], [alternatives[i] for i in chosen], meta_scores, template, score_first
+    )
+    stats = {
+        "candidates": len(items),
+        "with_alternatives": len(eligible),
+        "meta_judged": len(chosen),
+        "judgments": len(meta_items),
+        **pstats.to_dict(),
+    }
+    return pairs, stats

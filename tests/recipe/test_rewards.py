@@ -92,3 +92,29 @@ def test_meta_eft_examples_grade_judgments_by_the_ladder():
         assert e.prompt.startswith(J.META_TEMPLATE_TEXT.split("{")[0])
         assert e.candidate in e.prompt and f"Judgment: Score: {e.judged_score}" in e.prompt
         assert tasks.check(e.instruction, e.candidate).correct == (e.true_score >= J.CORRECT_THRESHOLD)
+
+
+def test_meta_judge_round_meta_judges_alternatives_and_pairs_the_judge():
+    items = [("What is 2 plus 3?", "5"), ("What is 2 plus 3?", "6"), ("What is 1 plus 1?", "2")]
+    results = [
+        J.JudgeResult(3.0, 1, 0, (3.0,), (), probs=(0.0, 0.4, 0.0, 0.0, 0.0, 0.6)),  # torn between 1 and 5
+        J.JudgeResult(
+            1.0, 1, 0, (1.0,), (), probs=(0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+        ),  # sure: nothing to compare
+        J.JudgeResult(4.0, 1, 0, (4.0,), (), probs=(0.0, 0.2, 0.0, 0.0, 0.0, 0.8)),
+    ]
+    seen = []
+
+    def meta_fn(meta_items):
+        seen.extend(meta_items)
+        # A meta-judge that knows the answers: a judgment scoring a correct answer 5 is the right one.
+        return [_result(5.0 if J.parse_score(j) == 5 else 2.0) for _, j in meta_items]
+
+    tmpl = J.JudgeTemplate.compact()
+    pairs, stats = R.meta_judge(items, results, meta_fn, tmpl, most=10)
+    assert stats["with_alternatives"] == 2 and stats["meta_judged"] == 2 and stats["judgments"] == 4
+    assert seen[0] == (J.meta_instruction(*items[0]), J.judgment_for_score(1, True))
+    assert [J.parse_score(p.chosen) for p in pairs] == [5, 5] and stats["pairs"] == 2
+    assert {p.prompt for p in pairs} == {tmpl.render(*items[0]), tmpl.render(*items[2])}
+    pairs, stats = R.meta_judge(items, results, meta_fn, tmpl, most=1)
+    assert stats["meta_judged"] == 1 and len(pairs) == 1
