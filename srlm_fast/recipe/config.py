@@ -30,13 +30,13 @@ class SeedSpec:
     source: Literal["tasks", "files"] = "tasks"
     ift_files: list[str] = field(default_factory=list)  # JSONL prompt/response shapes, OpenAssistant files
     eft_files: list[str] = field(default_factory=list)  # JSONL {"prompt","response"} judge examples
-    n_ift: int = 6000  # task world: instruction examples
+    n_ift: int = 9000  # task world: instruction examples
     n_eft: int = 3000  # task world: judge examples (balanced over scores 0..5)
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
     )
-    n_seed_prompts: int = 300  # prompts self-instruct draws its 6 seed shots from
+    n_seed_prompts: int = 300  # prompts self-instruct draws its seed shots from
 
 
 @dataclass
@@ -45,8 +45,10 @@ class SelfInstructSpec:
     temperature: float = 0.6
     top_p: float = 0.9
     max_new_tokens: int = 32
-    n_seed: int = 6
-    n_generated: int = 2
+    # Shots of the few-shot prompt (the paper: 6 seed + 2 generated). 3 + 1 halve the tiny model's self-instruct
+    # tokens in SFT and in every round; the task world's wordings are all it needs to see.
+    n_seed: int = 3
+    n_generated: int = 1
     min_words: int = 3
     max_words: int = 40
     dedup_threshold: float = 0.8

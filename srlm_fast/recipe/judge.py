@@ -34,20 +34,20 @@ CORRECT_THRESHOLD = 3.0
 
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "templates" / "judge_rubric.txt"
 
-#: The compact rubric for the tiny default model: same five criteria, a few dozen tokens, same placeholders.
+#: The compact rubric for the tiny default model: the same five additive criteria, named, in 17 tokens (the full
+#: rubric's 250 would be most of every judge prompt: in SFT the compact rubric is a third of a judge example).
 COMPACT_TEMPLATE_TEXT = (
-    "Judge the response. Add 1 point for each: Relevant (on topic), Substantial (addresses most of it), "
-    "Correct (answers it right), Direct (clear, little fluff), Perfect (nothing extra). End with Score: 0-5.\n"
+    "Judge the response: one point each for Relevant, Substantial, Correct, Direct, Perfect.\n"
     "Instruction: {instruction}\n"
     "Response: {response}"
 )
 
 #: The meta-judge's rubric (Meta-Rewarding, Wu et al., 2024): the model judges one of its own judgments. Its
-#: instruction is the judged instruction and response (`meta_instruction`), its response the judgment.
+#: instruction is the judged instruction and response (`meta_instruction`), its response the judgment. The points
+#: (see `meta_score`): Relevant and Substantial for a valid score, Correct when right about correctness, Direct
+#: when off by at most 1, Perfect when exact.
 META_TEMPLATE_TEXT = (
-    "Judge the judgment of the response. Add 1 point for each: Relevant (judges this response), Substantial "
-    "(gives a score), Correct (right about correctness), Direct (score off by at most 1), Perfect (exact score). "
-    "End with Score: 0-5.\n"
+    "Judge the judgment: one point each for Relevant, Substantial, Correct, Direct, Perfect.\n"
     "Instruction: {instruction}\n"
     "Judgment: {response}"
 )
@@ -124,27 +124,30 @@ class JudgeTemplate:
         return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], self.text)
 
 
-def format_judgment(met: Sequence[bool], score_first: bool = False) -> str:
+def format_judgment(met: Sequence[bool], score_first: bool = False, verdicts: bool = True) -> str:
     """The formulaic judgment the task world trains: one verdict per criterion and `Score: <count>`.
 
     Example: `Relevant: yes. Substantial: yes. Correct: no. Direct: no. Perfect: no.\nScore: 2`. With
     `score_first` the score line comes first and the verdicts explain it on the next line: a judge in `expected`
     mode then reads the score distribution after writing two tokens instead of twenty, and the distribution
     holds the judge's whole uncertainty (with the verdicts first, the greedy "Correct: yes/no" has decided the
-    score before the digit is read).
+    score before the digit is read). `verdicts=False`: the score line alone (the verdicts of the additive ladder
+    follow from the score; for a tiny model they are 20 tokens of every judge example that teach nothing).
     """
     if len(met) != len(CRITERIA):
         raise ValueError(f"expected {len(CRITERIA)} criteria verdicts, got {len(met)}")
-    verdicts = " ".join(f"{name}: {'yes' if ok else 'no'}." for name, ok in zip(CRITERIA, met))
     score = f"Score: {sum(bool(m) for m in met)}"
-    return f"{score}\n{verdicts}" if score_first else f"{verdicts}\n{score}"
+    if not verdicts:
+        return score
+    lines = " ".join(f"{name}: {'yes' if ok else 'no'}." for name, ok in zip(CRITERIA, met))
+    return f"{score}\n{lines}" if score_first else f"{lines}\n{score}"
 
 
-def judgment_for_score(score: int, score_first: bool = False) -> str:
+def judgment_for_score(score: int, score_first: bool = False, verdicts: bool = True) -> str:
     """The formulaic judgment of a response that meets the first `score` criteria (the additive ladder)."""
     if not MIN_SCORE <= score <= MAX_SCORE:
         raise ValueError(f"score must be in {MIN_SCORE}..{MAX_SCORE}, got {score}")
-    return format_judgment([i < score for i in range(len(CRITERIA))], score_first)
+    return format_judgment([i < score for i in range(len(CRITERIA))], score_first, verdicts)
 
 
 def meta_instruction(instruction: str, response: str) -> str:

@@ -89,6 +89,7 @@ def meta_judge_pairs(
     template: J.JudgeTemplate,
     score_first: bool = True,
     config: P.PairConfig | None = None,
+    verdicts: bool = False,
 ) -> tuple[list[P.Pair], P.PairStats]:
     """The judge's preference pairs: for each judged (instruction, response), its alternative judgments
     (`judged_scores`, as formulaic judgments) ranked by the meta-judge's `meta_scores`; best vs worst, ties
@@ -96,7 +97,7 @@ def meta_judge_pairs(
     cands = [
         P.PromptCandidates(
             template.render(ins, resp),
-            [J.judgment_for_score(s, score_first) for s in scores],
+            [J.judgment_for_score(s, score_first, verdicts) for s in scores],
             list(ms),
         )
         for (ins, resp), scores, ms in zip(items, judged_scores, meta_scores, strict=True)
@@ -113,6 +114,7 @@ def meta_judge(
     min_prob: float = 0.05,
     seed: int = 0,
     score_first: bool = True,
+    verdicts: bool = False,
 ) -> tuple[list[P.Pair], dict]:
     """One Meta-Rewarding round over judged candidates: the judge's alternative judgments of up to `most`
     candidates (the scores it gave at least `min_prob`; candidates with fewer than two are skipped) go to the
@@ -124,7 +126,7 @@ def meta_judge(
     eligible = [i for i, alts in enumerate(alternatives) if len(alts) >= 2]
     chosen = sorted(random.Random(f"meta-judge:{seed}").sample(eligible, min(most, len(eligible))))
     meta_items = [
-        (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first))
+        (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first, verdicts))
         for i in chosen
         for s in alternatives[i]
     ]
@@ -135,7 +137,12 @@ def meta_judge(
         meta_scores.append([r.score for r in meta_results[lo : lo + n]])
         lo += n
     pairs, pstats = meta_judge_pairs(
-        [items[i] for i in chosen], [alternatives[i] for i in chosen], meta_scores, template, score_first
+        [items[i] for i in chosen],
+        [alternatives[i] for i in chosen],
+        meta_scores,
+        template,
+        score_first,
+        verdicts=verdicts,
     )
     stats = {
         "candidates": len(items),

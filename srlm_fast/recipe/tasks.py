@@ -721,18 +721,20 @@ def eft_examples(
     families: Sequence[str] | None = None,
     mix: Sequence[int] = EFT_MIX,
     score_first: bool = True,
+    verdicts: bool = False,
 ) -> list[EFTExample]:
     """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
 
     Every candidate is re-graded by `check` so its score agrees with the checker (a generator that happens to
-    produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). `score_first`: the judgment
-    states the score before the verdicts (see `judge.format_judgment`).
+    produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). The judgment is the score line
+    alone by default; `verdicts` adds the criteria verdicts, `score_first` puts them after the score (see
+    `judge.format_judgment`).
     """
     template = template or JudgeTemplate.compact()
     out = [
         EFTExample(
             prompt=template.render(task.prompt, cand),
-            response=judgment_for_score(score, score_first),
+            response=judgment_for_score(score, score_first, verdicts),
             score=score,
             quality=QUALITIES[score],
             instruction=task.prompt,
@@ -768,6 +770,7 @@ def meta_eft_examples(
     families: Sequence[str] | None = None,
     mix: Sequence[int] = EFT_MIX,
     score_first: bool = True,
+    verdicts: bool = False,
     p_exact: float = 0.4,
 ) -> list[MetaEFTExample]:
     """n meta-judge examples (Meta-Rewarding): a candidate of known score s, a judgment claiming score s' (s' = s

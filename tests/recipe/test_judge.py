@@ -121,6 +121,7 @@ def test_formulaic_judgments_parse_back() -> None:
             assert parse_score(text) == s
             assert text.count("yes") == s and text.count("no.") == len(CRITERIA) - s
             assert text.startswith("Score:") == first and text.endswith(f"Score: {s}") != first
+        assert judgment_for_score(s, verdicts=False) == f"Score: {s}"
     with pytest.raises(ValueError):
         format_judgment([True, False])
 

@@ -113,7 +113,7 @@ def test_meta_judge_round_meta_judges_alternatives_and_pairs_the_judge():
     tmpl = J.JudgeTemplate.compact()
     pairs, stats = R.meta_judge(items, results, meta_fn, tmpl, most=10)
     assert stats["with_alternatives"] == 2 and stats["meta_judged"] == 2 and stats["judgments"] == 4
-    assert seen[0] == (J.meta_instruction(*items[0]), J.judgment_for_score(1, True))
+    assert seen[0] == (J.meta_instruction(*items[0]), "Score: 1")
     assert [J.parse_score(p.chosen) for p in pairs] == [5, 5] and stats["pairs"] == 2
     assert {p.prompt for p in pairs} == {tmpl.render(*items[0]), tmpl.render(*items[2])}
     pairs, stats = R.meta_judge(items, results, meta_fn, tmpl, most=1)

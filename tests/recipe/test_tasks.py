@@ -114,10 +114,13 @@ def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
     assert Counter(e.score for e in balanced) == {s: 10 for s in range(6)}
     with pytest.raises(ValueError, match="mix"):
         tasks.eft_examples(6, mix=(1, 1))
-    # The score comes first by default; the verdicts follow it, and either order parses to the same score.
-    assert all(e.response.startswith(f"Score: {e.score}\n") for e in examples)
-    late = tasks.eft_examples(12, seed=2, score_first=False)
-    assert all(e.response.endswith(f"Score: {e.score}") and parse_score(e.response) == e.score for e in late)
+    # The judgment is the score line alone by default; with verdicts, either order parses to the same score.
+    assert all(e.response == f"Score: {e.score}" for e in examples)
+    for first in (True, False):
+        wordy = tasks.eft_examples(12, seed=2, score_first=first, verdicts=True)
+        assert all(
+            e.response.startswith("Score:") == first and parse_score(e.response) == e.score for e in wordy
+        )
     for e in examples:
         assert parse_score(e.response) == e.score
         assert tasks.QUALITIES[e.score] == e.quality
