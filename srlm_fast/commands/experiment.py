@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from srlm_fast.config import ConfigError, load_job_config
+from srlm_fast.eval.experiment_report import write_experiment_report
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.experiment import ARMS, DEFAULT_ARMS, collect, resolve_arms, run_experiment
 
 HELP = "run the loop under several reward arms × seeds and write one table and plots (experiment.md)"
 ACCEPTS_OVERRIDES = True
@@ -19,8 +22,6 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from srlm_fast.recipe.experiment import ARMS, DEFAULT_ARMS
-
     parser.add_argument(
         "--config", default=None, help="TOML loop config of every arm (default: the embedded one)"
     )
@@ -42,11 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from srlm_fast.eval.experiment_report import write_experiment_report
-    from srlm_fast.recipe.experiment import collect, resolve_arms, run_experiment
-
     base = load_job_config(LoopConfig, args.config, list(args.overrides))
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     resolve_arms(arms)

@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from srlm_fast.config import ConfigError, from_dict, merge, to_dict
+from srlm_fast.eval.experiment_report import write_experiment_report
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.loop import run_loop
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,6 @@ def run_experiment(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run (or resume) every (arm, seed) and write the experiment's report; returns the experiment directory."""
-    from srlm_fast.eval.experiment_report import write_experiment_report
-    from srlm_fast.recipe.loop import run_loop
-
     run_fn = run_fn or run_loop
     chosen = resolve_arms(list(arms))
     root = Path(base.runs_dir) / name
