@@ -12,6 +12,7 @@ inputs and the run's seed, so a resumed run ends with the same artifacts as an u
     runs/<name>/tokenizer/tokenizer.json
     runs/<name>/m0/ (random init) m1/ (SFT) m2/ ... (DPO)                       HF checkpoints
     runs/<name>/iter<t>/prompts.jsonl candidates.jsonl judgments.jsonl pairs.jsonl pairs.ref.jsonl
+    runs/<name>/iter<t>/judge_pairs.jsonl     with judge.meta: the judge's own pairs (Meta-Rewarding)
     runs/<name>/iter<t>/stats.json            counts of every stage of the iteration
     runs/<name>/eval/m<k>.json                evaluation of every model
     runs/<name>/report.md, report.json
@@ -121,6 +122,8 @@ def run_iteration(it: Iteration) -> None:
     stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it)
     stage(run, f"iter{t}: candidates", d / "candidates.jsonl", S.sample_candidates, it)
     stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it)
+    if it.cfg.judge.meta:
+        stage(run, f"iter{t}: meta-judge", d / "judge_pairs.jsonl", S.meta_judge, it)
     stage(run, f"iter{t}: pairs", d / "pairs.jsonl", S.select_pairs, it, main_only=True)
     it.close_policy()  # M_t's sampler cache and weights go before training starts
     stage(run, f"iter{t}: reference log-probs", d / "pairs.ref.jsonl", S.reference_logprobs, it)
