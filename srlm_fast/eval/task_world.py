@@ -141,3 +141,28 @@ def task_world_metrics(
         n_invalid_scores=n_invalid,
         by_family={f: ok / n for f, (ok, n) in sorted(fam_ok.items())},
     )
+
+
+def per_prompt_outcomes(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    scores: Sequence[float | None],
+    *,
+    check: Checker,
+    threshold: float,
+) -> dict[str, str]:
+    """One character per (prompt, response), in order, for paired bootstraps across models evaluated on the same
+    prompts: `correct` "1"/"0" (the checker; "-" for a prompt it cannot parse), `agree` "1"/"0" when the judge's
+    verdict (score >= threshold) equals the checker's, "-" without a score or a parseable prompt."""
+    if not len(prompts) == len(responses) == len(scores):
+        raise ValueError(f"{len(prompts)} prompts, {len(responses)} responses, {len(scores)} scores")
+    correct, agree = [], []
+    for prompt, response, s in zip(prompts, responses, scores):
+        result = check(prompt, response)
+        if not result.parsed:
+            correct.append("-")
+            agree.append("-")
+            continue
+        correct.append("1" if result.correct else "0")
+        agree.append("-" if s is None else "1" if (s >= threshold) == result.correct else "0")
+    return {"correct": "".join(correct), "agree": "".join(agree)}

@@ -37,10 +37,13 @@ class SeedSpec:
     source: Literal["tasks", "files"] = "tasks"
     ift_files: list[str] = field(default_factory=list)  # JSONL prompt/response shapes, OpenAssistant files
     eft_files: list[str] = field(default_factory=list)  # JSONL {"prompt","response"} judge examples
-    n_ift: int = 6000  # task world: instruction examples
+    n_ift: int = 9000  # task world: instruction examples
     n_eft: int = 3000  # task world: judge examples (balanced over scores 0..5)
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
-    n_seed_prompts: int = 300  # prompts self-instruct draws its 6 seed shots from
+    n_meft: int = (
+        500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
+    )
+    n_seed_prompts: int = 300  # prompts self-instruct draws its seed shots from
 
 
 @dataclass
@@ -49,8 +52,10 @@ class SelfInstructSpec:
     temperature: float = 0.6
     top_p: float = 0.9
     max_new_tokens: int = 32
-    n_seed: int = 6
-    n_generated: int = 2
+    # Shots of the few-shot prompt (the paper: 6 seed + 2 generated). 3 + 1 halve the tiny model's self-instruct
+    # tokens in SFT and in every round; the task world's wordings are all it needs to see.
+    n_seed: int = 3
+    n_generated: int = 1
     min_words: int = 3
     max_words: int = 40
     dedup_threshold: float = 0.8
@@ -68,12 +73,29 @@ class CandidateSpec:
 
 @dataclass
 class JudgeSpec:
-    mode: Literal["sample", "expected"] = "sample"
+    mode: Literal["sample", "expected"] = "expected"
     k: int = 3
     template: str = "compact"  # "compact", "full" or a path to a template file
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 40
+    # Where the candidates' reward comes from (recipe/rewards.py): "self" (the recipe), or a control arm:
+    # "random" (the self-judge's scores shuffled among each prompt's candidates), "oracle" (the task world's
+    # checker; the only setting that reads the checker inside the loop).
+    reward: Literal["self", "random", "oracle"] = "self"
+    # Meta-Rewarding (Wu et al., 2024): the model also judges its own judgments (the meta rubric) and DPO trains
+    # the judge on the best vs worst of them, beside the actor's pairs. Needs mode = "expected".
+    meta: bool = False
+    meta_candidates: int = 400  # candidates per iteration whose alternative judgments are meta-judged
+    meta_min_prob: float = (
+        0.05  # an alternative judgment is a score the judge gives at least this probability
+    )
+
+    def __post_init__(self) -> None:
+        if self.meta and self.mode != "expected":
+            raise ConfigError(
+                "judge.meta: the meta-judge ranks the judge's likely scores; needs judge.mode = 'expected'"
+            )
 
 
 @dataclass

@@ -28,7 +28,7 @@ from srlm_fast.eval.judge_agreement import (
     read_hh_pairs,
     read_oasst_trees,
 )
-from srlm_fast.eval.task_world import task_world_metrics
+from srlm_fast.eval.task_world import per_prompt_outcomes, task_world_metrics
 from srlm_fast.eval.winrate import ScoreFn
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import tasks
@@ -103,7 +103,8 @@ def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
             known.append((task.prompt, tasks.candidate(task, quality, rng)))
     known_scores = judge_items(policy, cfg.judge, known, seed=cfg.seed + 1)
     graded = {"check": tasks.check, "threshold": CORRECT_THRESHOLD}
-    own_m = task_world_metrics(prompts, answers, [r.score for r in own], **graded).to_dict()
+    own_scores = [r.score for r in own]
+    own_m = task_world_metrics(prompts, answers, own_scores, **graded).to_dict()
     known_m = task_world_metrics(
         [p for p, _ in known], [c for _, c in known], [r.score for r in known_scores], **graded
     ).to_dict()
@@ -116,6 +117,8 @@ def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
         "mean_response_chars": sum(map(len, answers)) / max(1, len(answers)),
         "by_family": own_m["by_family"],
         "examples": [{"prompt": p, "answer": a} for p, a in list(zip(prompts, answers))[:5]],
+        # One character per held-out prompt (the same prompts for every model of a run): paired bootstraps.
+        "per_prompt": per_prompt_outcomes(prompts, answers, own_scores, **graded),
     }
 
 

@@ -34,12 +34,22 @@ CORRECT_THRESHOLD = 3.0
 
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "templates" / "judge_rubric.txt"
 
-#: The compact rubric for the tiny default model: same five criteria, a few dozen tokens, same placeholders.
+#: The compact rubric for the tiny default model: the same five additive criteria, named, in 17 tokens (the full
+#: rubric's 250 would be most of every judge prompt: in SFT the compact rubric is a third of a judge example).
 COMPACT_TEMPLATE_TEXT = (
-    "Judge the response. Add 1 point for each: Relevant (on topic), Substantial (addresses most of it), "
-    "Correct (answers it right), Direct (clear, little fluff), Perfect (nothing extra). End with Score: 0-5.\n"
+    "Judge the response: one point each for Relevant, Substantial, Correct, Direct, Perfect.\n"
     "Instruction: {instruction}\n"
     "Response: {response}"
+)
+
+#: The meta-judge's rubric (Meta-Rewarding, Wu et al., 2024): the model judges one of its own judgments. Its
+#: instruction is the judged instruction and response (`meta_instruction`), its response the judgment. The points
+#: (see `meta_score`): Relevant and Substantial for a valid score, Correct when right about correctness, Direct
+#: when off by at most 1, Perfect when exact.
+META_TEMPLATE_TEXT = (
+    "Judge the judgment: one point each for Relevant, Substantial, Correct, Direct, Perfect.\n"
+    "Instruction: {instruction}\n"
+    "Judgment: {response}"
 )
 
 _PLACEHOLDER_RE = re.compile(r"\{(instruction|response)\}")
@@ -88,12 +98,19 @@ class JudgeTemplate:
         return cls(COMPACT_TEMPLATE_TEXT, name="compact")
 
     @classmethod
+    def meta(cls) -> JudgeTemplate:
+        """The meta-judge's rubric: a judgment of (instruction, response) judged (see `meta_instruction`)."""
+        return cls(META_TEMPLATE_TEXT, name="meta")
+
+    @classmethod
     def from_spec(cls, spec: str) -> JudgeTemplate:
-        """`"compact"`, `"full"`, or a path to a template file (for config values)."""
+        """`"compact"`, `"full"`, `"meta"`, or a path to a template file (for config values)."""
         if spec == "compact":
             return cls.compact()
         if spec == "full":
             return cls.full()
+        if spec == "meta":
+            return cls.meta()
         return cls.load(spec)
 
     @property
@@ -107,22 +124,47 @@ class JudgeTemplate:
         return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], self.text)
 
 
-def format_judgment(met: Sequence[bool]) -> str:
-    """The formulaic judgment the task world trains: one verdict per criterion, then `Score: <count>`.
+def format_judgment(met: Sequence[bool], score_first: bool = False, verdicts: bool = True) -> str:
+    """The formulaic judgment the task world trains: one verdict per criterion and `Score: <count>`.
 
-    Example: `Relevant: yes. Substantial: yes. Correct: no. Direct: no. Perfect: no.\\nScore: 2`
+    Example: `Relevant: yes. Substantial: yes. Correct: no. Direct: no. Perfect: no.\nScore: 2`. With
+    `score_first` the score line comes first and the verdicts explain it on the next line: a judge in `expected`
+    mode then reads the score distribution after writing two tokens instead of twenty, and the distribution
+    holds the judge's whole uncertainty (with the verdicts first, the greedy "Correct: yes/no" has decided the
+    score before the digit is read). `verdicts=False`: the score line alone (the verdicts of the additive ladder
+    follow from the score; for a tiny model they are 20 tokens of every judge example that teach nothing).
     """
     if len(met) != len(CRITERIA):
         raise ValueError(f"expected {len(CRITERIA)} criteria verdicts, got {len(met)}")
-    verdicts = " ".join(f"{name}: {'yes' if ok else 'no'}." for name, ok in zip(CRITERIA, met))
-    return f"{verdicts}\nScore: {sum(bool(m) for m in met)}"
+    score = f"Score: {sum(bool(m) for m in met)}"
+    if not verdicts:
+        return score
+    lines = " ".join(f"{name}: {'yes' if ok else 'no'}." for name, ok in zip(CRITERIA, met))
+    return f"{score}\n{lines}" if score_first else f"{lines}\n{score}"
 
 
-def judgment_for_score(score: int) -> str:
+def judgment_for_score(score: int, score_first: bool = False, verdicts: bool = True) -> str:
     """The formulaic judgment of a response that meets the first `score` criteria (the additive ladder)."""
     if not MIN_SCORE <= score <= MAX_SCORE:
         raise ValueError(f"score must be in {MIN_SCORE}..{MAX_SCORE}, got {score}")
-    return format_judgment([i < score for i in range(len(CRITERIA))])
+    return format_judgment([i < score for i in range(len(CRITERIA))], score_first, verdicts)
+
+
+def meta_instruction(instruction: str, response: str) -> str:
+    """What the meta-judge reads as its instruction: the judged instruction and response, one block."""
+    return f"{instruction.strip()}\nResponse: {response.strip()}"
+
+
+def meta_score(true_score: float, judged_score: float) -> int:
+    """The meta rubric's score of a judgment that gave `judged_score` to a response worth `true_score`.
+
+    The additive ladder of `META_TEMPLATE_TEXT`: relevant and substantial (2) for any valid score; +1 when it is
+    right about correctness (both sides of CORRECT_THRESHOLD agree); +1 when off by at most 1; +1 when exact.
+    A judgment wrong about correctness but off by 1 (a 2 for a 3) keeps its "Direct" point: 3.
+    """
+    right_side = (judged_score >= CORRECT_THRESHOLD) == (true_score >= CORRECT_THRESHOLD)
+    off = abs(judged_score - true_score)
+    return 2 + int(right_side) + int(off <= 1) + int(off == 0)
 
 
 # `score` as a word (not `subscore`), a colon, optional markdown/whitespace around both, then the number, then
@@ -163,12 +205,13 @@ def parse_score(text: str) -> float | None:
     return value
 
 
-def expected_score(probs: Mapping[str | int, float]) -> float | None:
-    """Probability-weighted score over the score tokens 0..5, renormalised over those tokens.
+def score_distribution(probs: Mapping[str | int, float]) -> tuple[float, ...] | None:
+    """The distribution over the scores MIN_SCORE..MAX_SCORE that the score tokens' probabilities give.
 
     `probs` maps tokens (`"4"`, `" 4"`, `4`) to probabilities (or unnormalised weights); other keys are ignored.
-    Several keys for the same digit (e.g. `"4"` and `" 4"`) add up. Returns None when the score tokens carry no
-    probability mass. Negative or non-finite weights are a caller bug and raise ValueError.
+    Several keys for the same digit (e.g. `"4"` and `" 4"`) add up, and the result is renormalised over the
+    score tokens. None when they carry no probability mass. Negative or non-finite weights are a caller bug and
+    raise ValueError.
     """
     mass = [0.0] * (MAX_SCORE - MIN_SCORE + 1)
     for key, p in probs.items():
@@ -186,7 +229,13 @@ def expected_score(probs: Mapping[str | int, float]) -> float | None:
     total = sum(mass)
     if total <= 0:
         return None
-    return sum((MIN_SCORE + i) * m for i, m in enumerate(mass)) / total
+    return tuple(m / total for m in mass)
+
+
+def expected_score(probs: Mapping[str | int, float]) -> float | None:
+    """Probability-weighted score over the score tokens 0..5 (see `score_distribution`); None without mass."""
+    dist = score_distribution(probs)
+    return None if dist is None else sum((MIN_SCORE + i) * p for i, p in enumerate(dist))
 
 
 @dataclass(frozen=True)
@@ -244,13 +293,18 @@ class JudgeConfig:
 
 @dataclass(frozen=True)
 class JudgeResult:
-    """The judgment of one (instruction, response): aggregated score plus the raw judgments for the artifact."""
+    """The judgment of one (instruction, response): aggregated score plus the raw judgments for the artifact.
+
+    `probs`: in `expected` mode, the judge's distribution over the scores MIN_SCORE..MAX_SCORE (renormalised over
+    the score tokens; empty when it has none, and in `sample` mode).
+    """
 
     score: float | None
     n_valid: int
     n_invalid: int
     scores: tuple[float, ...]
     judgments: tuple[str, ...]
+    probs: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -259,6 +313,7 @@ class JudgeResult:
             "n_invalid": self.n_invalid,
             "scores": list(self.scores),
             "judgments": list(self.judgments),
+            "probs": list(self.probs),
         }
 
 
@@ -287,12 +342,10 @@ def judge(
         _check_len("score_probs_fn", dists, len(prompts))
         out = []
         for d in dists:
-            s = expected_score(d)
-            out.append(
-                JudgeResult(
-                    s, int(s is not None), int(s is None), (s,) if s is not None else (), judgments=()
-                )
-            )
+            dist = score_distribution(d)
+            s = None if dist is None else sum((MIN_SCORE + i) * p for i, p in enumerate(dist))
+            scores = (s,) if s is not None else ()
+            out.append(JudgeResult(s, int(s is not None), int(s is None), scores, (), dist or ()))
         return out
     if generate_fn is None:
         raise ValueError("judge mode 'sample' needs generate_fn")

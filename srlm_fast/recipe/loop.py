@@ -12,6 +12,7 @@ inputs and the run's seed, so a resumed run ends with the same artifacts as an u
     runs/<name>/tokenizer/tokenizer.json
     runs/<name>/m0/ (random init) m1/ (SFT) m2/ ... (DPO)                       HF checkpoints
     runs/<name>/iter<t>/prompts.jsonl candidates.jsonl judgments.jsonl pairs.jsonl pairs.ref.jsonl
+    runs/<name>/iter<t>/judge_pairs.jsonl     with judge.meta: the judge's own pairs (Meta-Rewarding)
     runs/<name>/iter<t>/stats.json            counts of every stage of the iteration
     runs/<name>/eval/m<k>.json                evaluation of every model
     runs/<name>/report.md, report.json
@@ -154,8 +155,12 @@ def run_iteration(it: Iteration) -> None:
           inputs=[m, d / "prompts.jsonl"])  # fmt: skip
     stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it,
           inputs=[m, d / "candidates.jsonl", _template_file(it.cfg)])  # fmt: skip
+    meta = [d / "judge_pairs.jsonl"] if it.cfg.judge.meta else []
+    if meta:  # Meta-Rewarding: the judge's own pairs, added to the policy's (see stages.meta_judge)
+        stage(run, f"iter{t}: meta-judge", meta[0], S.meta_judge, it,
+              inputs=[m, d / "judgments.jsonl", _template_file(it.cfg)])  # fmt: skip
     stage(run, f"iter{t}: pairs", d / "pairs.jsonl", S.select_pairs, it, main_only=True,
-          inputs=[d / "judgments.jsonl"])  # fmt: skip
+          inputs=[d / "judgments.jsonl", *meta])  # fmt: skip
     it.close_policy()  # M_t's sampler cache and weights go before training starts
     stage(run, f"iter{t}: reference log-probs", d / "pairs.ref.jsonl", S.reference_logprobs, it,
           inputs=[m, d / "pairs.jsonl"])  # fmt: skip

@@ -82,12 +82,13 @@ def parse_generated(text: str) -> str:
 
 
 def sft_examples(
-    pool: Sequence[str], n: int, seed: int = 0, n_seed: int = 6, n_generated: int = 2
+    pool: Sequence[str], n: int, seed: int = 0, n_seed: int = 3, n_generated: int = 1
 ) -> list[tuple[str, str]]:
     """(few-shot prompt, next task) pairs from a prompt pool, to teach a small model the self-instruct format.
 
     A model trained from scratch has never seen lists of tasks; a few of these in its SFT data let it continue
-    the few-shot prompt with one new task on one line. The target is never one of its own shots.
+    the few-shot prompt with one new task on one line. The target is never one of its own shots. The shot
+    counts must be the loop's (`selfinstruct.n_seed`, `n_generated`: 3 + 1 by default).
     """
     if len(pool) < 2:
         raise ValueError("need at least 2 prompts to build self-instruct examples")

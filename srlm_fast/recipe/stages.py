@@ -40,6 +40,7 @@ from srlm_fast.model.llama import build_model
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import pairs as P
+from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -58,13 +59,19 @@ PolicyFactory = Callable[[Path], Any]
 
 
 def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
-    """IFT + EFT + self-instruct-format examples → seed/sft.jsonl (shuffled), plus the seed prompt pool."""
+    """IFT + EFT (+ meta-EFT in the task world) + self-instruct-format examples → seed/sft.jsonl (shuffled), plus
+    the seed prompt pool."""
     s, seed = cfg.seed_data, cfg.seed
     template = J.JudgeTemplate.from_spec(cfg.judge.template)
     if s.source == "tasks":
         ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
         eft = [
             {"prompt": e.prompt, "response": e.response} for e in tasks.eft_examples(s.n_eft, seed, template)
+        ]
+        # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
+        eft += [
+            {"prompt": e.prompt, "response": e.response}
+            for e in tasks.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
         ]
         seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
     else:
@@ -77,7 +84,11 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         for path in s.eft_files:
             eft += read_jsonl(path, required=("prompt", "response"))[0]
         seed_prompts = [r["prompt"] for r in ift[: s.n_seed_prompts]]
-    si = [{"prompt": p, "response": r} for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed)]
+    shots = {"n_seed": cfg.selfinstruct.n_seed, "n_generated": cfg.selfinstruct.n_generated}
+    si = [
+        {"prompt": p, "response": r}
+        for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed, **shots)
+    ]
     mixed = ift + eft + si
     random.Random(f"sft-mix:{seed}").shuffle(mixed)
     write_jsonl_atomic(run.seed / "ift.jsonl", ift)
@@ -297,26 +308,41 @@ def sample_candidates(it: Iteration) -> None:
         )
     rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
     lengths = [len(r) for rs in outs for r in rs]
-    it.save_stats("candidates", {"prompts": len(rows), "responses": len(lengths),
-                                 "mean_chars": sum(lengths) / max(1, len(lengths))})  # fmt: skip
+    counts = {
+        "prompts": len(rows),
+        "responses": len(lengths),
+        "mean_chars": sum(lengths) / max(1, len(lengths)),
+    }
+    if it.cfg.seed_data.source == "tasks":
+        counts["checker"] = checked_candidates(rows)
+        c = counts["checker"]
+        log(
+            f"    checker: {c['tasks']} prompts are tasks; pass@1 {c['pass_at_1']}, pass@{c['n']} {c['pass_at_n']}"
+        )
+    it.save_stats("candidates", counts)
     crash_point("candidates")
     if it.run.is_main:
         write_jsonl_atomic(it.dir / "candidates.jsonl", rows)
 
 
 def judge_candidates(it: Iteration) -> None:
-    """M_t judges every candidate (the rubric, `judge.k` samples or the expected score) → judgments.jsonl."""
+    """M_t judges every candidate (the rubric, `judge.k` samples or the expected score; or a control arm's
+    reward, `judge.reward`) → judgments.jsonl."""
     rows = read_jsonl(it.dir / "candidates.jsonl")[0]
     items = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
-    policy = it.policy()
+    sizes = [len(r["responses"]) for r in rows]
+    policy, j = it.policy(), it.cfg.judge
     with progress(policy, f"iter{it.t}: judge"):
-        results = judge_items(policy, it.cfg.judge, items, it.seed)
+        # judge.reward: the self-judge (the recipe) or a control arm (recipe/rewards.py)
+        results = R.candidate_results(
+            j.reward, items, sizes, lambda xs: judge_items(policy, j, list(xs), it.seed), it.seed
+        )
     out, i = [], 0
     for r in rows:
         res = results[i : i + len(r["responses"])]
         i += len(r["responses"])
         out.append({**r, "scores": [x.score for x in res], "judgments": [list(x.judgments) for x in res],
-                    "n_invalid": [x.n_invalid for x in res]})  # fmt: skip
+                    "n_invalid": [x.n_invalid for x in res], "probs": [list(x.probs) for x in res]})  # fmt: skip
     n_invalid = sum(x.n_invalid for x in results)
     n_valid = sum(x.n_valid for x in results)
     it.save_stats("judge", {"candidates": len(results), "judgments_valid": n_valid, "judgments_invalid": n_invalid,
@@ -325,6 +351,78 @@ def judge_candidates(it: Iteration) -> None:
     if it.run.is_main:
         write_jsonl_atomic(it.dir / "judgments.jsonl", out)
     log(f"    {len(results)} candidates judged, {n_invalid} invalid judgments")
+
+
+def checked_candidates(rows: list[dict]) -> dict[str, Any]:
+    """The task world's checker on the candidates (reported, never fed back): how many self-instructed prompts
+    are tasks, and over those, pass@1 (mean fraction of correct candidates) and pass@N (at least one correct).
+    Self-rewarding can only teach what pass@N − pass@1 leaves: answers the model gets right only sometimes."""
+    per_prompt = []
+    for r in rows:
+        verdicts = [tasks.check(r["prompt"], x) for x in r["responses"]]
+        if verdicts and verdicts[0].parsed:
+            per_prompt.append([v.correct for v in verdicts])
+    n = max((len(r["responses"]) for r in rows), default=0)
+    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None
+    return {
+        "tasks": len(per_prompt),
+        "n": n,
+        "pass_at_1": rate([sum(c) / len(c) for c in per_prompt]),
+        "pass_at_n": rate([any(c) for c in per_prompt]),
+        "mixed": sum(0 < sum(c) < len(c) for c in per_prompt),
+    }
+
+
+def meta_judge(it: Iteration) -> None:
+    """Meta-Rewarding (`judge.meta`): M_t meta-judges its own likely alternative judgments of the candidates, and
+    the best vs worst judgment of each becomes a pair for the judge → judge_pairs.jsonl (select_pairs adds them
+    to the actor's pairs, so DPO trains the judge too)."""
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    items, results = [], []
+    for r in rows:
+        probs = r.get("probs") or [[] for _ in r["responses"]]
+        for resp, score, dist in zip(r["responses"], r["scores"], probs):
+            items.append((r["prompt"], resp))
+            results.append(
+                J.JudgeResult(score, int(score is not None), int(score is None), (), (), tuple(dist))
+            )
+    policy, j = it.policy(), it.cfg.judge
+    meta_spec = dataclasses.replace(j, template="meta")
+    with progress(policy, f"iter{it.t}: meta-judge"):
+        pairs, counts = R.meta_judge(
+            items, results, lambda xs: judge_items(policy, meta_spec, list(xs), it.seed + 1),
+            J.JudgeTemplate.from_spec(j.template), most=j.meta_candidates, min_prob=j.meta_min_prob, seed=it.seed,
+        )  # fmt: skip
+    if it.cfg.seed_data.source == "tasks":
+        counts["checker"] = checked_judge_pairs(pairs, items, J.JudgeTemplate.from_spec(j.template))
+    it.save_stats("meta", counts)
+    crash_point("meta")
+    if it.run.is_main:
+        write_jsonl_atomic(it.dir / "judge_pairs.jsonl", [x.to_dict() for x in pairs])
+    log(
+        f"    {counts['meta_judged']} candidates' judgments meta-judged ({counts['judgments']} judgments): "
+        f"{counts['pairs']} judge pairs"
+    )
+
+
+def checked_judge_pairs(
+    pairs: list[P.Pair], items: list[tuple[str, str]], template: J.JudgeTemplate
+) -> dict[str, int]:
+    """The checker on the judge's pairs (reported): `right` when the chosen judgment is right about the
+    candidate's correctness and the rejected one wrong, `wrong` for the reverse, `same` when both agree."""
+    by_prompt = {template.render(*x): x for x in items}
+    counts = dict.fromkeys(("right", "wrong", "same"), 0)
+    for pair in pairs:
+        item = by_prompt.get(pair.prompt)
+        verdict = tasks.check(*item) if item else None
+        if verdict is None or not verdict.parsed:
+            continue
+        says = [(J.parse_score(x) or 0) >= J.CORRECT_THRESHOLD for x in (pair.chosen, pair.rejected)]
+        if says[0] == says[1]:
+            counts["same"] += 1
+        else:
+            counts["right" if says[0] == verdict.correct else "wrong"] += 1
+    return counts
 
 
 def select_pairs(it: Iteration) -> None:
@@ -337,9 +435,15 @@ def select_pairs(it: Iteration) -> None:
     counts = pstats.to_dict()
     if it.cfg.seed_data.source == "tasks":
         counts["checker"] = checked_pairs(pairs)
+    rows_out = [x.to_dict() for x in pairs]
+    if it.cfg.judge.meta:  # the judge's own pairs (meta_judge) train beside the actor's
+        judge_rows = read_jsonl(it.dir / "judge_pairs.jsonl")[0]
+        counts["judge_pairs"] = len(judge_rows)
+        rows_out += judge_rows
+        random.Random(f"pairs-mix:{it.seed}").shuffle(rows_out)
     it.save_stats("pairs", counts)
     crash_point("pairs")
-    write_jsonl_atomic(it.dir / "pairs.jsonl", [x.to_dict() for x in pairs])
+    write_jsonl_atomic(it.dir / "pairs.jsonl", rows_out)
     log(f"    {pstats.pairs} pairs from {pstats.prompts} prompts; dropped {dict(pstats.dropped)}")
     if "checker" in counts:
         c = counts["checker"]

@@ -25,6 +25,10 @@ COLUMNS = (
     ("judge=checker", "judge_agreement_own", "{:.1%}"),
     ("judge pairwise", "judge_pairwise_known", "{:.1%}"),
     ("prompts", "prompts", "{}"),
+    # Task world: the candidates M_{k-1} sampled (k > 1), by the checker: the share that are right and the share
+    # of prompts with at least one right (all self-rewarding can amplify lies between the two).
+    ("cand pass@1", "pass_at_1", "{:.1%}"),
+    ("cand pass@N", "pass_at_n", "{:.1%}"),
     ("pairs", "pairs", "{}"),
     # Task world: how many pairs prefer the correct answer : the wrong one, by the checker.
     ("pairs ✓:✗", "pairs_checked", "{}"),
@@ -50,6 +54,9 @@ def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
             row["pairs"] = stats.get("pairs", {}).get("pairs")
             row["judgments_invalid"] = stats.get("judge", {}).get("judgments_invalid")
             row["ties_dropped"] = stats.get("pairs", {}).get("dropped", {}).get("tie")
+            cand = stats.get("candidates", {}).get("checker") or {}
+            row["pass_at_1"], row["pass_at_n"] = cand.get("pass_at_1"), cand.get("pass_at_n")
+            row["valid_prompts"] = cand.get("tasks")
             checker = stats.get("pairs", {}).get("checker")
             if checker:
                 row["pairs_right"], row["pairs_wrong"] = checker["right"], checker["wrong"]
@@ -60,7 +67,7 @@ def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table; optional columns only when some row has them."""
-    optional = {"judge_pairwise_humans", "win_rate_vs_previous", "pairs_checked"}
+    optional = {"judge_pairwise_humans", "win_rate_vs_previous", "pairs_checked", "pass_at_1", "pass_at_n"}
     columns = [c for c in COLUMNS if c[1] not in optional or any(c[1] in r for r in rows)]
     header = " | ".join(f"{name:>14}" for name, _, _ in columns)
     lines = [header, "-" * len(header)]

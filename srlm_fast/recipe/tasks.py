@@ -7,19 +7,27 @@ is graded by parsing it back into a task and solving it.
 Each family has a few wordings (templates), a sampler of parameters, a solver, and generators of wrong and partly
 correct answers. Everything is deterministic from a seed (a private `random.Random`, never the global one).
 
+The default world (`DEFAULT_FAMILIES`) holds the families a 4M-parameter model with a byte-level BPE can learn
+partly in minutes of SFT: each works on whole tokens (compare, select, order, count, copy numbers and words;
+small sums; parity; capitals). Partly is the point: self-rewarding can only amplify answers the model gets right
+some of the time. The spelling families stay gradeable by the checker (self-instructed prompts may use them).
+
 Train/eval split: a task's canonical key (family + parameters, plus the wording for lookup families) is hashed;
 about `HELDOUT_PERCENT`% of keys are evaluation-only, so evaluation prompts never occur in training. Lookup
 families split on wording because their facts are few and a fact never seen in training cannot be known.
 
 EFT (judge-training) examples: for a task, a candidate of known quality gets the formulaic judgment of
-`judge.judgment_for_score`:
+`judge.judgment_for_score` (score first, `EFT_MIX` in proportion: mostly right and wrong bare answers, the
+judge's work in the loop; the wrong answers are the near misses a model makes: another element of the list, a
+sort with one swap or a lost element, an off-by-one count):
     5 correct   the bare answer                              (all five criteria)
     4 padded    the answer plus one fluff sentence           (not "Perfect": something extra)
     3 fluffy    the answer buried in several fluff sentences (not "Direct" either)
     2 partial   partly right (a range, a hint, half the list)(not "Correct")
     1 wrong     the right kind of answer, wrong value        (only "Relevant")
     0 off-topic unrelated text or another task's answer      (nothing)
-so the checker says correct exactly for scores >= judge.CORRECT_THRESHOLD.
+so the checker says correct exactly for scores >= judge.CORRECT_THRESHOLD. Meta-EFT examples
+(`meta_eft_examples`) teach the Meta-Rewarding arm's meta-judge to grade a judgment of such a candidate.
 """
 
 from __future__ import annotations
@@ -33,7 +41,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeTemplate, judgment_for_score
+from srlm_fast.recipe.judge import (
+    CORRECT_THRESHOLD,
+    JudgeTemplate,
+    judgment_for_score,
+    meta_instruction,
+    meta_score,
+)
 
 HELDOUT_PERCENT = 10
 
@@ -81,6 +95,7 @@ _FIELD_RE = {
     "xs": r"-?\d+(?:\s*,\s*-?\d+)+",
     "ws": r"[A-Za-z]+(?:\s*,\s*[A-Za-z]+)+",
     "country": r"[A-Za-z][A-Za-z ]*?",
+    "pos": r"first|second|third|fourth|last",
 }
 
 
@@ -218,13 +233,6 @@ def _sample_count_char(rng: random.Random) -> dict[str, str]:
     return {"c": rng.choice(w), "w": w}
 
 
-def _sample_nums(rng: random.Random) -> dict[str, str]:
-    xs = rng.sample(range(1, 100), rng.randint(3, 5))
-    if xs == sorted(xs):  # an already sorted list makes "the original order" a correct answer
-        xs.reverse()
-    return {"xs": ", ".join(map(str, xs))}
-
-
 def _sample_wordlist(rng: random.Random) -> dict[str, str]:
     ws = rng.sample(WORDS, rng.randint(3, 4))
     if ws == sorted(ws):
@@ -255,12 +263,145 @@ def _sorted_words(p: dict) -> str:
     return ", ".join(sorted(w.lower() for w in _words(p["ws"])))
 
 
+def _sample_pair(rng: random.Random) -> dict[str, str]:
+    a, b = rng.sample(range(1, 100), 2)
+    return {"a": str(a), "b": str(b)}
+
+
+def _sample_list(lo: int, hi: int) -> Callable[[random.Random], dict[str, str]]:
+    return lambda rng: {"xs": ", ".join(map(str, rng.sample(range(1, 100), rng.randint(lo, hi))))}
+
+
+def _sample_short_nums(rng: random.Random) -> dict[str, str]:
+    xs = rng.sample(range(1, 100), rng.randint(3, 4))
+    if xs == sorted(xs):
+        xs.reverse()
+    return {"xs": ", ".join(map(str, xs))}
+
+
+def _sample_member(rng: random.Random) -> dict[str, str]:
+    xs = rng.sample(range(1, 100), rng.randint(3, 5))
+    a = rng.choice(xs) if rng.random() < 0.5 else rng.choice([v for v in range(1, 100) if v not in xs])
+    return {"a": str(a), "xs": ", ".join(map(str, xs))}
+
+
+def _sample_position(rng: random.Random) -> dict[str, str]:
+    ws = rng.sample(WORDS, rng.randint(3, 4))
+    return {"pos": rng.choice((*POSITIONS[: len(ws)], "last")), "ws": ", ".join(ws)}
+
+
+POSITIONS = ("first", "second", "third", "fourth")
+
+
+def _solve_position(p: dict) -> str | None:
+    ws = [w.lower() for w in _words(p["ws"])]
+    pos = p["pos"].lower()
+    i = len(ws) - 1 if pos == "last" else POSITIONS.index(pos)
+    return ws[i] if i < len(ws) else None
+
+
+def _solve_larger(p: dict) -> str | None:
+    a, b = int(p["a"]), int(p["b"])
+    return None if a == b else str(max(a, b))
+
+
+def _solve_member(p: dict) -> str:
+    return "yes" if int(p["a"]) in _ints(p["xs"]) else "no"
+
+
+def _other_element(pick: Callable[[list[int]], int]) -> Callable[[dict, str, random.Random], str]:
+    """A wrong answer a model makes: another element of the list, or now and then a number close to the
+    right one that is not in the list at all."""
+
+    def wrong(p: dict, ans: str, rng: random.Random) -> str:
+        xs = _ints(p["xs"])
+        if rng.random() < 0.25:
+            return str(pick(xs) + rng.choice([-2, -1, 1, 2]))
+        return str(rng.choice([x for x in xs if x != int(ans)]))
+
+    return wrong
+
+
+def _sort_wrong(p: dict, ans: str, rng: random.Random) -> str:
+    """Near misses of a sorted list: one adjacent swap, an element lost or doubled, the input order."""
+    xs = _ints(ans)
+    kind = rng.randrange(4)
+    if kind == 0:
+        i = rng.randrange(len(xs) - 1)
+        xs[i], xs[i + 1] = xs[i + 1], xs[i]
+    elif kind == 1:
+        del xs[rng.randrange(len(xs))]
+    elif kind == 2:
+        i = rng.randrange(len(xs))
+        xs.insert(i, xs[i])
+    else:
+        xs = _ints(p["xs"])
+    return ", ".join(map(str, xs))
+
+
+def _count_wrong(p: dict, ans: str, rng: random.Random) -> str:
+    return str(max(1, int(ans) + rng.choice([-2, -1, 1, 1, 2])))
+
+
+def _position_wrong(p: dict, ans: str, rng: random.Random) -> str:
+    return rng.choice([w.lower() for w in _words(p["ws"]) if w.lower() != ans])
+
+
 def _build_families() -> tuple[_Family, ...]:
     fams = [
         _Family(
+            "larger",
+            (
+                "Which is larger, {a} or {b}?",
+                "Pick the bigger number: {a} or {b}.",
+                "Which number is bigger, {a} or {b}?",
+            ),
+            _sample_pair,
+            _solve_larger,
+            "number",
+            lambda p, ans, rng: str(min(int(p["a"]), int(p["b"]))),
+            lambda p, ans, rng: f"Either {p['a']} or {p['b']}.",
+        ),
+        _Family(
+            "min",
+            ("What is the smallest of {xs}?", "Which number is smallest: {xs}?", "Find the minimum of {xs}."),
+            _sample_list(3, 5),
+            lambda p: str(min(_ints(p["xs"]))),
+            "number",
+            _other_element(min),
+            lambda p, ans, rng: f"Either {ans} or {sorted(_ints(p['xs']))[1]}.",
+        ),
+        _Family(
+            "count_items",
+            ("How many numbers are in {xs}?", "Count the numbers in {xs}."),
+            _sample_list(2, 7),
+            lambda p: str(len(_ints(p["xs"]))),
+            "number",
+            _count_wrong,
+            _num_partial,
+        ),
+        _Family(
+            "position",
+            ("What is the {pos} word in {ws}?", "Name the {pos} word of {ws}."),
+            _sample_position,
+            _solve_position,
+            "pick",
+            _position_wrong,
+            _hint_partial,
+        ),
+        _Family(
+            "member",
+            ("Is {a} in the list {xs}?", "Does the list {xs} contain {a}?"),
+            _sample_member,
+            _solve_member,
+            "yesno",
+            lambda p, ans, rng: "no" if ans == "yes" else "yes",
+            lambda p, ans, rng: "It might be.",
+        ),
+        _Family(
             "add",
             ("What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}."),
-            _sample_ab(1, 99),
+            _sample_ab(1, 20),
             lambda p: str(int(p["a"]) + int(p["b"])),
             "number",
             _num_wrong,
@@ -323,19 +464,19 @@ def _build_families() -> tuple[_Family, ...]:
         _Family(
             "sort_nums",
             ("Sort from smallest to largest: {xs}.", "Put these numbers in order: {xs}."),
-            _sample_nums,
+            _sample_short_nums,
             _sorted_nums,
             "numlist",
-            lambda p, ans, rng: ", ".join(reversed(ans.split(", "))),
+            _sort_wrong,
             lambda p, ans, rng: ", ".join(_swap_last_two(ans.split(", "))),
         ),
         _Family(
             "max",
             ("What is the largest of {xs}?", "Which number is biggest: {xs}?", "Find the maximum of {xs}."),
-            lambda rng: {"xs": ", ".join(map(str, rng.sample(range(1, 100), rng.randint(3, 5))))},
+            _sample_list(3, 5),
             lambda p: str(max(_ints(p["xs"]))),
             "number",
-            lambda p, ans, rng: str(min(_ints(p["xs"]))),
+            _other_element(max),
             lambda p, ans, rng: f"Either {ans} or {sorted(_ints(p['xs']))[-2]}.",
         ),
         _Family(
@@ -424,6 +565,24 @@ FAMILIES: tuple[_Family, ...] = _build_families()
 FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
 _BY_NAME = {f.name: f for f in FAMILIES}
 
+#: The families the embedded default samples (training, evaluation, self-instruct seeds). A byte-level BPE makes
+#: every word and every number below 100 one token, so a family can only generalise to held-out prompts when it
+#: works on whole tokens: comparing, selecting, ordering, counting and copying them, small sums, facts. The
+#: spelling families (reverse, upper, length, count_letter, sort_words, join_dash) ask for letters inside a
+#: token: a 4M model trained for minutes answers their held-out words from the wording's priors at best (0% for
+#: reverse and upper), so they stay gradeable by the checker but out of the default world.
+DEFAULT_FAMILIES: tuple[str, ...] = (
+    "larger", "max", "min", "sort_nums", "count_items", "position", "member", "add", "parity", "capital",
+)  # fmt: skip
+
+
+def _families(families: Sequence[str] | None) -> list[_Family]:
+    names = families or DEFAULT_FAMILIES
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown task families {unknown}; known: {', '.join(FAMILY_NAMES)}")
+    return [_BY_NAME[n] for n in names]
+
 
 # ---------------------------------------------------------------- building tasks
 
@@ -448,7 +607,7 @@ def iter_tasks(seed: int, split: str = "train", families: Sequence[str] | None =
     """An endless, deterministic stream of tasks from one split ('train' or 'eval'), families drawn uniformly."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
-    fams = [_BY_NAME[n] for n in families] if families else list(FAMILIES)
+    fams = _families(families)
     rng = random.Random(f"tasks:{seed}:{split}")
     want_heldout = split == "eval"
     while True:
@@ -528,43 +687,113 @@ def candidate(task: Task, quality: str, rng: random.Random) -> str:
     raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
 
 
+#: How many EFT examples of each score (0..5) one cycle of `eft_examples` makes. The judge's job inside the loop
+#: is to tell the model's right answers from its wrong ones, and those are bare answers: scores 5 and 1 get three
+#: times the examples of the style rungs (off-topic, partial, fluffy, padded), which keep the rubric's ladder.
+EFT_MIX: tuple[int, ...] = (1, 3, 1, 1, 1, 3)
+
+
+def _graded_candidates(
+    n: int, seed: int, families: Sequence[str] | None, mix: Sequence[int], stream: str
+) -> list[tuple[Task, int, str]]:
+    """n (task, score, candidate) triples, scores in proportion `mix`, each re-graded by the checker."""
+    if len(mix) != len(QUALITIES) or min(mix) < 0 or not sum(mix):
+        raise ValueError(f"mix needs {len(QUALITIES)} non-negative counts, not all 0; got {tuple(mix)}")
+    cycle = [score for score, count in enumerate(mix) for _ in range(count)]
+    rng = random.Random(f"{stream}:{seed}")
+    tasks = iter_tasks(seed + zlib.crc32(stream.encode()) % 1_000_003 + 1_000_003, "train", families)
+    out: list[tuple[Task, int, str]] = []
+    while len(out) < n:
+        task = next(tasks)
+        score = cycle[len(out) % len(cycle)]
+        for _ in range(10):
+            cand = candidate(task, QUALITIES[score], rng)
+            if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
+                out.append((task, score, cand))
+                break
+    return out
+
+
 def eft_examples(
     n: int,
     seed: int = 0,
     template: JudgeTemplate | None = None,
     families: Sequence[str] | None = None,
+    mix: Sequence[int] = EFT_MIX,
+    score_first: bool = True,
+    verdicts: bool = False,
 ) -> list[EFTExample]:
-    """n judge-training examples, balanced over the six scores 0..5.
+    """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
 
     Every candidate is re-graded by `check` so its score agrees with the checker (a generator that happens to
-    produce the right answer, e.g. a 'wrong' value that is correct, is redrawn).
+    produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). The judgment is the score line
+    alone by default; `verdicts` adds the criteria verdicts, `score_first` puts them after the score (see
+    `judge.format_judgment`).
     """
     template = template or JudgeTemplate.compact()
-    rng = random.Random(f"eft:{seed}")
-    tasks = iter_tasks(seed + 1_000_003, "train", families)
-    out: list[EFTExample] = []
-    while len(out) < n:
-        task = next(tasks)
-        score = len(out) % len(QUALITIES)
-        quality = QUALITIES[score]
-        for _ in range(10):
-            cand = candidate(task, quality, rng)
-            if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
-                break
-        else:
-            continue
+    out = [
+        EFTExample(
+            prompt=template.render(task.prompt, cand),
+            response=judgment_for_score(score, score_first, verdicts),
+            score=score,
+            quality=QUALITIES[score],
+            instruction=task.prompt,
+            candidate=cand,
+            family=task.family,
+        )
+        for task, score, cand in _graded_candidates(n, seed, families, mix, "eft")
+    ]
+    random.Random(f"eft-order:{seed}").shuffle(out)
+    return out
+
+
+@dataclass(frozen=True)
+class MetaEFTExample:
+    """A meta-judge training example: a judgment (of `candidate`, scoring it `judged_score`) judged."""
+
+    prompt: str
+    response: str
+    score: int  # the meta score of the judgment
+    true_score: int  # what the candidate is worth
+    judged_score: int  # what the judged judgment says it is worth
+    instruction: str
+    candidate: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def meta_eft_examples(
+    n: int,
+    seed: int = 0,
+    template: JudgeTemplate | None = None,
+    families: Sequence[str] | None = None,
+    mix: Sequence[int] = EFT_MIX,
+    score_first: bool = True,
+    verdicts: bool = False,
+    p_exact: float = 0.4,
+) -> list[MetaEFTExample]:
+    """n meta-judge examples (Meta-Rewarding): a candidate of known score s, a judgment claiming score s' (s' = s
+    with probability `p_exact`, else another score), and the meta-judgment `judge.meta_score(s, s')`."""
+    template = template or JudgeTemplate.meta()
+    rng = random.Random(f"meta-eft-judged:{seed}")
+    out = []
+    for task, score, cand in _graded_candidates(n, seed, families, mix, "meta-eft"):
+        judged = score if rng.random() < p_exact else rng.choice([s for s in range(6) if s != score])
+        meta = meta_score(score, judged)
         out.append(
-            EFTExample(
-                prompt=template.render(task.prompt, cand),
-                response=judgment_for_score(score),
-                score=score,
-                quality=quality,
+            MetaEFTExample(
+                prompt=template.render(
+                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first)
+                ),
+                response=judgment_for_score(meta, score_first),
+                score=meta,
+                true_score=score,
+                judged_score=judged,
                 instruction=task.prompt,
                 candidate=cand,
-                family=task.family,
             )
         )
-    rng.shuffle(out)
     return out
 
 
@@ -585,7 +814,7 @@ def parse_prompt(prompt: str) -> tuple[str, dict[str, str], str] | None:
     return None
 
 
-def _answer_matches(kind: str, answer: str, response: str) -> bool:
+def _answer_matches(kind: str, answer: str, response: str, params: dict[str, str] | None = None) -> bool:
     if kind == "number":
         # Exactly one number, the right one: listing several numbers must not count as answering.
         return _ints(response) == [int(answer)]
@@ -600,6 +829,13 @@ def _answer_matches(kind: str, answer: str, response: str) -> bool:
     if kind == "parity":
         other = "odd" if answer == "even" else "even"
         return answer in lower and other not in lower
+    if kind == "yesno":
+        other = "no" if answer == "yes" else "yes"
+        return answer in lower and other not in lower
+    if kind == "pick":
+        # The picked word and no other word of the list: naming every word is not picking one.
+        others = {w.lower() for w in _words((params or {}).get("ws", ""))} - {answer}
+        return answer in lower and not others & set(lower)
     if kind == "wordseq":
         seq = answer.split(", ")
         return any(lower[i : i + len(seq)] == seq for i in range(len(lower) - len(seq) + 1))
@@ -618,8 +854,8 @@ def check(prompt: str, response: str) -> CheckResult:
     parsed = parse_prompt(prompt)
     if parsed is None:
         return CheckResult("unparseable")
-    family, _, answer = parsed
-    ok = _answer_matches(_BY_NAME[family].kind, answer, response)
+    family, params, answer = parsed
+    ok = _answer_matches(_BY_NAME[family].kind, answer, response, params)
     return CheckResult("correct" if ok else "wrong", family, answer)
 
 

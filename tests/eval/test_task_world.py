@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from srlm_fast.eval.task_world import auc, task_world_metrics
+from srlm_fast.eval.task_world import auc, per_prompt_outcomes, task_world_metrics
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 from srlm_fast.recipe.tasks import candidate, check, eval_prompts
 
@@ -45,3 +45,11 @@ def test_without_scores_only_the_checker() -> None:
     assert m.accuracy == 1.0 and m.judge_checker_agreement is None and m.judge_pairwise_accuracy is None
     with pytest.raises(ValueError):
         task_world_metrics([t.prompt], [t.answer], [1.0, 2.0], **GRADED)
+
+
+def test_per_prompt_outcomes_line_up_with_the_prompts() -> None:
+    prompts = ["What is 2 plus 3?", "What is 2 plus 3?", "Write a poem.", "Is 4 even or odd?"]
+    out = per_prompt_outcomes(prompts, ["5", "6", "roses", "even"], [4.5, 4.0, 5.0, None], **GRADED)
+    assert out == {"correct": "10-1", "agree": "10--"}
+    with pytest.raises(ValueError):
+        per_prompt_outcomes(prompts, ["5"], [1.0], **GRADED)

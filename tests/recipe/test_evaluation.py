@@ -11,8 +11,9 @@ from srlm_fast.cli import main
 from srlm_fast.config import load_job_config
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
-from srlm_fast.recipe.evaluation import evaluate_model, versus_previous
+from srlm_fast.recipe.evaluation import evaluate_model, evaluate_task_world, versus_previous
 from srlm_fast.recipe.judge import JudgeResult
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.rundir import RunDir
@@ -104,3 +105,17 @@ def test_versus_previous_judges_m_k_against_the_saved_answers_of_m_k_minus_1(tmp
     assert second["vs_previous"]["n"] == 4
     assert second["win_rate_vs_previous"] == 1.0
     assert second["mean_answer_chars"] == pytest.approx(3 * first["mean_answer_chars"] + 2)
+
+
+def test_task_world_evaluation_records_every_prompts_outcome_in_order(tmp_path):
+    class Oracle:  # answers every other held-out task right; its judge calls everything correct
+        def generate(self, prompts, n=1, **kw):
+            return [[tasks.parse_prompt(p)[2] if i % 2 == 0 else "no idea"] for i, p in enumerate(prompts)]
+
+        def judge(self, items, template, config, seed=0):
+            return [JudgeResult(5.0, 1, 0, (5.0,), ()) for _ in items]
+
+    cfg = load_job_config(LoopConfig, None, ["--eval.n_task_prompts=20", "--eval.n_judge_items=6"])
+    out = evaluate_task_world(cfg, Oracle())
+    assert out["per_prompt"] == {"correct": "10" * 10, "agree": "10" * 10}
+    assert out["task_accuracy"] == 0.5 and out["judge_agreement_own"] == 0.5

@@ -116,9 +116,12 @@ def test_template_validation(tmp_path) -> None:
 
 def test_formulaic_judgments_parse_back() -> None:
     for s in range(6):
-        text = judgment_for_score(s)
-        assert parse_score(text) == s
-        assert text.count("yes") == s and text.count("no.") == len(CRITERIA) - s
+        for first in (False, True):
+            text = judgment_for_score(s, score_first=first)
+            assert parse_score(text) == s
+            assert text.count("yes") == s and text.count("no.") == len(CRITERIA) - s
+            assert text.startswith("Score:") == first and text.endswith(f"Score: {s}") != first
+        assert judgment_for_score(s, verdicts=False) == f"Score: {s}"
     with pytest.raises(ValueError):
         format_judgment([True, False])
 

@@ -247,3 +247,79 @@ def test_a_stage_reads_only_its_inputs(tmp_path, name):
     stage = S.sample_candidates if name == "prompts.jsonl" else S.judge_candidates
     with pytest.raises(FileNotFoundError, match=name):
         stage(it)
+
+
+# ---- the reward arms, the meta-judge and the checker's reports (issue 15) ----------------------------------------
+
+TASK_ROWS = [
+    {"prompt": "What is 2 plus 3?", "responses": ["5", "6", "7", "5"]},
+    {"prompt": "Which is larger, 17 or 71?", "responses": ["17", "71", "17", "17"]},
+    {"prompt": "Write a poem about the sea.", "responses": ["waves", "salt", "blue", "deep"]},
+]
+
+
+def _candidates(it, rows=TASK_ROWS):
+    write_jsonl_atomic(it.dir / "candidates.jsonl", rows)
+
+
+def test_candidates_report_pass_at_1_and_pass_at_n_of_the_tasks(tmp_path):
+    policy = ScriptedPolicy(outputs=[x for r in TASK_ROWS for x in r["responses"]])
+    it, _ = make_iteration(tmp_path, policy, "--candidates.n=4")
+    write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": r["prompt"]} for r in TASK_ROWS])
+    S.sample_candidates(it)
+    c = json.loads((it.dir / "stats.json").read_text())["candidates"]["checker"]
+    # 2 of 3 prompts are tasks; right: 2 of 4 and 1 of 4 → pass@1 = (0.5 + 0.25) / 2, both have one right.
+    assert c == {"tasks": 2, "n": 4, "pass_at_1": 0.375, "pass_at_n": 1.0, "mixed": 2}
+
+
+@pytest.mark.parametrize("reward", ["self", "random", "oracle"])
+def test_judge_stage_takes_its_reward_from_the_arm(tmp_path, reward):
+    # The self-judge here prefers long answers, i.e. never the correct short one.
+    policy = ScriptedPolicy(score_of=lambda p, r: float(len(r)))
+    it, _ = make_iteration(tmp_path, policy, f"--judge.reward={reward}")
+    _candidates(it)
+    S.judge_candidates(it)
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    scores = [r["scores"] for r in rows]
+    if reward == "oracle":
+        assert not policy.judge_calls  # the checker, not the model
+        assert scores == [[5.0, 1.0, 1.0, 5.0], [1.0, 5.0, 1.0, 1.0], [None] * 4]
+    else:
+        assert len(policy.judge_calls) == 1
+        own = [[float(len(x)) for x in r["responses"]] for r in TASK_ROWS]
+        if reward == "self":
+            assert scores == own
+        else:  # the same scores per prompt, dealt to other candidates
+            assert [sorted(s) for s in scores] == [sorted(s) for s in own]
+
+
+def test_meta_judge_stage_writes_judge_pairs_that_select_pairs_adds(tmp_path):
+    def judge(prompt, response):
+        if "\nResponse: " in prompt:  # a meta item (judged instruction and response): a "Score: 5" is best
+            return 5.0 if response.startswith("Score: 5") else 2.0
+        return 3.0
+
+    policy = ScriptedPolicy(score_of=judge)
+    it, _ = make_iteration(tmp_path, policy, "--judge.meta=true", "--judge.meta_candidates=2")
+    probs = [[0.0, 0.5, 0.0, 0.0, 0.0, 0.5]] * 4
+    rows = [{**r, "scores": [3.0, 3.0, 1.0, 2.0], "probs": probs} for r in TASK_ROWS[:2]]
+    write_jsonl_atomic(it.dir / "judgments.jsonl", rows)
+    S.meta_judge(it)
+    meta_call = policy.judge_calls[-1]
+    assert meta_call["template"].name == "meta" and len(meta_call["items"]) == 4  # 2 candidates x 2 judgments
+    judge_pairs = read_jsonl(it.dir / "judge_pairs.jsonl")[0]
+    assert len(judge_pairs) == 2 and all(
+        p["chosen"] == "Score: 5" and p["rejected"] == "Score: 1" for p in judge_pairs
+    )
+    stats = json.loads((it.dir / "stats.json").read_text())["meta"]
+    assert stats["meta_judged"] == 2 and stats["with_alternatives"] == 8
+    assert sum(stats["checker"].values()) == 2
+    S.select_pairs(it)
+    pairs = read_jsonl(it.dir / "pairs.jsonl")[0]
+    assert sum(p["prompt"].startswith("Judge the response") for p in pairs) == 2
+    assert json.loads((it.dir / "stats.json").read_text())["pairs"]["judge_pairs"] == 2
+
+
+def test_meta_needs_expected_mode():
+    with pytest.raises(Exception, match="judge.meta"):
+        load_job_config(LoopConfig, None, ["--judge.meta=true", "--judge.mode=sample"])

@@ -25,8 +25,8 @@ def test_eval_prompts_disjoint_from_training() -> None:
     assert len({t.prompt for t in ev}) == 300
     assert not train & {t.prompt for t in ev}
     assert all(tasks.is_heldout(t) for t in ev)
-    # Every family reaches the eval split.
-    assert set(Counter(t.family for t in ev)) == set(tasks.FAMILY_NAMES)
+    # Every family of the default world reaches the eval split, and only those.
+    assert set(Counter(t.family for t in ev)) == set(tasks.DEFAULT_FAMILIES)
 
 
 def test_prompts_and_responses_are_short() -> None:
@@ -69,6 +69,18 @@ def test_checker_on_hand_written_cases() -> None:
     assert not tasks.check("Convert dog to uppercase.", "Dog").correct
     assert tasks.check("What is the capital of japan?", "tokyo").correct
     assert tasks.check("What comes next: 3, 6, 9, 12?", "15").correct
+    assert tasks.check("Which is larger, 17 or 71?", "71").correct
+    assert not tasks.check("Which is larger, 17 or 71?", "17 or 71").correct
+    assert tasks.check("Find the minimum of 8, 3, 12.", "3").correct
+    assert not tasks.check("Find the minimum of 8, 3, 12.", "8").correct
+    assert tasks.check("How many numbers are in 4, 9, 2, 7?", "4").correct
+    assert tasks.check("What is the second word in apple, river, stone?", "river").correct
+    assert tasks.check("What is the last word in apple, river, stone?", "It is Stone.").correct
+    # Naming every word of the list is not picking one.
+    assert not tasks.check("What is the last word in apple, river, stone?", "apple, river, stone").correct
+    assert tasks.check("Is 5 in the list 1, 5, 9?", "yes").correct
+    assert not tasks.check("Is 5 in the list 1, 5, 9?", "yes or no").correct
+    assert tasks.check("Does the list 1, 5, 9 contain 4?", "No.").correct
 
 
 @pytest.mark.parametrize(
@@ -96,7 +108,19 @@ def test_check_many_counts() -> None:
 
 def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
     examples = tasks.eft_examples(600, seed=2, template=JudgeTemplate.compact())
-    assert Counter(e.score for e in examples) == {s: 100 for s in range(6)}
+    # The default mix: right and wrong bare answers (5 and 1) three times as often as each style rung.
+    assert Counter(e.score for e in examples) == {0: 60, 1: 180, 2: 60, 3: 60, 4: 60, 5: 180}
+    balanced = tasks.eft_examples(60, seed=2, mix=(1,) * 6)
+    assert Counter(e.score for e in balanced) == {s: 10 for s in range(6)}
+    with pytest.raises(ValueError, match="mix"):
+        tasks.eft_examples(6, mix=(1, 1))
+    # The judgment is the score line alone by default; with verdicts, either order parses to the same score.
+    assert all(e.response == f"Score: {e.score}" for e in examples)
+    for first in (True, False):
+        wordy = tasks.eft_examples(12, seed=2, score_first=first, verdicts=True)
+        assert all(
+            e.response.startswith("Score:") == first and parse_score(e.response) == e.score for e in wordy
+        )
     for e in examples:
         assert parse_score(e.response) == e.score
         assert tasks.QUALITIES[e.score] == e.quality

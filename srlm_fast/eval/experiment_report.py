@@ -1,0 +1,309 @@
+"""The report of `srlm experiment`: one table over arms × seeds with bootstrap intervals, and PNG plots.
+
+Statistics. Every model is evaluated on the same held-out prompts within a seed (the prompts depend on the seed),
+so a gain is paired: per prompt, correct(M_last) − correct(M1). Intervals are percentile bootstraps over prompts
+(2,000 resamples, seeded): per seed, and pooled over seeds by resampling the prompts within each seed (stratified)
+and averaging the seeds' means. The pooled interval is about prompts given these seeds; the per-seed column shows
+how much seeds differ. The same resamples give the interval of a difference between arms of one seed (they share
+M1 and the prompts): `self − ½·oracle` > 0 is the claim "the self-judge reaches half the oracle's gain".
+
+Per-prompt outcomes come from each evaluation's `per_prompt` strings (`correct`: "1"/"0" per prompt; `agree`:
+"1"/"0" per judged prompt, "-" where the judge gave no score). Without them the intervals are left out.
+
+Plots (matplotlib, imported when writing; PNG): accuracy and judge agreement per model with 95% bands, one line
+per arm; the candidates' pass@1 / pass@N and the pairs' ✓:✗ per iteration; histograms of the judge's scores of
+correct and wrong candidates per iteration (self arm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from srlm_fast.eval.winrate import Interval
+from srlm_fast.io import write_json_atomic, write_text_atomic
+
+N_BOOT = 2000
+
+
+def outcomes(model_eval: dict, key: str) -> np.ndarray | None:
+    """Per-prompt outcomes of one evaluation as floats (NaN where there is none), or None if not recorded."""
+    text = (model_eval.get("per_prompt") or {}).get(key)
+    if text is None:
+        return None
+    return np.array([np.nan if c == "-" else float(c) for c in text])
+
+
+def stratified_bootstrap(per_seed: Sequence[np.ndarray], n_boot: int = N_BOOT, seed: int = 0) -> Interval:
+    """Mean over seeds of each seed's mean (NaNs ignored), with a 95% percentile interval from resampling every
+    seed's values within that seed."""
+    groups = [np.asarray(g, dtype=np.float64) for g in per_seed]
+    groups = [g[~np.isnan(g)] for g in groups]
+    groups = [g for g in groups if g.size]
+    if not groups:
+        return Interval(None, None, None)
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    for g in groups:
+        idx = rng.integers(0, g.size, size=(n_boot, g.size))
+        boots += g[idx].mean(axis=1)
+    boots /= len(groups)
+    point = float(np.mean([g.mean() for g in groups]))
+    low, high = np.quantile(boots, [0.025, 0.975])
+    return Interval(point, float(low), float(high))
+
+
+def _series(results: dict, arm: str, seed: int) -> list[dict]:
+    return results["runs"].get(f"{arm}/{seed}", {}).get("models", [])
+
+
+def _paired(
+    results: dict, arm: str, key: str, k_from: int, k_to: int, seeds: Sequence[int]
+) -> list[np.ndarray]:
+    """Per seed: outcome(M_{k_to}) − outcome(M_{k_from}) per prompt, for the seeds that have both."""
+    out = []
+    for seed in seeds:
+        models = _series(results, arm, seed)
+        if len(models) <= max(k_from, k_to):
+            continue
+        a, b = outcomes(models[k_from], key), outcomes(models[k_to], key)
+        if a is not None and b is not None and a.shape == b.shape:
+            out.append(b - a)
+    return out
+
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:+.1f}" if pct else f"{x:.2f}"
+
+
+def _fmt_interval(iv: Interval) -> str:
+    if iv.value is None:
+        return "–"
+    if iv.low is None:
+        return f"{100 * iv.value:+.1f}"
+    return f"{100 * iv.value:+.1f} [{100 * iv.low:+.1f}, {100 * iv.high:+.1f}]"
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarize(results: dict) -> dict[str, Any]:
+    """Per arm: accuracy and agreement of M1 and the last model, the gains with intervals, per-seed gains, and the
+    per-iteration candidate numbers; plus the comparisons between arms the experiment is for."""
+    seeds, arms = results["seeds"], results["arms"]
+    last = results["iterations"]
+    summary: dict[str, Any] = {"arms": {}, "comparisons": {}}
+    for arm in arms:
+        rows = [_series(results, arm, s) for s in seeds]
+        complete = [s for s, r in zip(seeds, rows) if len(r) == last + 1]
+        acc = [[m.get("task_accuracy") for m in r] for r in rows]
+        agree = [[m.get("judge_agreement_own") for m in r] for r in rows]
+        gain = stratified_bootstrap(_paired(results, arm, "correct", 0, last, complete))
+        agree_gain = stratified_bootstrap(_paired(results, arm, "agree", 0, last, complete))
+        per_seed = {}
+        for s in complete:
+            iv = stratified_bootstrap(_paired(results, arm, "correct", 0, last, [s]), seed=s)
+            r = _series(results, arm, s)
+            per_seed[str(s)] = {
+                "gain": iv.to_dict(),
+                "accuracy": [m.get("task_accuracy") for m in r],
+                "agreement": [m.get("judge_agreement_own") for m in r],
+            }
+        iters = []
+        for t in range(last):
+            cs = [results["runs"][f"{arm}/{s}"]["iterations"][t] for s in seeds
+                  if len(results["runs"].get(f"{arm}/{s}", {}).get("iterations", [])) > t]  # fmt: skip
+            checker = [c["stats"].get("pairs", {}).get("checker") or {} for c in cs]
+            iters.append(
+                {
+                    "valid_prompts": _mean([c["candidates"].get("valid_prompts") for c in cs]),
+                    "pass_at_1": _mean([c["candidates"].get("pass_at_1") for c in cs]),
+                    "pass_at_n": _mean([c["candidates"].get("pass_at_n") for c in cs]),
+                    "mean_chars": _mean([c["candidates"].get("mean_chars") for c in cs]),
+                    "pairs": _mean([c["stats"].get("pairs", {}).get("pairs") for c in cs]),
+                    "pairs_right": _mean([ch.get("right") for ch in checker]),
+                    "pairs_wrong": _mean([ch.get("wrong") for ch in checker]),
+                    "judge_pairs": _mean([c["stats"].get("meta", {}).get("pairs") for c in cs]),
+                }
+            )
+        summary["arms"][arm] = {
+            "seeds_complete": complete,
+            "accuracy": [_mean(col) for col in zip(*acc)]
+            if acc and all(len(a) == last + 1 for a in acc)
+            else [],
+            "agreement": [_mean(col) for col in zip(*agree)]
+            if agree and all(len(a) == last + 1 for a in agree)
+            else [],
+            "gain": gain.to_dict(),
+            "agreement_gain": agree_gain.to_dict(),
+            "per_seed": per_seed,
+            "iterations": iters,
+        }
+    if "self" in arms and "oracle" in arms:
+        diffs = []
+        for s in seeds:
+            g_self = _paired(results, "self", "correct", 0, last, [s])
+            g_oracle = _paired(results, "oracle", "correct", 0, last, [s])
+            if g_self and g_oracle and g_self[0].shape == g_oracle[0].shape:
+                diffs.append(g_self[0] - 0.5 * g_oracle[0])
+        summary["comparisons"]["self_minus_half_oracle"] = stratified_bootstrap(diffs).to_dict()
+    if "self" in arms and "meta" in arms:
+        diffs = []
+        for s in seeds:
+            a = _paired(results, "meta", "agree", 0, last, [s])
+            b = _paired(results, "self", "agree", 0, last, [s])
+            if a and b and a[0].shape == b[0].shape:
+                diffs.append(a[0] - b[0])
+        summary["comparisons"]["meta_minus_self_agreement_gain"] = stratified_bootstrap(diffs).to_dict()
+    return summary
+
+
+def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[str]) -> str:
+    seeds, last = results["seeds"], results["iterations"]
+    lines = [f"# {title}", ""]
+    lines.append(
+        f"Seeds {', '.join(map(str, seeds))}; {last} iterations (M1 → M{last + 1}). Accuracy: checker accuracy of "
+        "greedy answers to held-out task-world prompts; agreement: the judge's verdict (score ≥ 3) equals the "
+        "checker's on the model's own answers. Gains in points with 95% bootstrap intervals over prompts "
+        "(pooled: stratified by seed)."
+    )
+    lines += ["", "| arm | M1 acc | last acc | gain [95% CI] | per-seed gains | agreement M1 → last | Δ agreement [95% CI] |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, a in summary["arms"].items():
+        acc, agr = a["accuracy"], a["agreement"]
+        per_seed = "; ".join(
+            f"s{s}: {_fmt_interval(Interval(**v['gain']))}" for s, v in a["per_seed"].items()
+        )
+        lines.append(
+            f"| {arm} | {_pct(acc[0] if acc else None)} | {_pct(acc[-1] if acc else None)} | "
+            f"{_fmt_interval(Interval(**a['gain']))} | {per_seed or '–'} | "
+            f"{_pct(agr[0] if agr else None)} → {_pct(agr[-1] if agr else None)} | "
+            f"{_fmt_interval(Interval(**a['agreement_gain']))} |"
+        )
+    comps = summary["comparisons"]
+    if comps:
+        lines += ["", "Comparisons (paired within seeds, same M1 and prompts):", ""]
+        if "self_minus_half_oracle" in comps:
+            lines.append(
+                f"- self gain − ½ oracle gain: {_fmt_interval(Interval(**comps['self_minus_half_oracle']))} points "
+                "(> 0: the self-judge reaches at least half the oracle's gain)"
+            )
+        if "meta_minus_self_agreement_gain" in comps:
+            lines.append(
+                f"- meta − self, gain in judge agreement: "
+                f"{_fmt_interval(Interval(**comps['meta_minus_self_agreement_gain']))} points "
+                "(> 0: the judge's agreement rises faster with the meta-judge)"
+            )
+    lines += ["", "Per iteration (means over seeds): valid = self-instructed prompts that are tasks; pass@1 / pass@N "
+              "of the candidates on those; pairs ✓:✗ = pairs preferring the correct : the wrong answer (checker).",
+              "", "| arm | iter | valid | pass@1 | pass@N | pairs | ✓:✗ | judge pairs | cand chars |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, a in summary["arms"].items():
+        for t, it in enumerate(a["iterations"], start=1):
+            lines.append(
+                f"| {arm} | {t} | {_pct(it['valid_prompts'])} | {_pct(it['pass_at_1'])} | {_pct(it['pass_at_n'])} | "
+                f"{_num(it['pairs'])} | {_num(it['pairs_right'])}:{_num(it['pairs_wrong'])} | "
+                f"{_num(it['judge_pairs'])} | {_num(it['mean_chars'], 1)} |"
+            )
+    if plots:
+        lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _per_model_interval(results: dict, arm: str, key: str, k: int) -> Interval:
+    groups = []
+    for s in results["seeds"]:
+        models = _series(results, arm, s)
+        if len(models) > k:
+            v = outcomes(models[k], key)
+            if v is not None:
+                groups.append(v)
+    return stratified_bootstrap(groups)
+
+
+def write_plots(results: dict, summary: dict, out_dir: Path) -> list[Path]:
+    """The PNG plots of the experiment (see the module docstring); returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = results["iterations"]
+    xs = list(range(1, last + 2))
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, metric, label in (
+        (axes[0], "correct", "accuracy", "task accuracy (checker)"),
+        (axes[1], "agree", "agreement", "judge = checker on own answers"),
+    ):
+        for arm, a in summary["arms"].items():
+            if not a[metric]:
+                continue
+            ivs = [_per_model_interval(results, arm, key, k) for k in range(last + 1)]
+            banded = all(iv.value is not None for iv in ivs)
+            mean = [iv.value for iv in ivs] if banded else a[metric]
+            (line,) = ax.plot(xs, [100 * m for m in mean], marker="o", label=arm)
+            if banded:
+                lows, highs = [100 * iv.low for iv in ivs], [100 * iv.high for iv in ivs]
+                ax.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
+        ax.set_xticks(xs, [f"M{k}" for k in xs])
+        ax.set_ylabel(f"{label}, %")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"mean over seeds {', '.join(map(str, results['seeds']))}, 95% bootstrap bands")
+    fig.tight_layout()
+    paths.append(out_dir / "experiment_accuracy.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # Score histograms of the self arm: the judge's scores of correct vs wrong candidates, per iteration.
+    arm = "self" if "self" in results["arms"] else results["arms"][0]
+    if last and arm in ("self", "meta", "random"):  # arms whose candidates the model's judge scored
+        fig, axes = plt.subplots(1, last, figsize=(4 * last, 3.2), squeeze=False)
+        bins = np.linspace(0, 5, 21)
+        for t in range(last):
+            ok, bad = [], []
+            for s in results["seeds"]:
+                its = results["runs"].get(f"{arm}/{s}", {}).get("iterations", [])
+                if len(its) > t:
+                    ok += its[t]["candidates"].get("scores_correct", [])
+                    bad += its[t]["candidates"].get("scores_wrong", [])
+            ax = axes[0][t]
+            ax.hist(bad, bins=bins, alpha=0.6, label=f"wrong ({len(bad)})", color="tab:red")
+            ax.hist(ok, bins=bins, alpha=0.6, label=f"correct ({len(ok)})", color="tab:green")
+            ax.set_title(f"iteration {t + 1}: M{t + 1} judges its candidates")
+            ax.set_xlabel("judge score")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "experiment_scores.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def write_experiment_report(results: dict, out_dir: Path, title: str = "srlm experiment") -> dict:
+    """experiment.json (the collected runs and the summary), PNG plots and experiment.md in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(results)
+    plots = write_plots(results, summary, out_dir)
+    write_json_atomic(out_dir / "experiment.json", {"summary": summary, "results": results})
+    write_text_atomic(
+        out_dir / "experiment.md", format_markdown(results, summary, title, [str(p) for p in plots])
+    )
+    return summary

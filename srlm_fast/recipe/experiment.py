@@ -1,0 +1,227 @@
+"""`srlm experiment`: the self-rewarding loop under several reward arms × seeds, one table and plots.
+
+Arms (`ARMS`), each the default loop with one change:
+
+    self     the recipe: the model judges its own candidates
+    random   the self-judge's scores shuffled among each prompt's candidates (recipe/rewards.py): DPO on
+             self-generated pairs with no information in the reward, the noise floor
+    oracle   the task world's checker as the reward: the ceiling of a perfect correctness judge
+    meta     self + Meta-Rewarding: the model also judges its own judgments, and the judge trains on those pairs
+    no_dpo   M1 carried forward: every M_k is M1 (no run; its rows repeat M1's evaluation)
+
+Layout: `<runs_dir>/<name>/s<seed>-<arm>/` is an ordinary run directory of each (arm, seed); the experiment's
+`experiment.md`, `experiment.json` and PNG plots sit in `<runs_dir>/<name>/`. For each seed the self arm runs
+first; the other arms start from its artifacts that do not depend on the reward (seed data, tokenizer, M0, M1,
+M1's evaluation, and iteration 1's prompts and candidates, all functions of M1 and the seed), so every arm of a
+seed shares one M1 and one first batch of candidates, and those stages run once per seed. A killed experiment
+resumes: every run resumes at its first missing artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from srlm_fast.config import ConfigError, from_dict, merge, to_dict
+from srlm_fast.eval.experiment_report import write_experiment_report
+from srlm_fast.io import read_jsonl, write_json_atomic
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.loop import run_loop
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: config overrides over the base loop config (`runs=False`: nothing to run, see no_dpo)."""
+
+    name: str
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    runs: bool = True
+
+
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm("self", "the model judges its own candidates (the recipe)"),
+        Arm("random", "self-judge scores shuffled among each prompt's candidates", {"judge": {"reward": "random"}}),
+        Arm("oracle", "the task world's checker is the reward", {"judge": {"reward": "oracle"}}),
+        Arm("meta", "self-judge + meta-judge: the judge trains on its own judged judgments", {"judge": {"meta": True}}),
+        Arm("no_dpo", "M1 carried forward (no training)", runs=False),
+    )
+}  # fmt: skip
+
+DEFAULT_ARMS = ("self", "random", "oracle", "meta", "no_dpo")
+
+# Artifacts of a seed's self run that the other arms reuse (paths under a run directory). They depend only on
+# the seed data, M1 and the seed, never on judge.reward or judge.meta, which are all an arm may change.
+SHARED = ("seed", "tokenizer", "m0", "m1", "eval/m1.json", "iter1/prompts.jsonl", "iter1/candidates.jsonl")
+_SHAREABLE_KEYS = {"judge": {"reward", "meta", "meta_candidates", "meta_min_prob"}}
+
+
+def resolve_arms(names: Sequence[str]) -> list[Arm]:
+    unknown = [n for n in names if n not in ARMS]
+    if unknown:
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
+    if not names:
+        raise ConfigError("an experiment needs at least one arm")
+    return [ARMS[n] for n in names]
+
+
+def run_dir_name(seed: int, arm: str) -> str:
+    return f"s{seed}-{arm}"
+
+
+def arm_config(base: LoopConfig, arm: Arm, seed: int, root: Path) -> LoopConfig:
+    """The loop config of one (arm, seed): the base with the arm's overrides, its seed and its run directory."""
+    data = merge(to_dict(base), arm.overrides)
+    data.update(seed=seed, name=run_dir_name(seed, arm.name), runs_dir=str(root))
+    return from_dict(LoopConfig, data, where=f"arm {arm.name}")
+
+
+def _shares_with_self(arm: Arm) -> bool:
+    return all(
+        section in _SHAREABLE_KEYS and set(keys) <= _SHAREABLE_KEYS[section]
+        for section, keys in arm.overrides.items()
+    )
+
+
+def share_artifacts(source: Path, target: Path) -> list[str]:
+    """Copy the reward-independent artifacts of `source` (a seed's self run) into `target`, where missing.
+
+    Files are hard-linked when the filesystem allows (artifacts are never modified in place: every stage writes a
+    new file and renames it), else copied. The iteration-1 stats keep only the stages that were shared. Returns
+    the shared paths.
+    """
+    done = []
+    for rel in SHARED:
+        src, dst = source / rel, target / rel
+        if not src.exists() or dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.share")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if src.is_dir():
+            shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(src, tmp)
+        os.replace(tmp, dst)
+        done.append(rel)
+    stats_src, stats_dst = source / "iter1" / "stats.json", target / "iter1" / "stats.json"
+    if stats_src.exists() and not stats_dst.exists() and (target / "iter1" / "candidates.jsonl").exists():
+        stats = json.loads(stats_src.read_text())
+        write_json_atomic(stats_dst, {k: v for k, v in stats.items() if k in ("prompts", "candidates")})
+    return done
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+RunFn = Callable[[LoopConfig], Any]
+
+
+def run_experiment(
+    base: LoopConfig,
+    arms: Sequence[str] = DEFAULT_ARMS,
+    seeds: Sequence[int] = (0, 1, 2),
+    name: str = "experiment",
+    run_fn: RunFn | None = None,
+    share: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run (or resume) every (arm, seed) and write the experiment's report; returns the experiment directory."""
+    run_fn = run_fn or run_loop
+    chosen = resolve_arms(list(arms))
+    root = Path(base.runs_dir) / name
+    for seed in seeds:
+        self_cfg = arm_config(base, ARMS["self"], seed, root)
+        # The self run provides M1 (and what else is shared) even when the self arm is not reported.
+        log(f"\n##### experiment {name}: seed {seed}, arm self")
+        run_fn(self_cfg)
+        for arm in chosen:
+            if arm.name == "self" or not arm.runs:
+                continue
+            cfg = arm_config(base, arm, seed, root)
+            if share and _shares_with_self(arm):
+                share_artifacts(root / self_cfg.name, root / cfg.name)
+            log(f"\n##### experiment {name}: seed {seed}, arm {arm.name}")
+            run_fn(cfg)
+    results = collect(root, [a.name for a in chosen], list(seeds), base.iterations)
+    write_experiment_report(results, root, title=f"srlm experiment `{name}`")
+    log(f"\nexperiment report: {root / 'experiment.md'}")
+    return root
+
+
+# ---- reading the runs back ----------------------------------------------------------------------------------
+
+
+def candidate_stats(iteration_dir: Path) -> dict[str, Any]:
+    """What the checker says about one iteration's candidates (reporting only; no stage reads it): pass@1 (mean
+    fraction of correct candidates) and pass@N (fraction with at least one correct), over the prompts it can
+    parse; the fraction of self-instructed prompts that are tasks; mean candidate length."""
+    path = iteration_dir / "candidates.jsonl"
+    if not path.exists():
+        return {}
+    rows = read_jsonl(path)[0]
+    parsed = [r for r in rows if tasks.parse_prompt(r["prompt"]) is not None]
+    per_prompt = [[tasks.check(r["prompt"], x).correct for x in r["responses"]] for r in parsed]
+    lengths = [len(x) for r in rows for x in r["responses"]]
+    out: dict[str, Any] = {
+        "prompts": len(rows),
+        "valid_prompts": len(parsed) / len(rows) if rows else None,
+        "pass_at_1": sum(sum(c) / len(c) for c in per_prompt if c) / len(per_prompt) if per_prompt else None,
+        "pass_at_n": sum(any(c) for c in per_prompt) / len(per_prompt) if per_prompt else None,
+        "n_candidates": max((len(r["responses"]) for r in rows), default=0),
+        "mean_chars": sum(lengths) / len(lengths) if lengths else None,
+    }
+    jpath = iteration_dir / "judgments.jsonl"
+    if jpath.exists():
+        scores_ok, scores_bad = [], []
+        for r in read_jsonl(jpath)[0]:
+            for resp, s in zip(r["responses"], r["scores"]):
+                v = tasks.check(r["prompt"], resp)
+                if v.parsed and s is not None:
+                    (scores_ok if v.correct else scores_bad).append(float(s))
+        out["scores_correct"], out["scores_wrong"] = scores_ok, scores_bad
+    return out
+
+
+def collect_run(run_root: Path, iterations: int) -> dict[str, Any]:
+    """One run's trajectory: the evaluation of every model and the stats of every iteration."""
+    models = []
+    for k in range(1, iterations + 2):
+        path = run_root / "eval" / f"m{k}.json"
+        if not path.exists():
+            break
+        models.append(json.loads(path.read_text()))
+    iters = []
+    for t in range(1, iterations + 1):
+        it = run_root / f"iter{t}"
+        if not it.exists():
+            break
+        stats = json.loads((it / "stats.json").read_text()) if (it / "stats.json").exists() else {}
+        iters.append({"stats": stats, "candidates": candidate_stats(it)})
+    return {"models": models, "iterations": iters}
+
+
+def collect(root: Path, arms: Sequence[str], seeds: Sequence[int], iterations: int) -> dict[str, Any]:
+    """Every (arm, seed) trajectory under an experiment directory; no_dpo repeats the self run's M1."""
+    out: dict[str, Any] = {"arms": list(arms), "seeds": list(seeds), "iterations": iterations, "runs": {}}
+    for arm in arms:
+        for seed in seeds:
+            if ARMS[arm].runs:
+                run = collect_run(root / run_dir_name(seed, arm), iterations)
+            else:
+                m1 = collect_run(root / run_dir_name(seed, "self"), 0)["models"]
+                run = {"models": m1 * (iterations + 1), "iterations": []}
+            out["runs"][f"{arm}/{seed}"] = run
+    return out

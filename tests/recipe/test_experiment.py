@@ -1,0 +1,109 @@
+"""`srlm experiment`: arms × seeds on a stand-in loop (no training), sharing M1, the table, intervals, plots."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from srlm_fast.config import ConfigError
+from srlm_fast.eval import experiment_report as ER
+from srlm_fast.io import write_json_atomic, write_jsonl_atomic
+from srlm_fast.recipe import experiment as X
+from srlm_fast.recipe.config import LoopConfig
+
+N_PROMPTS = 200
+# Accuracy of M_k per arm in the stand-in loop: self gains, oracle gains more, random stays.
+ACC = {
+    "self": [0.3, 0.4, 0.5],
+    "oracle": [0.3, 0.45, 0.6],
+    "random": [0.3, 0.3, 0.3],
+    "meta": [0.3, 0.42, 0.52],
+}
+
+
+def _outcomes(rate: float, seed: int, k: int) -> str:
+    # Nested outcomes: a prompt right at M_k stays right later (the gain is exactly the rate difference).
+    order = np.random.default_rng(seed).permutation(N_PROMPTS)
+    right = set(order[: int(rate * N_PROMPTS)].tolist())
+    return "".join("1" if i in right else "0" for i in range(N_PROMPTS))
+
+
+def fake_loop(calls: list):
+    """A stand-in for run_loop: writes the artifacts a run would, and records what already existed."""
+
+    def run(cfg: LoopConfig) -> Path:
+        root = Path(cfg.runs_dir) / cfg.name
+        arm = "meta" if cfg.judge.meta else cfg.judge.reward
+        calls.append((cfg.name, arm, (root / "m1").exists(), (root / "iter1" / "candidates.jsonl").exists()))
+        for d in ("seed", "tokenizer", "m0", "m1"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        for k in range(1, cfg.iterations + 2):
+            path = root / "eval" / f"m{k}.json"
+            if path.exists():
+                continue
+            correct = _outcomes(ACC[arm][k - 1] if k > 1 else 0.3, cfg.seed, k)
+            write_json_atomic(
+                path,
+                {"model": f"M{k}", "task_accuracy": correct.count("1") / N_PROMPTS, "judge_agreement_own": 0.6,
+                 "per_prompt": {"correct": correct, "agree": "1" * 120 + "0" * 79 + "-"}},
+            )  # fmt: skip
+        for t in range(1, cfg.iterations + 1):
+            it = root / f"iter{t}"
+            if not (it / "candidates.jsonl").exists():
+                write_jsonl_atomic(
+                    it / "candidates.jsonl",
+                    [{"prompt": "What is 2 plus 3?", "responses": ["5", "6"]}, {"prompt": "Hi there", "responses": ["a", "b"]}],
+                )  # fmt: skip
+            write_jsonl_atomic(
+                it / "judgments.jsonl",
+                [{"prompt": "What is 2 plus 3?", "responses": ["5", "6"], "scores": [4.5, 1.0]}],
+            )
+            write_json_atomic(it / "stats.json", {"pairs": {"pairs": 1, "checker": {"right": 1, "wrong": 0}}})
+        return root
+
+    return run
+
+
+def test_arms_share_m1_and_the_first_candidates_and_the_report_has_intervals(tmp_path):
+    calls = []
+    base = LoopConfig(runs_dir=str(tmp_path), iterations=2)
+    root = X.run_experiment(base, seeds=(0, 1), name="exp", run_fn=fake_loop(calls), log=lambda m: None)
+    # Per seed: the self run first, from nothing; every other arm finds M1 and iteration 1's candidates shared.
+    assert [c[:2] for c in calls] == [
+        (f"s{s}-{a}", a) for s in (0, 1) for a in ("self", "random", "oracle", "meta")
+    ]
+    for name, arm, had_m1, had_candidates in calls:
+        assert had_m1 == had_candidates == (arm != "self"), name
+    assert (root / "s0-oracle" / "m1").exists() and not (root / "s0-no_dpo").exists()
+    summary = json.loads((root / "experiment.json").read_text())["summary"]
+    arms = summary["arms"]
+    assert arms["self"]["gain"]["value"] == pytest.approx(0.2)
+    assert arms["oracle"]["gain"]["value"] == pytest.approx(0.3)
+    assert arms["random"]["gain"]["value"] == pytest.approx(0.0)
+    assert arms["no_dpo"]["gain"]["value"] == pytest.approx(0.0) and arms["no_dpo"]["accuracy"] == [0.3] * 3
+    lo, hi = arms["self"]["gain"]["low"], arms["self"]["gain"]["high"]
+    assert 0 < lo < 0.2 < hi
+    assert summary["comparisons"]["self_minus_half_oracle"]["value"] == pytest.approx(0.05)
+    it1 = arms["self"]["iterations"][0]
+    assert it1["valid_prompts"] == 0.5 and it1["pass_at_1"] == 0.5 and it1["pass_at_n"] == 1.0
+    md = (root / "experiment.md").read_text()
+    assert "| self | 30.0% | 50.0% | +20.0 [" in md and "experiment_accuracy.png" in md
+    for png in ("experiment_accuracy.png", "experiment_scores.png"):
+        assert (root / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stratified_bootstrap_averages_seeds_and_ignores_missing():
+    iv = ER.stratified_bootstrap([np.ones(50), np.zeros(50), np.array([np.nan] * 3)])
+    assert iv.value == pytest.approx(0.5) and iv.low == iv.high == pytest.approx(0.5)
+    iv = ER.stratified_bootstrap([np.array([0.0, 1.0] * 100)])
+    assert iv.low < 0.5 < iv.high and iv.high - iv.low < 0.2
+    assert ER.stratified_bootstrap([]).value is None
+
+
+def test_unknown_arms_and_arm_configs():
+    with pytest.raises(ConfigError, match="unknown arm"):
+        X.resolve_arms(["self", "human"])
+    cfg = X.arm_config(LoopConfig(), X.ARMS["oracle"], 3, Path("/tmp/x"))
+    assert (cfg.judge.reward, cfg.seed, cfg.name, cfg.runs_dir) == ("oracle", 3, "s3-oracle", "/tmp/x")
+    assert X.arm_config(LoopConfig(), X.ARMS["meta"], 0, Path("r")).judge.meta
