@@ -134,3 +134,65 @@ def test_too_long_sequence_is_a_clear_error():
 def test_rope_stays_fp32_after_dtype_change():
     model = tiny_model().to(torch.bfloat16)
     assert model.rope_inv_freq.dtype == torch.float32
+
+
+@pytest.mark.parametrize("prefix_len", [0, 1, 6])
+def test_decode_attention_matmuls_equal_reference(prefix_len):
+    """The CPU decode path (batched matmuls over strided cache views) and its cascade over a shared prefix, against
+    the materialising reference with the same cache mask."""
+    from srlm_fast.model import attention as A
+
+    g = torch.Generator().manual_seed(1)
+    B, H, Hkv, S_max, S, Dh = 4, 8, 2, 24, 13, 16
+    positions = torch.tensor([[12], [6], [9], [prefix_len + 1]])  # ragged rows, all past the prefix
+    k_cache, v_cache = (torch.randn(B, Hkv, S_max, Dh, generator=g) for _ in range(2))
+    # Every row starts with the same prefix slots (what the generator's copies of the shared prefix give).
+    pk, pv = (torch.randn(Hkv, prefix_len, Dh, generator=g) for _ in range(2))
+    k_cache[:, :, :prefix_len], v_cache[:, :, :prefix_len] = pk, pv
+    k, v = k_cache[:, :, :S], v_cache[:, :, :S]  # strided views, as the model passes them
+    q = torch.randn(B, H, 1, Dh, generator=g)
+    layout = A.cache_layout(positions, S, torch.float32)
+    assert layout.bias is not None  # fp32 on the CPU: the matmul path
+    want = A.reference_attention(q, k, v, layout)
+    torch.testing.assert_close(A.decode_attention(q, k, v, layout.bias), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(A.attend_cache(q, k, v, layout, "sdpa"), want, rtol=1e-5, atol=1e-6)
+    if prefix_len:
+        cascade = A.attend_cache(q, k, v, layout, "sdpa", prefix=(pk, pv))
+        torch.testing.assert_close(cascade, want, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_matmuls_only_where_they_win():
+    from srlm_fast.model import attention as A
+
+    pos = torch.tensor([[3], [5]])
+    assert A.cache_layout(pos, 8, torch.float32).bias is not None
+    assert A.cache_layout(pos, 8, torch.bfloat16).bias is None  # SDPA: its softmax accumulates in fp32
+    assert A.cache_layout(torch.tensor([[3, 4]]), 8, torch.float32).bias is None  # prefill: SDPA
+    assert A.cache_layout(pos, 8).bias is None
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "reference"])
+def test_kv_cache_decoding_with_a_shared_prefix_equals_full_forward(backend):
+    """`CacheView.prefix`: decode steps read the prefix every row shares from a one-row buffer (cascade attention
+    with SDPA on the CPU, ignored by the reference): the logits equal the uncached full forward's."""
+    model = tiny_model()
+    model.attn_backend = backend
+    P, tails = 6, [3, 1, 5]
+    prefix_ids = torch.randint(0, 123, (1, P))
+    full = torch.cat([prefix_ids.expand(3, P), torch.randint(0, 123, (3, 10))], dim=1)  # (3, P + 10)
+    buf = KVCache.allocate(model.config, batch=1, max_len=P, dtype=torch.float32, device="cpu")
+    model(prefix_ids, positions=torch.arange(P)[None], cache=CacheView(buf, None, P))
+    cache = KVCache.allocate(model.config, batch=3, max_len=24, dtype=torch.float32, device="cpu")
+    cache.copy_slots(slice(0, 3), slice(0, 1), P, source=buf)
+    T0 = max(tails)
+    model(
+        full[:, P : P + T0], positions=(P + torch.arange(T0)).expand(3, T0), cache=CacheView(cache, None, 24)
+    )
+    pos = torch.tensor(tails) + P
+    for _ in range(4):
+        ids = full[torch.arange(3), pos][:, None]
+        step = model.logits(ids, positions=pos[:, None], cache=CacheView(cache, None, 24, prefix=buf))
+        for i in range(3):
+            ref = model.logits(full[i : i + 1, : pos[i] + 1])[0, -1]
+            torch.testing.assert_close(step[i, 0], ref, atol=ATOL, rtol=0)
+        pos = pos + 1
