@@ -40,6 +40,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # The same ops in the same order in one call (bit-identical, tested; fewer dispatches per decode step).
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Normalise in fp32 and cast back before the weight, as HF Llama does (bit-compatible outputs).
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -167,20 +170,21 @@ class Attention(nn.Module):
         positions: Tensor | None = None,
     ) -> Tensor:
         B, T, _ = x.shape
+        H, Hkv, Dh = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
-            nq, nkv = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x).split((nq, nkv, nkv), dim=-1)  # views of one (B, T, nq + 2·nkv)
+            qkv = self.qkv_proj(x).view(B, T, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2·Hkv, T, Dh)
+            qk = apply_rope(qkv[:, : H + Hkv], cos, sin)  # the q and k heads rotated in one go
+            q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + Hkv :]
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+            k = self.k_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+            v = self.v_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             out = self._attend_cached(q, k, v, cache, positions, layout, backend)
         else:
             out = attn.attend(q, k, v, layout, backend)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * Dh))
 
     def _attend_cached(self, q, k, v, cache: CacheView, positions, layout, backend) -> Tensor:
         k_all, v_all = cache.cache.k[self.layer_idx], cache.cache.v[self.layer_idx]  # (Bc, Hkv, S, Dh)

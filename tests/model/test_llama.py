@@ -120,6 +120,22 @@ def test_kv_cache_row_subset_and_short_kv_len():
     assert all(t[[0, 1, 3]].abs().sum() == 0 for t in cache.k)  # other rows untouched
 
 
+def test_rms_norm_is_the_hf_formula_bit_for_bit():
+    """fp32 takes the one-call `F.rms_norm`; it must equal HF's normalise-in-fp32-then-weight exactly, and reduced
+    precision keeps HF's order (cast back before the weight)."""
+    from srlm_fast.model.llama import RMSNorm
+
+    norm = RMSNorm(256, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (torch.randn(64, 7, 256) * 3).to(dtype)
+        n = norm.to(dtype)
+        x32 = x.float()
+        want = n.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+        assert torch.equal(n(x), want), dtype
+
+
 def test_tied_embeddings_share_the_matrix():
     model = tiny_model(tie_embeddings=True)
     assert model.lm_head is None and model.lm_head_weight is model.embed_tokens.weight
