@@ -7,7 +7,7 @@ outside the model, as a runtime conversion:
   embedding, norms and rotary buffer with the model, whose projections are replaced by packed ones: q/k/v fused into
   one `qkv_proj`, gate/up into one `gate_up_proj` (fewer, larger matmuls: a decode step of a small model is
   dominated by per-op overhead), and every projection weight, the LM head included, stored K-major ((in, out)
-  contiguous, seen by `nn.Linear` as its transpose), which MKL multiplies faster than the (out, in) layout at
+  contiguous, `KMajorLinear`), which MKL multiplies faster than the (out, in) layout at
   decode shapes. The model itself is never modified, so a trainer can keep training it; the copy costs a second
   copy of the projection weights.
 * `Runner` keeps that copy in step with the model (it is rebuilt when any parameter was replaced or updated in
@@ -33,13 +33,24 @@ def weights_version(model: nn.Module) -> tuple:
     return tuple((id(p), p._version) for p in model.parameters())
 
 
-def _k_major(weight: Tensor) -> nn.Linear:
-    """An `nn.Linear` computing x @ weightᵀ whose weight is stored (in, out) contiguous: `F.linear` then runs the
-    same GEMM as `x @ w_t` on the K-major copy."""
-    out_features, in_features = weight.shape
-    linear = nn.Linear(in_features, out_features, bias=False, device="meta")
-    linear.weight = nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=False)
-    return linear
+class KMajorLinear(nn.Module):
+    """A bias-free projection x @ Wᵀ whose weight is stored transposed, (in, out) contiguous ("K-major").
+
+    `forward` is one `x @ weight_t`: the same product as `nn.Linear` on W, in the layout MKL multiplies fastest at
+    decode shapes, and without `F.linear`'s extra dispatches (a decode step of a small model is op-bound).
+    """
+
+    def __init__(self, weight: Tensor) -> None:  # weight: (out, in), as nn.Linear holds it
+        super().__init__()
+        self.weight_t = nn.Parameter(weight.detach().t().contiguous(), requires_grad=False)  # (in, out)
+
+    @property
+    def weight(self) -> Tensor:
+        """The (out, in) weight, a view of the K-major storage."""
+        return self.weight_t.t()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight_t
 
 
 @torch.no_grad()
@@ -60,13 +71,15 @@ def pack_for_inference(model: Llama) -> Llama:
         ours.post_attention_layernorm.weight = theirs.post_attention_layernorm.weight
         a, mlp = theirs.self_attn, theirs.mlp
         qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])  # (Hq·Dh + 2·Hkv·Dh, D)
-        ours.self_attn.qkv_proj = _k_major(qkv)
+        ours.self_attn.qkv_proj = KMajorLinear(qkv)
         ours.self_attn.q_proj = ours.self_attn.k_proj = ours.self_attn.v_proj = None
-        ours.self_attn.o_proj = _k_major(a.o_proj.weight)
-        ours.mlp.gate_up_proj = _k_major(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))  # (2·I, D)
+        ours.self_attn.o_proj = KMajorLinear(a.o_proj.weight)
+        ours.mlp.gate_up_proj = KMajorLinear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))  # (2I, D)
         ours.mlp.gate_proj = ours.mlp.up_proj = None
-        ours.mlp.down_proj = _k_major(mlp.down_proj.weight)
-    packed.lm_head = _k_major(model.lm_head_weight)  # also when tied: the embedding stays (V, D) for lookups
+        ours.mlp.down_proj = KMajorLinear(mlp.down_proj.weight)
+    packed.lm_head = KMajorLinear(
+        model.lm_head_weight
+    )  # also when tied: the embedding stays (V, D) for lookups
     return packed
 
 
@@ -149,5 +162,6 @@ class Runner:
 
     def logits(self, hidden: Tensor) -> Tensor:
         """fp32 logits (…, V) of final hidden states."""
-        weight = self.net.lm_head_weight if self.pack else self._lm_head()
-        return F.linear(hidden, weight).float()
+        if self.pack:
+            return self.net.lm_head(hidden).float()  # the K-major head
+        return F.linear(hidden, self._lm_head()).float()
