@@ -331,6 +331,40 @@ def test_packed_weights_follow_in_place_updates():
     assert after != before
 
 
+def test_training_between_calls_sees_no_inference_tensors():
+    """The packed runner generates under `inference_mode`; the model it reads stays trainable: a real optimizer
+    step (autograd through the model) between two calls, and the second call follows the new weights."""
+    model = sharpened(seed=7)
+    shared = prompts_of((20,), seed=18)[0]
+    prompts = [shared + t for t in prompts_of((2, 4), seed=19)]
+    gen = Generator(model, sampler_impl="torch")
+    assert gen.runner_name == "packed"
+    before = tokens(gen.generate(prompts, GREEDY))
+    assert gen._prefix is not None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.tensor([prompts[0]])
+    loss = torch.nn.functional.cross_entropy(model.logits(x[:, :-1])[0], x[0, 1:])
+    loss.backward()
+    opt.step()
+    assert not any(p.is_inference() for p in model.parameters())
+    after = tokens(gen.generate(prompts, GREEDY))
+    assert after != before
+    assert after == [[greedy_reference(model, p, 12)] for p in prompts]
+
+
+def test_steps_leave_the_callers_grad_mode_between_forwards(model):
+    gen = Generator(model, sampler_impl="torch")
+    seqs, prompts = gen.prepare(prompts_of((3, 5), seed=20), GREEDY)
+    n = 0
+    for _ in gen.steps(seqs, prompts):
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+        n += 1
+    assert n == 12  # one prefill and 11 decode steps
+    assert [r.token_ids for r in gen.collect(seqs, prompts)] == [
+        greedy_reference(model, p, 12) for p in prompts
+    ]
+
+
 @pytest.mark.parametrize("runner", ["packed", "model"])
 def test_kept_prefix_follows_in_place_updates(runner):
     """The shared-prefix KV kept across calls is recomputed once the weights change (a trainer's step)."""
