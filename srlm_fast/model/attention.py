@@ -7,7 +7,13 @@ layer calls `attend`. Three layouts cover what training, scoring and decoding ne
 * masked: a boolean (B, 1, T, S) mask, for padded batches, packed sequences (documents in one row
   never see each other) and decoding against the KV cache (a query at position p sees cache slots
   0..p). Packed sequences also carry `cu_seqlens`, so flash-attn runs its varlen kernel on them.
-* cached: decoding; the cache slot of a token is its position, so ragged rows need no extra mask.
+* cached: attention against a static KV cache (`attend_cache`); the cache slot of a token is its position,
+  so ragged rows need only the (B, 1, T, S) "slot <= position" mask.
+
+Decode steps on the CPU (one query per row, fp32) do not go through SDPA: `decode_attention` computes them as
+batched matmuls over 3-D views of the cache, where SDPA's CPU kernel pays a per-call setup that dominates with a
+single query. With a prefix shared by every row (the judge rubric), its keys and values are read once for all
+rows from a one-row buffer and merged exactly with each row's own part (cascade attention).
 
 `reference` is the plain softmax(QKᵀ/√d)V in fp32 that the tests hold the others to.
 """
@@ -47,6 +53,7 @@ class AttnLayout:
 
     is_causal: bool = True
     mask: Tensor | None = None  # (B, 1, T, S) bool, True = may attend
+    bias: Tensor | None = None  # (B, 1, 1, S) additive 0 / -inf form of a one-query mask (decode matmuls)
     cu_seqlens: Tensor | None = None  # (n_docs + 1,) int32 over the flattened (B*T) tokens, packed only
     max_seqlen: int = 0
 
@@ -86,11 +93,24 @@ def packed_layout(doc_ids: Tensor) -> AttnLayout:
     return AttnLayout(is_causal=False, mask=mask, cu_seqlens=cu, max_seqlen=0)
 
 
-def cache_layout(positions: Tensor, kv_len: int) -> AttnLayout:
-    """Decoding against a KV cache whose slot s holds the token at position s of that row."""
+def cache_layout(positions: Tensor, kv_len: int, dtype: torch.dtype | None = None) -> AttnLayout:
+    """Decoding against a KV cache whose slot s holds the token at position s of that row.
+
+    When the call is a decode step that `decode_attention` computes (see `use_decode_matmuls`; `dtype` is the
+    activations'), the layout also carries the mask as an additive bias, built once per forward for every layer.
+    """
     slots = torch.arange(kv_len, device=positions.device)
-    mask = slots[None, None, :] <= positions[:, :, None]  # (B, T, S)
-    return AttnLayout(is_causal=False, mask=mask[:, None])
+    mask = (slots[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, T, S)
+    bias = None
+    if dtype is not None and use_decode_matmuls(positions.shape[1], positions.device, dtype):
+        bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return AttnLayout(is_causal=False, mask=mask, bias=bias)
+
+
+def use_decode_matmuls(n_queries: int, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether one-query attention runs as `decode_attention`: on the CPU in fp32/fp64. On CUDA SDPA's kernels
+    win, and in bf16 the matmul path's softmax would run in bf16, where SDPA's accumulates in fp32."""
+    return n_queries == 1 and device.type == "cpu" and dtype in (torch.float32, torch.float64)
 
 
 def positions_in_docs(doc_ids: Tensor) -> Tensor:
@@ -112,6 +132,62 @@ def attend(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout, backend: str = "
     if backend == "reference":
         return reference_attention(q, k, v, layout)
     raise ValueError(f"unknown attention backend {backend!r}")
+
+
+def attend_cache(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    layout: AttnLayout,
+    backend: str = "sdpa",
+    prefix: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Attention of q (B, H, T, Dh) over cache slots k, v (B, Hkv, S, Dh) under a `cache_layout` → (B, H, T, Dh).
+
+    `prefix`: the (Hkv, P, Dh) keys and values of slots [0, P), which every row holds too; only a hint (the rows'
+    own copies give the same result), used by the CPU decode matmuls to read them once for all rows.
+    """
+    if backend == "sdpa" and layout.bias is not None:  # a CPU decode step (see `cache_layout`)
+        return decode_attention(q, k, v, layout.bias, prefix)
+    return attend(q, k, v, layout, backend)
+
+
+def decode_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, prefix: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
+    """One query per row, as batched matmuls over the query heads of each KV head (no repeat of K/V).
+
+    q: (B, H, 1, Dh); k, v: (B, Hkv, S, Dh) cache views (strided: slots [0, S) of a longer cache); bias
+    (B, 1, 1, S) additive. With `prefix` = the (Hkv, P, Dh) keys and values of a prefix common to every row, slots
+    [0, P) are read from it once for all rows, as one matmul per KV head whose M dimension is every query of the
+    batch, instead of once per row; slots [P, S) come from the rows. The two parts are merged exactly by
+    normalising them with a common max (cascade attention).
+    """
+    B, H, _, Dh = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    G = H // Hkv
+    P = 0 if prefix is None else prefix[0].shape[1]
+    scale = Dh**-0.5
+    # 3-D views (B·Hkv, S - P, Dh) of the rows' slots: `torch.bmm` reads the strided cache slice in place, where
+    # a 4-D `matmul` would first copy it.
+    kb = k[:, :, P:].reshape(B * Hkv, S - P, Dh)
+    vb = v[:, :, P:].reshape(B * Hkv, S - P, Dh)
+    s_own = torch.bmm(q.reshape(B * Hkv, G, Dh), kb.transpose(1, 2)).view(B, Hkv, G, S - P)
+    s_own = s_own.mul_(scale).add_(bias[..., P:])
+    if prefix is None:
+        p = s_own.softmax(dim=-1).view(B * Hkv, G, S)
+        return torch.bmm(p, vb).view(B, H, 1, Dh)
+    pk, pv = prefix  # (Hkv, P, Dh)
+    qh = q.reshape(B, Hkv, G, Dh).transpose(0, 1).reshape(Hkv, B * G, Dh)  # every query, per KV head
+    s_pre = torch.bmm(qh, pk.transpose(1, 2)).mul_(scale)  # (Hkv, B·G, P)
+    s_pre_b = s_pre.view(Hkv, B, G, P).permute(1, 0, 2, 3)  # the same memory seen as (B, Hkv, G, P)
+    m = torch.maximum(s_pre_b.amax(-1, keepdim=True), s_own.amax(-1, keepdim=True))  # (B, Hkv, G, 1)
+    s_pre_b.sub_(m).exp_()  # in place: s_pre now holds the prefix's unnormalised probabilities
+    e_own = s_own.sub_(m).exp_()
+    denom = s_pre_b.sum(-1, keepdim=True) + e_own.sum(-1, keepdim=True)
+    o_pre = torch.bmm(s_pre, pv).view(Hkv, B, G, Dh).permute(1, 0, 2, 3)  # (B, Hkv, G, Dh)
+    o_own = torch.bmm(e_own.view(B * Hkv, G, S - P), vb).view(B, Hkv, G, Dh)
+    return (o_pre + o_own).div_(denom).reshape(B, H, 1, Dh)
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, layout: AttnLayout) -> Tensor:

@@ -9,6 +9,13 @@ convention, so HF weights load without permuting q/k.
 the LM-head weight themselves, so training never materialises the (tokens × vocabulary) logits.
 `logits()` is there for tests, evaluation and sampling.
 
+One forward serves training, scoring, prefill and decode: with a `CacheView` it writes the new keys and values
+into a static KV cache (slot = position) and attends over the cached slots (`attention.attend_cache`, which runs
+CPU decode steps as batched matmuls and can read a prefix shared by every row once for all rows). For inference
+the engine may give the modules packed weights from outside (`srlm_fast/engine/runtime.py`: q/k/v and gate/up
+fused into one projection each, stored K-major); `Attention.qkv_proj` and `MLP.gate_up_proj` are those optional
+fused projections, absent (None) in a trained or loaded model.
+
 The model holds no parallelism code: build it on the meta device, shard it from outside (FSDP2),
 then `to_empty` and `init_weights()` or load a checkpoint.
 """
@@ -39,6 +46,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # The same ops in the same order in one call (bit-identical, tested; fewer dispatches per decode step).
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Normalise in fp32 and cast back before the weight, as HF Llama does (bit-compatible outputs).
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -128,11 +138,17 @@ class KVCache:
 
 @dataclass
 class CacheView:
-    """What one forward call does with the cache: which rows, and how many slots attention reads."""
+    """What one forward call does with the cache: which rows, and how many slots attention reads.
+
+    `prefix`: a one-row cache holding slots [0, P) that every row of the call also holds (a shared prompt prefix,
+    P <= every position of the call); decode steps may read those slots from it once for all rows (cascade
+    attention) instead of from each row. A hint only: results equal those without it, up to rounding.
+    """
 
     cache: KVCache
     rows: Tensor | None  # (B,) indices into the cache batch; None = all rows, in order
     kv_len: int  # attention reads slots [0, kv_len); must exceed every position in the call
+    prefix: KVCache | None = None
 
 
 class Attention(nn.Module):
@@ -145,6 +161,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(d, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
+        # q, k and v fused into one (Hq·Dh + 2·Hkv·Dh, D) projection: set only on inference copies whose weights
+        # the engine packed (engine/runtime.py); q_proj/k_proj/v_proj are then None.
+        self.register_module("qkv_proj", None)
 
     def forward(
         self,
@@ -157,15 +176,21 @@ class Attention(nn.Module):
         positions: Tensor | None = None,
     ) -> Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, Dh)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, Hkv, Dh = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x).view(B, T, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2·Hkv, T, Dh)
+            qk = apply_rope(qkv[:, : H + Hkv], cos, sin)  # the q and k heads rotated in one go
+            q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + Hkv :]
+        else:
+            q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+            k = self.k_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+            v = self.v_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             out = self._attend_cached(q, k, v, cache, positions, layout, backend)
         else:
             out = attn.attend(q, k, v, layout, backend)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * Dh))
 
     def _attend_cached(self, q, k, v, cache: CacheView, positions, layout, backend) -> Tensor:
         k_all, v_all = cache.cache.k[self.layer_idx], cache.cache.v[self.layer_idx]  # (Bc, Hkv, S, Dh)
@@ -181,7 +206,10 @@ class Attention(nn.Module):
             keys, values = k_all[:, :, : cache.kv_len], v_all[:, :, : cache.kv_len]
         else:
             keys, values = k_all[rows, :, : cache.kv_len], v_all[rows, :, : cache.kv_len]
-        return attn.attend(q, keys, values, layout, backend)
+        prefix = None
+        if cache.prefix is not None:
+            prefix = (cache.prefix.k[self.layer_idx][0], cache.prefix.v[self.layer_idx][0])  # (Hkv, P, Dh)
+        return attn.attend_cache(q, keys, values, layout, backend, prefix)
 
 
 class MLP(nn.Module):
@@ -190,9 +218,15 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.dim, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.dim, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.dim, bias=False)
+        # gate and up fused into one (2·I, D) projection: inference copies only (see Attention.qkv_proj).
+        self.register_module("gate_up_proj", None)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -306,7 +340,7 @@ class Llama(nn.Module):
         if cache is not None:
             if positions is None:
                 raise ValueError("decoding with a KV cache needs explicit per-row positions (B, T)")
-            layout = attn.cache_layout(positions, cache.kv_len)
+            layout = None  # built below, in the activations' dtype
         elif doc_ids is not None:
             layout = attn.packed_layout(doc_ids)
             positions = attn.positions_in_docs(doc_ids) if positions is None else positions
@@ -324,6 +358,8 @@ class Llama(nn.Module):
             )
 
         x = self.embed_tokens(input_ids)  # (B, T, D)
+        if cache is not None:
+            layout = attn.cache_layout(positions, cache.kv_len, x.dtype)
         cos, sin = rope_cos_sin(self.rope_inv_freq, positions, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, layout, self.attn_backend, cache, positions)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srlm_fast.engine.generator import Generator, SamplingParams, _FastRunner
+from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.engine.runtime import Runner, pack_for_inference
 from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import CacheView, KVCache, build_model
 from srlm_fast.model.tokenizer import Tokenizer
@@ -47,7 +48,7 @@ def tokens(results):
     return [[s.token_ids for s in r.samples] for r in results]
 
 
-@pytest.mark.parametrize("runner", ["fast", "model"])
+@pytest.mark.parametrize("runner", ["packed", "model"])
 def test_greedy_equals_repeated_argmax_of_full_forwards(model, runner):
     prompts = prompts_of((5, 17, 1, 40, 9))
     out = Generator(model, runner=runner, max_batch=3, sampler_impl="torch").generate(prompts, GREEDY)
@@ -57,7 +58,9 @@ def test_greedy_equals_repeated_argmax_of_full_forwards(model, runner):
         assert r.prompt_token_ids == p
 
 
-def test_fast_runner_is_bit_identical_to_model_forward(model):
+def test_packed_weights_prefill_is_bit_identical_to_model_forward(model):
+    """The runtime swap (q/k/v and gate/up fused, K-major weights) runs the same `Llama.forward`: in fp32 its prefill
+    gives the very same hidden states and cache contents as the model's own weights."""
     cfg = model.config
     ids = torch.randint(0, cfg.vocab_size, (3, 7))
     pos = torch.tensor([[0, 1, 2, 3, 4, 5, 6], [4, 5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7]])
@@ -65,18 +68,18 @@ def test_fast_runner_is_bit_identical_to_model_forward(model):
     c2 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
     with torch.no_grad():
         a = model(ids, positions=pos, cache=CacheView(c1, None, 16))
-        b = _FastRunner(model, 32).forward(ids, pos, c2, 16, decode=False)
+        b = Runner(model, pack=True).forward(ids, pos, c2, 16, decode=False)
     assert torch.equal(a, b)
     for a, b in zip(c1.k + c1.v, c2.k + c2.v):
         assert torch.equal(a, b)
 
 
-def test_fast_runner_decode_step_matches_model_forward(model):
-    """Decode steps (one query per row) take the fast runner's own attention: equal up to rounding."""
+def test_packed_decode_step_matches_model_forward(model):
+    """Decode steps (one query per row) on packed weights: equal up to rounding to the model's own forward."""
     cfg = model.config
     c1 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
     c2 = KVCache.allocate(cfg, 3, 32, torch.float32, "cpu")
-    fast = _FastRunner(model, 32)
+    fast = Runner(model, pack=True)
     prompt = torch.randint(0, cfg.vocab_size, (3, 9))
     pos = torch.arange(9).expand(3, 9)
     with torch.no_grad():
@@ -89,6 +92,60 @@ def test_fast_runner_decode_step_matches_model_forward(model):
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     reference_logits = torch.nn.functional.linear(a[:, -1], model.lm_head_weight)
     torch.testing.assert_close(fast.logits(b[:, -1]), reference_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_packed_copy_shares_the_model_and_leaves_it_untouched():
+    """The inference copy is the same `Llama` class with packed projections; the model keeps its HF layout."""
+    model = sharpened(seed=4)
+    names = list(model.state_dict())
+    packed = pack_for_inference(model)
+    assert type(packed) is type(model) and list(model.state_dict()) == names
+    assert all(layer.self_attn.qkv_proj is None and layer.mlp.gate_up_proj is None for layer in model.layers)
+    assert packed.embed_tokens.weight is model.embed_tokens.weight and packed.norm.weight is model.norm.weight
+    a = packed.layers[0].self_attn
+    assert a.q_proj is None and a.qkv_proj.weight.t().is_contiguous()  # stored K-major: (in, out) contiguous
+    assert not any(p.is_meta for p in packed.parameters())
+    with torch.no_grad():
+        x = torch.randint(0, model.config.vocab_size, (2, 11))
+        assert torch.equal(packed(x), model(x))  # the plain causal forward too
+        torch.testing.assert_close(packed.logits(x), model.logits(x))
+
+
+def test_packed_tied_embeddings_generate_like_the_model():
+    from tests.helpers import tiny_model
+
+    model = tiny_model(seed=5, tie_embeddings=True)
+    packed = pack_for_inference(model)
+    assert model.lm_head is None and packed.lm_head.weight.t().is_contiguous()
+    torch.testing.assert_close(packed.lm_head_weight, model.embed_tokens.weight, rtol=0, atol=0)
+    prompts = prompts_of((4, 9), seed=14, vocab=model.config.vocab_size)
+    a = Generator(model, runner="packed", sampler_impl="torch").generate(prompts, GREEDY)
+    b = Generator(model, runner="model", sampler_impl="torch").generate(prompts, GREEDY)
+    assert tokens(a) == tokens(b)
+    for p, r in zip(prompts, a):
+        assert r.token_ids == greedy_reference(model, p, 12)
+
+
+def test_runner_names():
+    model = sharpened(seed=6)
+    assert Generator(model).runner_name == "packed"  # the default off CUDA for unsharded models
+    assert Generator(model, runner="fast").runner_name == "packed"  # the old name is still accepted
+    with pytest.raises(ValueError, match="runner must be one of packed, model"):
+        Generator(model, runner="lean")
+
+
+@pytest.mark.parametrize("runner", ["packed", "model"])
+def test_packed_and_model_weights_generate_the_same(model, runner):
+    """Greedy and seeded sampling, with and without a shared prefix (cascade attention), agree between the swapped
+    and unswapped model."""
+    shared = prompts_of((40,), seed=15)[0]
+    prompts = [shared + t for t in prompts_of((3, 8, 1, 12), seed=16)] + prompts_of((6, 21), seed=17)
+    for params in (GREEDY, SamplingParams(max_new_tokens=10, temperature=0.9, top_p=0.9, n=2, seed=4)):
+        ours = Generator(model, runner=runner, max_batch=3, sampler_impl="torch")
+        plain = Generator(model, runner="model", max_batch=3, sampler_impl="torch", prefix_reuse=False)
+        assert tokens(ours.generate(prompts[:4], params)) == tokens(plain.generate(prompts[:4], params))
+        assert ours._prefix is not None  # the first four share 40 tokens: prefilled once, attended once
+        assert tokens(ours.generate(prompts, params)) == tokens(plain.generate(prompts, params))
 
 
 def test_ragged_batch_equals_each_request_alone(model):
@@ -274,7 +331,41 @@ def test_packed_weights_follow_in_place_updates():
     assert after != before
 
 
-@pytest.mark.parametrize("runner", ["fast", "model"])
+def test_training_between_calls_sees_no_inference_tensors():
+    """The packed runner generates under `inference_mode`; the model it reads stays trainable: a real optimizer
+    step (autograd through the model) between two calls, and the second call follows the new weights."""
+    model = sharpened(seed=7)
+    shared = prompts_of((20,), seed=18)[0]
+    prompts = [shared + t for t in prompts_of((2, 4), seed=19)]
+    gen = Generator(model, sampler_impl="torch")
+    assert gen.runner_name == "packed"
+    before = tokens(gen.generate(prompts, GREEDY))
+    assert gen._prefix is not None
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.tensor([prompts[0]])
+    loss = torch.nn.functional.cross_entropy(model.logits(x[:, :-1])[0], x[0, 1:])
+    loss.backward()
+    opt.step()
+    assert not any(p.is_inference() for p in model.parameters())
+    after = tokens(gen.generate(prompts, GREEDY))
+    assert after != before
+    assert after == [[greedy_reference(model, p, 12)] for p in prompts]
+
+
+def test_steps_leave_the_callers_grad_mode_between_forwards(model):
+    gen = Generator(model, sampler_impl="torch")
+    seqs, prompts = gen.prepare(prompts_of((3, 5), seed=20), GREEDY)
+    n = 0
+    for _ in gen.steps(seqs, prompts):
+        assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+        n += 1
+    assert n == 12  # one prefill and 11 decode steps
+    assert [r.token_ids for r in gen.collect(seqs, prompts)] == [
+        greedy_reference(model, p, 12) for p in prompts
+    ]
+
+
+@pytest.mark.parametrize("runner", ["packed", "model"])
 def test_kept_prefix_follows_in_place_updates(runner):
     """The shared-prefix KV kept across calls is recomputed once the weights change (a trainer's step)."""
     model = sharpened(seed=3)

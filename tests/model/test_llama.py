@@ -120,6 +120,22 @@ def test_kv_cache_row_subset_and_short_kv_len():
     assert all(t[[0, 1, 3]].abs().sum() == 0 for t in cache.k)  # other rows untouched
 
 
+def test_rms_norm_is_the_hf_formula_bit_for_bit():
+    """fp32 takes the one-call `F.rms_norm`; it must equal HF's normalise-in-fp32-then-weight exactly, and reduced
+    precision keeps HF's order (cast back before the weight)."""
+    from srlm_fast.model.llama import RMSNorm
+
+    norm = RMSNorm(256, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (torch.randn(64, 7, 256) * 3).to(dtype)
+        n = norm.to(dtype)
+        x32 = x.float()
+        want = n.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dtype)
+        assert torch.equal(n(x), want), dtype
+
+
 def test_tied_embeddings_share_the_matrix():
     model = tiny_model(tie_embeddings=True)
     assert model.lm_head is None and model.lm_head_weight is model.embed_tokens.weight
@@ -134,3 +150,65 @@ def test_too_long_sequence_is_a_clear_error():
 def test_rope_stays_fp32_after_dtype_change():
     model = tiny_model().to(torch.bfloat16)
     assert model.rope_inv_freq.dtype == torch.float32
+
+
+@pytest.mark.parametrize("prefix_len", [0, 1, 6])
+def test_decode_attention_matmuls_equal_reference(prefix_len):
+    """The CPU decode path (batched matmuls over strided cache views) and its cascade over a shared prefix, against
+    the materialising reference with the same cache mask."""
+    from srlm_fast.model import attention as A
+
+    g = torch.Generator().manual_seed(1)
+    B, H, Hkv, S_max, S, Dh = 4, 8, 2, 24, 13, 16
+    positions = torch.tensor([[12], [6], [9], [prefix_len + 1]])  # ragged rows, all past the prefix
+    k_cache, v_cache = (torch.randn(B, Hkv, S_max, Dh, generator=g) for _ in range(2))
+    # Every row starts with the same prefix slots (what the generator's copies of the shared prefix give).
+    pk, pv = (torch.randn(Hkv, prefix_len, Dh, generator=g) for _ in range(2))
+    k_cache[:, :, :prefix_len], v_cache[:, :, :prefix_len] = pk, pv
+    k, v = k_cache[:, :, :S], v_cache[:, :, :S]  # strided views, as the model passes them
+    q = torch.randn(B, H, 1, Dh, generator=g)
+    layout = A.cache_layout(positions, S, torch.float32)
+    assert layout.bias is not None  # fp32 on the CPU: the matmul path
+    want = A.reference_attention(q, k, v, layout)
+    torch.testing.assert_close(A.decode_attention(q, k, v, layout.bias), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(A.attend_cache(q, k, v, layout, "sdpa"), want, rtol=1e-5, atol=1e-6)
+    if prefix_len:
+        cascade = A.attend_cache(q, k, v, layout, "sdpa", prefix=(pk, pv))
+        torch.testing.assert_close(cascade, want, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_matmuls_only_where_they_win():
+    from srlm_fast.model import attention as A
+
+    pos = torch.tensor([[3], [5]])
+    assert A.cache_layout(pos, 8, torch.float32).bias is not None
+    assert A.cache_layout(pos, 8, torch.bfloat16).bias is None  # SDPA: its softmax accumulates in fp32
+    assert A.cache_layout(torch.tensor([[3, 4]]), 8, torch.float32).bias is None  # prefill: SDPA
+    assert A.cache_layout(pos, 8).bias is None
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "reference"])
+def test_kv_cache_decoding_with_a_shared_prefix_equals_full_forward(backend):
+    """`CacheView.prefix`: decode steps read the prefix every row shares from a one-row buffer (cascade attention
+    with SDPA on the CPU, ignored by the reference): the logits equal the uncached full forward's."""
+    model = tiny_model()
+    model.attn_backend = backend
+    P, tails = 6, [3, 1, 5]
+    prefix_ids = torch.randint(0, 123, (1, P))
+    full = torch.cat([prefix_ids.expand(3, P), torch.randint(0, 123, (3, 10))], dim=1)  # (3, P + 10)
+    buf = KVCache.allocate(model.config, batch=1, max_len=P, dtype=torch.float32, device="cpu")
+    model(prefix_ids, positions=torch.arange(P)[None], cache=CacheView(buf, None, P))
+    cache = KVCache.allocate(model.config, batch=3, max_len=24, dtype=torch.float32, device="cpu")
+    cache.copy_slots(slice(0, 3), slice(0, 1), P, source=buf)
+    T0 = max(tails)
+    model(
+        full[:, P : P + T0], positions=(P + torch.arange(T0)).expand(3, T0), cache=CacheView(cache, None, 24)
+    )
+    pos = torch.tensor(tails) + P
+    for _ in range(4):
+        ids = full[torch.arange(3), pos][:, None]
+        step = model.logits(ids, positions=pos[:, None], cache=CacheView(cache, None, 24, prefix=buf))
+        for i in range(3):
+            ref = model.logits(full[i : i + 1, : pos[i] + 1])[0, -1]
+            torch.testing.assert_close(step[i, 0], ref, atol=ATOL, rtol=0)
+        pos = pos + 1
