@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 # A seconds-scale run: the tiny architecture, a few dozen examples, one iteration.
 SMOKE = [
     "--iterations=1", "--model.preset=tiny", "--model.vocab_size=400", "--model.max_seq_len=256",
-    "--seed_data.n_ift=160", "--seed_data.n_eft=60", "--seed_data.n_selfinstruct=30", "--seed_data.n_seed_prompts=30",
+    "--seed_data.n_ift=160", "--seed_data.n_eft=60", "--seed_data.n_meft=20", "--seed_data.n_selfinstruct=30",
+    "--seed_data.n_seed_prompts=30",
     "--selfinstruct.n_prompts=6", "--selfinstruct.batch_size=8", "--selfinstruct.max_new_tokens=12",
     "--candidates.max_new_tokens=8", "--judge.k=2", "--judge.max_new_tokens=20",
     "--eval.n_task_prompts=6", "--eval.n_judge_items=6", "--eval.max_new_tokens=8",
