@@ -73,7 +73,11 @@ def test_two_ranks_write_every_artifact_once_from_rank_0(one, two):
     assert not (writes / "rank1.txt").exists()
     renames = (writes / "rank0.txt").read_text().splitlines()
     repeated = {p for p in renames if renames.count(p) > 1}
-    assert {Path(p).name for p in repeated} <= {"stats.json", "latest"}  # updated in place, by design
+    assert {Path(p).name for p in repeated} <= {
+        "stats.json",
+        "latest",
+        "provenance.json",
+    }  # in place, by design
     assert str(root / "iter1" / "candidates.jsonl") in renames
 
 
