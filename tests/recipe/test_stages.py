@@ -142,7 +142,9 @@ def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
     assert [r["n_invalid"] for r in judged] == [[0, 0, 1], [0, 0, 1]]
     stats = stats_of(it)
     assert list(stats) == ["candidates", "judge"]
+    checker = stats["candidates"].pop("checker")  # the task world grades candidates (never fed back)
     assert stats["candidates"] == {"prompts": 2, "responses": 6, "mean_chars": 13.0}
+    assert checker["tasks"] == 0  # "p1" and "p2" are no task-world tasks
     assert stats["judge"] == {"candidates": 6, "judgments_valid": 4, "judgments_invalid": 2,
                               "unscored_candidates": 2}  # fmt: skip
     it.close_policy()
