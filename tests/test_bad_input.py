@@ -1122,6 +1122,12 @@ def _(ws, tmp):
     return ["eval", "report", str(tmp)], "no evaluations to report"
 
 
+@_case("decode", "run-judge-template")
+def _(ws, tmp):
+    t = write(tmp / "rubric.txt", b"Rate.\n{instruction}\n{response}\n" + BAD)
+    return loop(tmp, f"--judge.template={q(t)}"), f"judge.template: {t}:4: not valid UTF-8"
+
+
 @_case("decode", "eval-report-eval-file")
 def _(ws, tmp):
     f = write(tmp / "eval" / "m1.json", b'{"task":\n "' + BAD + b'"}')
