@@ -18,6 +18,7 @@ from srlm_fast.device import resolve_device
 from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.model.config import PRESETS
 from srlm_fast.model.tokenizer import SPECIAL_TOKENS
+from srlm_fast.recipe.judge import JudgeTemplate
 from srlm_fast.train.config import TrainConfig
 
 
@@ -231,6 +232,10 @@ class LoopConfig:
             require(
                 Path(j.template).is_file(), "judge.template", "compact, full or a template file", j.template
             )
+            try:
+                JudgeTemplate.load(j.template)  # read now: a bad file stops the run before any work
+            except ValueError as err:
+                raise ConfigError(f"judge.template: {err}") from None
         for section, spec in (("selfinstruct", si), ("candidates", c), ("judge", j)):
             require(finite(spec.temperature) and spec.temperature >= 0, f"{section}.temperature", "must be >= 0",
                     spec.temperature)  # fmt: skip

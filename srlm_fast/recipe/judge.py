@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srlm_fast.io import read_text
+
 MIN_SCORE = 0
 MAX_SCORE = 5
 
@@ -83,9 +85,10 @@ class JudgeTemplate:
 
     @classmethod
     def load(cls, path: str | Path) -> JudgeTemplate:
-        """Read a template file (a user may replace the default with their own)."""
+        """Read a template file (a user may replace the default with their own); bytes that are not UTF-8 are a
+        `DataError` naming the file and line."""
         path = Path(path)
-        return cls(path.read_text(encoding="utf-8").strip("\n"), name=str(path))
+        return cls(read_text(path).strip("\n"), name=str(path))
 
     @classmethod
     def full(cls) -> JudgeTemplate:
