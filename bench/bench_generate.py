@@ -17,13 +17,17 @@
    each with prefix reuse on and off, and for transformers on the same prompts (left-padded batches of
    `HF_JUDGE_PROMPTS` prompts: `generate` with `num_return_sequences=3`, or one forward for the next-token logits).
 3. `--compare REV` (e.g. 9e3c09a, the engine before the one-forward change): the tree of git revision REV is
-   extracted (`git archive REV | tar -x`) into a temporary directory, and a subprocess with PYTHONPATH there (its
-   modules at their paths of then: `srlm_fast.generate`, `srlm_fast.model` before the subpackages) loads the same
-   weights and serves the same workloads, built by the same functions of this script from its own `Generator`.
-   Every round of the round-robin then times ours, transformers and the earlier engine (which times itself in its
-   process and reports the time), so each row gives both engines' ratio against the same transformers timings.
-Medians are the headline numbers; the minima (`*_min`) are given too: on a machine shared with other jobs, load
-only ever slows a run down, so the fastest of several runs is the least disturbed estimate.
+   extracted (`git archive REV | tar -x`) into a temporary directory. Two subprocesses of this script serve the
+   workloads on the same weights, built by the same functions from their own `Generator`: one with PYTHONPATH at
+   this working tree, one at REV's tree (its modules at their paths of then: `srlm_fast.generate`,
+   `srlm_fast.model` before the subpackages): processes of one kind, neither holding transformers, so that only
+   the engine differs between them (an A/A run, `--compare HEAD`, checks that). Every round of
+   the round-robin times ours, the earlier engine right after it (each timed in its process), and transformers
+   (in this one), so each row gives both engines' ratio against the same transformers timings.
+Medians of wall time are the headline numbers; the minima (`*_min`) and, on a CPU, medians of the process's CPU
+time (`*_cpu`) are given too: on a machine shared with other jobs, their time slices only ever stretch a
+single-threaded run's wall time, so the fastest run and the CPU time are the least disturbed estimates of the work
+(the before/after verdict uses the CPU-time ratio of the two engines' runs paired within each round).
 On CUDA the same runs go through the compiled decode step, and every decode row also gets its fraction of the
 memory-bandwidth roofline: bytes a step must read (all weights + the KV cache attended) × steps/s, over the
 device-to-device copy bandwidth measured in the same run (run `--preset llama-3.2-1b` for the 1B goal).
@@ -255,36 +259,35 @@ def extract_tree(rev: str) -> tuple[Path, str]:
     return tree, commit
 
 
-class Baseline:
-    """The engine of `tree`, served by this script in a subprocess (`--serve`): `workload(spec)` is a callable
-    that runs the workload there once and returns the milliseconds it took, as the subprocess measured it."""
+class EngineServer:
+    """The engine of `tree`, served by this script in a subprocess (`--serve`) on the given weights:
+    `workload(spec)` is a callable that runs the workload there once and returns the (wall, CPU) milliseconds it
+    took, as the subprocess measured them."""
 
-    def __init__(self, tree: Path, weights: Path, args) -> None:
+    def __init__(self, tree: Path, weights: Path, args, extensions_dir: str | None) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--serve-weights", str(weights)]
         cmd += ["--preset", args.preset, "--device", args.device, "--threads", str(args.threads)]
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(tree),
-            "TORCH_EXTENSIONS_DIR": str(tree.parent / "torch_extensions"),
-        }
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        if extensions_dir:
+            env["TORCH_EXTENSIONS_DIR"] = extensions_dir
+        self.tree = tree
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        hello = self.proc.stdout.readline()
-        if not hello:
-            raise RuntimeError(
-                f"the baseline engine did not start (code {self.proc.wait()}); see its stderr above"
-            )
-        self.sampler = json.loads(hello)["sampler"]  # its native sampling op: built or not
+        self.sampler = json.loads(self._reply())["sampler"]  # its native sampling op: built or not
 
-    def workload(self, spec: dict) -> Callable[[], float]:
-        def run() -> float:
+    def _reply(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the engine server of {self.tree} exited (code {self.proc.wait()}); see above"
+            )
+        return line
+
+    def workload(self, spec: dict) -> Callable[[], tuple[float, float | None]]:
+        def run() -> tuple[float, float | None]:
             self.proc.stdin.write(json.dumps(spec) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(
-                    f"the baseline engine exited (code {self.proc.wait()}); see its stderr above"
-                )
-            return json.loads(line)["ms"]
+            reply = json.loads(self._reply())
+            return reply["ms"], reply["cpu_ms"]
 
         run.remote = True  # type: ignore[attr-defined]
         return run
@@ -295,8 +298,8 @@ class Baseline:
 
 
 def serve(model, device) -> None:
-    """The `--serve` loop: one JSON workload spec per stdin line, its wall time in ms per stdout line. The last
-    spec's workload is kept (and rebuilt when the spec changes), so repeated runs reuse its engine and cache."""
+    """The `--serve` loop: one JSON workload spec per stdin line, its wall and CPU time in ms per stdout line.
+    The last spec's workload is kept (and rebuilt when the spec changes), so repeated runs reuse its engine."""
     out = sys.stdout
     sys.stdout = sys.stderr  # anything the engine prints must not mix with the replies
     out.write(json.dumps({"sampler": sampler_info()}) + "\n")
@@ -307,7 +310,8 @@ def serve(model, device) -> None:
         if spec != key:
             key, fn = None, None  # free the previous engine first
             key, fn = spec, build_workload(model, spec)
-        out.write(json.dumps({"ms": common.time_ms(fn, device, warmup=0, iters=1)}) + "\n")
+        wall, cpu = time_once(fn, device)
+        out.write(json.dumps({"ms": wall, "cpu_ms": cpu}) + "\n")
         out.flush()
 
 
@@ -321,71 +325,111 @@ def sampler_info() -> dict:
 # ---- timing and the rows -------------------------------------------------------------------------------------
 
 
-def round_robin(fns: dict[str, Callable], device, warmup: int, iters: int) -> dict[str, list[float]]:
-    """ms of every run of each candidate, measured round-robin (a, b, c, a, b, c, ...); a remote candidate (from
-    `Baseline.workload`) reports its own time."""
+def time_once(fn: Workload, device) -> tuple[float, float | None]:
+    """(wall ms, CPU ms) of one run of fn. The CPU time of the process (None on CUDA, where work is
+    asynchronous) is the work the run did: on a machine shared with other jobs their time slices stretch the
+    wall time of a single-threaded run, not its CPU time."""
+    if device.type == "cuda":
+        return common.time_ms(fn, device, warmup=0, iters=1), None
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
 
-    def once(fn) -> float:
-        return fn() if getattr(fn, "remote", False) else common.time_ms(fn, device, warmup=0, iters=1)
+
+Samples = dict[str, list[tuple[float, float | None]]]
+
+
+def round_robin(fns: dict[str, Callable], device, warmup: int, iters: int) -> Samples:
+    """(wall ms, CPU ms) of every run of each candidate, measured round-robin (a, b, c, a, b, c, ...); a remote
+    candidate (from `EngineServer.workload`) reports its own times."""
+
+    def once(fn):
+        return fn() if getattr(fn, "remote", False) else time_once(fn, device)
 
     for fn in fns.values():
         for _ in range(warmup):
             once(fn)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples: Samples = {name: [] for name in fns}
     for _ in range(iters):
         for name, fn in fns.items():
             samples[name].append(once(fn))
     return samples
 
 
-def timings(row: dict, samples: dict[str, list[float]], names: dict[str, str]) -> None:
-    """row[<prefix>_ms] = median and row[<prefix>_ms_min] = minimum of each candidate's runs."""
+# Statistics of a candidate's runs: row[<candidate><field>]; ratios get the matching suffix.
+STATS = {"": "_ms", "_min": "_ms_min", "_cpu": "_cpu_ms"}  # wall median, wall minimum, CPU-time median
+
+
+def timings(row: dict, samples: Samples, names: dict[str, str]) -> None:
+    """Each candidate's median and minimum wall time and median CPU time (when measured) into `row`."""
     for name, prefix in names.items():
         if name in samples:
-            row[f"{prefix}_ms"] = statistics.median(samples[name])
-            row[f"{prefix}_ms_min"] = min(samples[name])
+            wall = [w for w, _ in samples[name]]
+            row[f"{prefix}_ms"] = statistics.median(wall)
+            row[f"{prefix}_ms_min"] = min(wall)
+            cpu = [c for _, c in samples[name] if c is not None]
+            if cpu:
+                row[f"{prefix}_cpu_ms"] = statistics.median(cpu)
 
 
-def bench_decode(model, hf, device, batches, iters, setting: str, baseline: Baseline | None) -> list[dict]:
+def paired(row: dict, samples: Samples, ours: str) -> None:
+    """row["after_over_before"(_cpu)]: the median over rounds of before's time / ours's in the same round (> 1:
+    this tree is faster). Both engines' ratios against transformers share the transformers timings, so their
+    change is this speed ratio; pairing the runs of a round takes out most of the load that varies over a run."""
+    if "before" not in samples:
+        return
+    pairs = list(zip(samples[ours], samples["before"]))
+    row["after_over_before"] = statistics.median(b[0] / a[0] for a, b in pairs)
+    if all(a[1] and b[1] for a, b in pairs):
+        row["after_over_before_cpu"] = statistics.median(b[1] / a[1] for a, b in pairs)
+
+
+def ratios(row: dict, key: str, num: str, den: str) -> None:
+    """row[key + suffix] = num's statistic over den's, for each statistic in STATS that both have."""
+    for suffix, field in STATS.items():
+        if num + field in row and den + field in row:
+            row[key + suffix] = row[num + field] / row[den + field]
+
+
+Factory = Callable[[dict], Callable]  # a workload spec -> the candidate that runs it
+
+
+def bench_decode(model, hf, device, batches, iters, setting: str, ours: Factory, before: Factory | None):
     rows = []
     for B in batches:
-        fns = {
-            "ours": decode_workload(model, B, setting),
-            "transformers": hf_decode_workload(hf, device, B, setting),
-        }
-        if baseline is not None:
-            fns["before"] = baseline.workload({"kind": "decode", "batch": B, "setting": setting})
+        spec = {"kind": "decode", "batch": B, "setting": setting}
+        fns = {"ours": ours(spec)}
+        if before is not None:  # right after ours in every round: the pair shares the machine's load
+            fns["before"] = before(spec)
+        fns["transformers"] = hf_decode_workload(hf, device, B, setting)
         samples = round_robin(fns, device, warmup=1, iters=iters)
         row = {"setting": setting, "batch": B, "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}
         timings(row, samples, {"ours": "ours", "transformers": "hf", "before": "before"})
+        paired(row, samples, "ours")
         new = B * NEW_TOKENS
         row["ours_tok_s"] = new / row["ours_ms"] * 1e3
         row["hf_tok_s"] = new / row["hf_ms"] * 1e3
-        row["speedup"] = row["hf_ms"] / row["ours_ms"]
-        row["speedup_min"] = row["hf_ms_min"] / row["ours_ms_min"]
+        ratios(row, "speedup", "hf", "ours")
         line = f"  batch {B}: ours {row['ours_tok_s']:.0f} tok/s, transformers {row['hf_tok_s']:.0f} tok/s"
-        if baseline is not None:
+        if before is not None:
             row["before_tok_s"] = new / row["before_ms"] * 1e3
-            row["before_speedup"] = row["hf_ms"] / row["before_ms"]
-            row["before_speedup_min"] = row["hf_ms_min"] / row["before_ms_min"]
+            ratios(row, "before_speedup", "hf", "before")
             line += f", before {row['before_tok_s']:.0f} tok/s"
         rows.append(row)
         print(line, flush=True)
     return rows
 
 
-def bench_judge(model, hf, device, n_prompts, iters, baseline: Baseline | None) -> list[dict]:
+def bench_judge(model, hf, device, n_prompts, iters, ours: Factory, before: Factory | None) -> list[dict]:
     prompts, prefix_len = judge_prompts(model.config.vocab_size, n_prompts)
     rows = []
     for mode in ("sample", "expected"):
-        fns = {
-            "reuse": judge_workload(model, n_prompts, mode, reuse=True),
-            "none": judge_workload(model, n_prompts, mode, reuse=False),
-            "transformers": hf_judge_workload(hf, device, n_prompts, mode),
-        }
-        if baseline is not None:  # the earlier engine with its default, prefix reuse
-            spec = {"kind": "judge", "prompts": n_prompts, "mode": mode, "reuse": True}
-            fns["before"] = baseline.workload(spec)
+        spec = {"kind": "judge", "prompts": n_prompts, "mode": mode, "reuse": True}
+        fns = {"reuse": ours(spec)}
+        if before is not None:  # the earlier engine with its default, prefix reuse, right after ours
+            fns["before"] = before(spec)
+        fns["none"] = ours({**spec, "reuse": False})
+        fns["transformers"] = hf_judge_workload(hf, device, n_prompts, mode)
         samples = round_robin(fns, device, warmup=1, iters=iters)
         row = {
             "mode": mode,
@@ -399,14 +443,13 @@ def bench_judge(model, hf, device, n_prompts, iters, baseline: Baseline | None) 
         timings(
             row, samples, {"reuse": "reuse", "none": "no_reuse", "transformers": "hf", "before": "before"}
         )
+        paired(row, samples, "reuse")
         row["speedup"] = row["no_reuse_ms"] / row["reuse_ms"]
-        row["speedup_vs_hf"] = row["hf_ms"] / row["reuse_ms"]
-        row["speedup_vs_hf_min"] = row["hf_ms_min"] / row["reuse_ms_min"]
+        ratios(row, "speedup_vs_hf", "hf", "reuse")
         line = f"  judge {mode}: reuse {row['reuse_ms']:.0f} ms, none {row['no_reuse_ms']:.0f} ms, "
         line += f"transformers {row['hf_ms']:.0f} ms"
-        if baseline is not None:
-            row["before_speedup_vs_hf"] = row["hf_ms"] / row["before_ms"]
-            row["before_speedup_vs_hf_min"] = row["hf_ms_min"] / row["before_ms_min"]
+        if before is not None:
+            ratios(row, "before_speedup_vs_hf", "hf", "before")
             line += f", before (reuse) {row['before_ms']:.0f} ms"
         rows.append(row)
         print(line, flush=True)
@@ -419,7 +462,10 @@ def bench_judge(model, hf, device, n_prompts, iters, baseline: Baseline | None) 
 
 
 def comparison(rows: list[dict]) -> list[dict]:
-    """Each row's ratio against transformers for the earlier engine (before) and this tree's (after)."""
+    """Each row's ratio against transformers for the earlier engine (before) and this tree's (after), and its
+    change by each statistic: of the medians, of the minima, of the CPU-time medians, and paired within rounds
+    (see `paired`; wall and CPU time). `falls_over_5pct` judges the paired CPU-time change where there is one
+    (see `time_once`), else the paired wall-time change."""
     out = []
     for r in rows:
         if "batch" in r:
@@ -428,17 +474,17 @@ def comparison(rows: list[dict]) -> list[dict]:
             name, key = f"judge {r['mode']} (prefix reuse)", "speedup_vs_hf"
         if f"before_{key}" not in r:
             continue
-        change, change_min = r[key] / r[f"before_{key}"] - 1, r[f"{key}_min"] / r[f"before_{key}_min"] - 1
-        out.append(
-            {
-                "row": name,
-                "before_vs_hf": r[f"before_{key}"],
-                "after_vs_hf": r[key],
-                "change_pct": 100 * change,
-                "change_pct_of_minima": 100 * change_min,
-                "falls_over_5pct": change < -0.05,
-            }
-        )
+        entry = {"row": name, "before_vs_hf": r[f"before_{key}"], "after_vs_hf": r[key]}
+        labels = {"": "change_pct", "_min": "change_pct_of_minima", "_cpu": "change_pct_cpu"}
+        for suffix, label in labels.items():
+            if key + suffix in r and f"before_{key}{suffix}" in r:
+                entry[label] = 100 * (r[key + suffix] / r[f"before_{key}{suffix}"] - 1)
+        for suffix in ("", "_cpu"):
+            if "after_over_before" + suffix in r:
+                entry["change_pct_paired" + suffix] = 100 * (r["after_over_before" + suffix] - 1)
+        verdict = entry.get("change_pct_paired_cpu", entry.get("change_pct_paired", entry["change_pct"]))
+        entry["falls_over_5pct"] = verdict < -5
+        out.append(entry)
     return out
 
 
@@ -480,20 +526,32 @@ def main() -> None:
     bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
     if bandwidth is not None:
         print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")
-    sampler = {"this_tree": sampler_info()}
-    baseline = base_commit = None
+    servers: list[EngineServer] = []
+    before = base_commit = None
     if args.compare:
+        # Both engines in processes of the same kind (this script serving its workloads, no transformers in
+        # them), this tree's from the working tree, REV's from its extracted tree, on the same weights.
         tree, base_commit = extract_tree(args.compare)
         weights = tree.parent / "weights.pt"
-        torch.save(model.state_dict(), weights)  # both engines run the same weights
-        baseline = Baseline(tree, weights, args)
-        sampler["baseline"] = baseline.sampler
-        if baseline.sampler["loaded"] != sampler["this_tree"]["loaded"]:
+        torch.save(model.state_dict(), weights)
+        servers = [
+            EngineServer(REPO, weights, args, os.environ.get("TORCH_EXTENSIONS_DIR")),
+            EngineServer(tree, weights, args, str(tree.parent / "torch_extensions")),
+        ]
+        ours, before = servers[0].workload, servers[1].workload
+        sampler = {"this_tree": servers[0].sampler, "baseline": servers[1].sampler}
+        if sampler["this_tree"]["loaded"] != sampler["baseline"]["loaded"]:
             print(
-                f"WARNING: native sampling op loaded here: {sampler['this_tree']['loaded']}, in the baseline: "
-                f"{baseline.sampler['loaded']}; the comparison mixes samplers",
+                f"WARNING: native sampling op loaded for this tree: {sampler['this_tree']['loaded']}, for the "
+                f"baseline: {sampler['baseline']['loaded']}; the comparison mixes samplers",
                 flush=True,
             )
+    else:
+        sampler = {"this_tree": sampler_info()}
+
+        def ours(spec: dict) -> Workload:
+            return build_workload(model, spec)
+
     batches = tuple(args.batches) if args.batches else (16,) if args.quick else (1, 16, 64)
     decode: list[dict] = []
     judge: list[dict] = []
@@ -530,15 +588,15 @@ def main() -> None:
 
     for part in args.parts:
         if part == "judge":
-            judge += bench_judge(model, hf, device, 16 if args.quick else 64, args.iters, baseline)
+            judge += bench_judge(model, hf, device, 16 if args.quick else 64, args.iters, ours, before)
         else:
-            rows = bench_decode(model, hf, device, batches, args.iters, part.split(":", 1)[1], baseline)
+            rows = bench_decode(model, hf, device, batches, args.iters, part.split(":", 1)[1], ours, before)
             if bandwidth is not None:
                 add_roofline(rows, model, bandwidth)
             decode += rows
         write()
-    if baseline is not None:
-        baseline.close()
+    for server in servers:
+        server.close()
     path = write()
     decode_columns = ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"]
     if bandwidth is not None:
@@ -552,7 +610,7 @@ def main() -> None:
         common.print_table(judge, [*columns, "speedup_vs_hf"])
         bound = judge[0]["speedup_prefill_only_bound"]
         print(f"sampled judge: saving only the prefix prefill would give at most {bound:.2f}x")
-    if baseline is not None:
+    if before is not None:
         print(
             f"\nratio against transformers, before ({args.compare} = {base_commit[:10]}) and after (this tree):"
         )
@@ -562,8 +620,9 @@ def main() -> None:
             "after_vs_hf",
             "change_pct",
             "change_pct_of_minima",
-            "falls_over_5pct",
+            "change_pct_cpu",
         ]
+        columns += ["change_pct_paired", "change_pct_paired_cpu", "falls_over_5pct"]
         common.print_table(comparison(decode + judge), columns)
     if path is not None:
         print(f"wrote {path}")
