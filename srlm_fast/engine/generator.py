@@ -31,6 +31,8 @@ chooses its weights:
   forward); default on CUDA, where the decode step is optionally compiled with `torch.compile(mode=
   "reduce-overhead")` (CUDA graphs) at static shapes: all `rows` decode every step and the attended length is
   bucketed to powers of two.
+
+Request and result types live in `params.py`, the book-keeping of samples and cache rows in `rows.py`.
 """
 
 from __future__ import annotations

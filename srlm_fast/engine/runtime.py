@@ -7,9 +7,8 @@ outside the model, as a runtime conversion:
   embedding, norms and rotary buffer with the model, whose projections are replaced by packed ones: q/k/v fused into
   one `qkv_proj`, gate/up into one `gate_up_proj` (fewer, larger matmuls: a decode step of a small model is
   dominated by per-op overhead), and every projection weight, the LM head included, stored K-major ((in, out)
-  contiguous, `KMajorLinear`), which MKL multiplies faster than the (out, in) layout at
-  decode shapes. The model itself is never modified, so a trainer can keep training it; the copy costs a second
-  copy of the projection weights.
+  contiguous, `KMajorLinear`), the layout MKL's GEMM runs fastest at decode shapes. The model itself is never
+  modified, so a trainer can keep training it; the copy costs a second copy of the projection weights.
 * `Runner` keeps that copy in step with the model (it is rebuilt when any parameter was replaced or updated in
   place: optimizer steps bump the tensors' version counters), and optionally compiles the decode step with
   `torch.compile(mode="reduce-overhead")` (CUDA graphs) at static shapes.
@@ -77,9 +76,8 @@ def pack_for_inference(model: Llama) -> Llama:
         ours.mlp.gate_up_proj = KMajorLinear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]))  # (2I, D)
         ours.mlp.gate_proj = ours.mlp.up_proj = None
         ours.mlp.down_proj = KMajorLinear(mlp.down_proj.weight)
-    packed.lm_head = KMajorLinear(
-        model.lm_head_weight
-    )  # also when tied: the embedding stays (V, D) for lookups
+    # Also when tied: the embedding keeps its (V, D) table for lookups, the head gets a K-major copy.
+    packed.lm_head = KMajorLinear(model.lm_head_weight)
     return packed
 
 
