@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srlm_fast.config import ConfigError, from_dict, merge, to_dict
+from srlm_fast.config import ConfigError, from_dict, merge, to_dict, to_toml
 from srlm_fast.eval.experiment_report import write_experiment_report
-from srlm_fast.io import read_jsonl, write_json_atomic
+from srlm_fast.io import read_jsonl, write_json_atomic, write_text_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import run_loop
@@ -89,6 +89,14 @@ def _shares_with_self(arm: Arm) -> bool:
         section in _SHAREABLE_KEYS and set(keys) <= _SHAREABLE_KEYS[section]
         for section, keys in arm.overrides.items()
     )
+
+
+def start_run_dir(cfg: LoopConfig, target: Path) -> None:
+    """Make `target` the run directory of `cfg` before artifacts are shared into it: `srlm run` refuses to write
+    into a directory without its config.toml (it could be anything), and a resumed one checks the config."""
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / "config.toml").exists():
+        write_text_atomic(target / "config.toml", to_toml(cfg))
 
 
 def share_artifacts(source: Path, target: Path) -> list[str]:
@@ -152,6 +160,7 @@ def run_experiment(
                 continue
             cfg = arm_config(base, arm, seed, root)
             if share and _shares_with_self(arm):
+                start_run_dir(cfg, root / cfg.name)
                 share_artifacts(root / self_cfg.name, root / cfg.name)
             log(f"\n##### experiment {name}: seed {seed}, arm {arm.name}")
             run_fn(cfg)

@@ -11,6 +11,7 @@ from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe import experiment as X
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.rundir import RunDir, save_or_check_config
 
 N_PROMPTS = 200
 # Accuracy of M_k per arm in the stand-in loop: self gains, oracle gains more, random stays.
@@ -107,3 +108,22 @@ def test_unknown_arms_and_arm_configs():
     cfg = X.arm_config(LoopConfig(), X.ARMS["oracle"], 3, Path("/tmp/x"))
     assert (cfg.judge.reward, cfg.seed, cfg.name, cfg.runs_dir) == ("oracle", 3, "s3-oracle", "/tmp/x")
     assert X.arm_config(LoopConfig(), X.ARMS["meta"], 0, Path("r")).judge.meta
+
+
+def test_a_shared_arm_directory_is_a_run_directory_that_srlm_run_resumes(tmp_path):
+    # The real loop refuses a directory without its config.toml; the shared arm's one must pass its checks.
+    base = LoopConfig(runs_dir=str(tmp_path), iterations=1)
+    self_dir = tmp_path / "exp" / "s0-self"
+    (self_dir / "m1").mkdir(parents=True)
+    (self_dir / "m1" / "model.safetensors").write_bytes(b"weights")
+    cfg = X.arm_config(base, X.ARMS["oracle"], 0, tmp_path / "exp")
+    target = tmp_path / "exp" / cfg.name
+    X.start_run_dir(cfg, target)
+    assert X.share_artifacts(self_dir, target) == ["m1"]
+    run = RunDir(cfg)
+    run.claim()
+    try:
+        save_or_check_config(cfg, run)  # raises if the saved config were another one
+    finally:
+        run.release()
+    assert (target / "m1" / "model.safetensors").read_bytes() == b"weights"
