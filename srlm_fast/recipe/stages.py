@@ -42,7 +42,7 @@ from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import pairs as P
 from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
@@ -66,12 +66,13 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
     if s.source == "tasks":
         ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
         eft = [
-            {"prompt": e.prompt, "response": e.response} for e in tasks.eft_examples(s.n_eft, seed, template)
+            {"prompt": e.prompt, "response": e.response}
+            for e in task_eft.eft_examples(s.n_eft, seed, template)
         ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [
             {"prompt": e.prompt, "response": e.response}
-            for e in tasks.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
+            for e in task_eft.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
         ]
         seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
     else:

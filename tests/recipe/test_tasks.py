@@ -5,39 +5,39 @@ from collections import Counter
 
 import pytest
 
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, task_families, tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeTemplate, parse_score
 
 
 def test_deterministic_from_seed() -> None:
     assert tasks.sample_tasks(200, seed=3) == tasks.sample_tasks(200, seed=3)
     assert tasks.sample_tasks(200, seed=3) != tasks.sample_tasks(200, seed=4)
-    assert [e.to_dict() for e in tasks.eft_examples(60, seed=1)] == [
-        e.to_dict() for e in tasks.eft_examples(60, 1)
+    assert [e.to_dict() for e in task_eft.eft_examples(60, seed=1)] == [
+        e.to_dict() for e in task_eft.eft_examples(60, 1)
     ]
     assert tasks.eval_prompts(50, seed=0) == tasks.eval_prompts(50, seed=0)
 
 
 def test_eval_prompts_disjoint_from_training() -> None:
     train = {t.prompt for t in tasks.sample_tasks(20000, seed=0)}
-    train |= {e.instruction for e in tasks.eft_examples(600, seed=0)}
+    train |= {e.instruction for e in task_eft.eft_examples(600, seed=0)}
     ev = tasks.eval_prompts(300, seed=0)
     assert len({t.prompt for t in ev}) == 300
     assert not train & {t.prompt for t in ev}
     assert all(tasks.is_heldout(t) for t in ev)
     # Every family of the default world reaches the eval split, and only those.
-    assert set(Counter(t.family for t in ev)) == set(tasks.DEFAULT_FAMILIES)
+    assert set(Counter(t.family for t in ev)) == set(task_families.DEFAULT_FAMILIES)
 
 
 def test_prompts_and_responses_are_short() -> None:
     for t in tasks.sample_tasks(2000, seed=5):
         assert len(t.prompt.split()) <= 30
         assert len(t.answer) <= 40
-    for e in tasks.eft_examples(120, seed=5):
+    for e in task_eft.eft_examples(120, seed=5):
         assert len(e.candidate.split()) <= 20
 
 
-@pytest.mark.parametrize("family", tasks.FAMILY_NAMES)
+@pytest.mark.parametrize("family", task_families.FAMILY_NAMES)
 def test_checker_grades_each_family(family: str) -> None:
     rng = random.Random(family)
     for t in tasks.sample_tasks(40, seed=11, families=[family]):
@@ -46,12 +46,12 @@ def test_checker_grades_each_family(family: str) -> None:
         messy = "  " + t.prompt.upper().rstrip(".?").replace(" ", "  ") + "  "
         assert tasks.check(messy, t.answer).family == family
         for quality in ("off_topic", "wrong", "partial"):
-            cand = tasks.candidate(t, quality, rng)
+            cand = task_eft.candidate(t, quality, rng)
             if cand == t.answer:
                 continue
             assert not tasks.check(t.prompt, cand).correct, (t, quality, cand)
         for quality in ("fluffy", "padded"):
-            assert tasks.check(t.prompt, tasks.candidate(t, quality, rng)).correct
+            assert tasks.check(t.prompt, task_eft.candidate(t, quality, rng)).correct
 
 
 def test_checker_on_hand_written_cases() -> None:
@@ -107,23 +107,23 @@ def test_check_many_counts() -> None:
 
 
 def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
-    examples = tasks.eft_examples(600, seed=2, template=JudgeTemplate.compact())
+    examples = task_eft.eft_examples(600, seed=2, template=JudgeTemplate.compact())
     # The default mix: right and wrong bare answers (5 and 1) three times as often as each style rung.
     assert Counter(e.score for e in examples) == {0: 60, 1: 180, 2: 60, 3: 60, 4: 60, 5: 180}
-    balanced = tasks.eft_examples(60, seed=2, mix=(1,) * 6)
+    balanced = task_eft.eft_examples(60, seed=2, mix=(1,) * 6)
     assert Counter(e.score for e in balanced) == {s: 10 for s in range(6)}
     with pytest.raises(ValueError, match="mix"):
-        tasks.eft_examples(6, mix=(1, 1))
+        task_eft.eft_examples(6, mix=(1, 1))
     # The judgment is the score line alone by default; with verdicts, either order parses to the same score.
     assert all(e.response == f"Score: {e.score}" for e in examples)
     for first in (True, False):
-        wordy = tasks.eft_examples(12, seed=2, score_first=first, verdicts=True)
+        wordy = task_eft.eft_examples(12, seed=2, score_first=first, verdicts=True)
         assert all(
             e.response.startswith("Score:") == first and parse_score(e.response) == e.score for e in wordy
         )
     for e in examples:
         assert parse_score(e.response) == e.score
-        assert tasks.QUALITIES[e.score] == e.quality
+        assert task_eft.QUALITIES[e.score] == e.quality
         assert tasks.check(e.instruction, e.candidate).correct == (e.score >= CORRECT_THRESHOLD)
         assert e.prompt == JudgeTemplate.compact().render(e.instruction, e.candidate)
     # Among correct candidates, more fluff → lower score (the judge learns to dislike padding).
