@@ -169,7 +169,7 @@ def test_checker_counts_what_the_pairs_teach():
 
     from srlm_fast.recipe import task_eft, tasks
     from srlm_fast.recipe.pairs import Pair
-    from srlm_fast.recipe.stages import checked_pairs
+    from srlm_fast.recipe.stage_checks import checked_pairs
 
     rng = random.Random(0)
     task = tasks.eval_prompts(1, seed=3)[0]
