@@ -54,33 +54,39 @@ def test_checker_grades_each_family(family: str) -> None:
             assert tasks.check(t.prompt, task_eft.candidate(t, quality, rng)).correct
 
 
-def test_checker_on_hand_written_cases() -> None:
-    assert tasks.check("What is 17 plus 25?", "42").correct
-    assert tasks.check("what is 17 plus 25", "The answer is 42.").correct
-    assert not tasks.check("What is 17 plus 25?", "41").correct
-    assert not tasks.check("What is 17 plus 25?", "40 41 42 43").correct  # listing numbers is not answering
-    assert tasks.check("What is 300 plus 1000?", "1300").correct  # outside the sampled range, still graded
-    assert tasks.check("Reverse the word house.", "esuoh").correct
-    assert tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 5, 9").correct
-    assert not tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 9, 5").correct
-    assert tasks.check("Join these words with dashes: red, sky, cat.", "red - sky - cat").correct
-    assert not tasks.check("Is 14 even or odd?", "even or odd").correct
-    assert tasks.check("Convert dog to uppercase.", "DOG").correct
-    assert not tasks.check("Convert dog to uppercase.", "Dog").correct
-    assert tasks.check("What is the capital of japan?", "tokyo").correct
-    assert tasks.check("What comes next: 3, 6, 9, 12?", "15").correct
-    assert tasks.check("Which is larger, 17 or 71?", "71").correct
-    assert not tasks.check("Which is larger, 17 or 71?", "17 or 71").correct
-    assert tasks.check("Find the minimum of 8, 3, 12.", "3").correct
-    assert not tasks.check("Find the minimum of 8, 3, 12.", "8").correct
-    assert tasks.check("How many numbers are in 4, 9, 2, 7?", "4").correct
-    assert tasks.check("What is the second word in apple, river, stone?", "river").correct
-    assert tasks.check("What is the last word in apple, river, stone?", "It is Stone.").correct
+CHECKER_CASES = [  # (prompt, response, correct)
+    ("What is 17 plus 25?", "42", True),
+    ("what is 17 plus 25", "The answer is 42.", True),
+    ("What is 17 plus 25?", "41", False),
+    ("What is 17 plus 25?", "40 41 42 43", False),  # listing numbers is not answering
+    ("What is 300 plus 1000?", "1300", True),  # outside the sampled range, still graded
+    ("Reverse the word house.", "esuoh", True),
+    ("Sort from smallest to largest: 9, 3, 5.", "3, 5, 9", True),
+    ("Sort from smallest to largest: 9, 3, 5.", "3, 9, 5", False),
+    ("Join these words with dashes: red, sky, cat.", "red - sky - cat", True),
+    ("Is 14 even or odd?", "even or odd", False),
+    ("Convert dog to uppercase.", "DOG", True),
+    ("Convert dog to uppercase.", "Dog", False),
+    ("What is the capital of japan?", "tokyo", True),
+    ("What comes next: 3, 6, 9, 12?", "15", True),
+    ("Which is larger, 17 or 71?", "71", True),
+    ("Which is larger, 17 or 71?", "17 or 71", False),
+    ("Find the minimum of 8, 3, 12.", "3", True),
+    ("Find the minimum of 8, 3, 12.", "8", False),
+    ("How many numbers are in 4, 9, 2, 7?", "4", True),
+    ("What is the second word in apple, river, stone?", "river", True),
+    ("What is the last word in apple, river, stone?", "It is Stone.", True),
     # Naming every word of the list is not picking one.
-    assert not tasks.check("What is the last word in apple, river, stone?", "apple, river, stone").correct
-    assert tasks.check("Is 5 in the list 1, 5, 9?", "yes").correct
-    assert not tasks.check("Is 5 in the list 1, 5, 9?", "yes or no").correct
-    assert tasks.check("Does the list 1, 5, 9 contain 4?", "No.").correct
+    ("What is the last word in apple, river, stone?", "apple, river, stone", False),
+    ("Is 5 in the list 1, 5, 9?", "yes", True),
+    ("Is 5 in the list 1, 5, 9?", "yes or no", False),
+    ("Does the list 1, 5, 9 contain 4?", "No.", True),
+]
+
+
+@pytest.mark.parametrize(("prompt", "response", "correct"), CHECKER_CASES)
+def test_checker_on_hand_written_cases(prompt: str, response: str, correct: bool) -> None:
+    assert tasks.check(prompt, response).correct is correct
 
 
 @pytest.mark.parametrize(
