@@ -128,24 +128,31 @@ def decode_workload(model, batch: int, setting: str) -> Workload:
     return run
 
 
+def _hf_sample(hf, ids, mask, temperature: float, top_p: float, new_tokens: int, n: int = 1):
+    """transformers' sampling with the engine's settings: top-p only, exactly `new_tokens` per sequence (no EOS
+    stop), so both sides generate the same number of tokens."""
+    return hf.generate(
+        ids,
+        attention_mask=mask,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        num_return_sequences=n,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+
+
 def hf_decode_workload(hf, device, batch: int, setting: str) -> Workload:
     temperature, top_p = SETTINGS[setting]
     prompts = decode_prompts(hf.config.vocab_size, batch).to(device)
 
     def run() -> None:
         with torch.no_grad():
-            out = hf.generate(
-                prompts,
-                attention_mask=torch.ones_like(prompts),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
-                eos_token_id=None,
-                pad_token_id=0,
-            )
+            out = _hf_sample(hf, prompts, torch.ones_like(prompts), temperature, top_p, NEW_TOKENS)
         assert out.shape == (batch, PROMPT_LEN + NEW_TOKENS)
 
     return run
@@ -209,19 +216,7 @@ def hf_judge_workload(hf, device, n_prompts: int, mode: str) -> Workload:
                     logits = hf(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
                     assert logits.shape == (len(ids), hf.config.vocab_size)
                     continue
-                out = hf.generate(
-                    ids,
-                    attention_mask=mask,
-                    do_sample=True,
-                    temperature=TEMPERATURE,
-                    top_p=TOP_P,
-                    top_k=0,
-                    num_return_sequences=JUDGE_SAMPLES,
-                    max_new_tokens=JUDGE_NEW_TOKENS,
-                    min_new_tokens=JUDGE_NEW_TOKENS,
-                    eos_token_id=None,
-                    pad_token_id=0,
-                )
+                out = _hf_sample(hf, ids, mask, TEMPERATURE, TOP_P, JUDGE_NEW_TOKENS, JUDGE_SAMPLES)
                 assert out.shape == (len(ids) * JUDGE_SAMPLES, ids.shape[1] + JUDGE_NEW_TOKENS)
 
     return run

@@ -10,6 +10,9 @@ Outputs are checked before any work (`check_output`): an existing path is only r
 same kind of artifact and the caller says `overwrite`, an output may not be one of the inputs (or a
 directory holding one), and a parent that is a file or cannot be written is refused up front. A run
 directory is owned by one process at a time (`RunLock`).
+
+One module on purpose (about 500 lines): its parts share the error types and the path checks, and a caller
+that writes an artifact needs most of them together.
 """
 
 from __future__ import annotations

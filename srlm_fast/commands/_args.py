@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 from srlm_fast.device import resolve_device
 from srlm_fast.io import read_text
@@ -23,40 +24,32 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def _within(text: str, kind: type, ok: Callable[[float], bool], rule: str) -> int | float:
+    value = _number(text, kind)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{rule}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _within(text, int, lambda v: v >= 1, "must be at least 1")
 
 
 def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _within(text, int, lambda v: v >= 0, "must be 0 or more")
 
 
 def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _within(text, float, lambda v: v >= 0, "must be 0 or more")
 
 
 def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value
+    return _within(text, float, lambda v: v > 0, "must be more than 0")
 
 
 def probability(text: str) -> float:
     """A top-p: in (0, 1]."""
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+    return _within(text, float, lambda v: 0 < v <= 1, "must be in (0, 1]")
 
 
 def device(text: str) -> str:

@@ -75,6 +75,20 @@ def _paired(
     return out
 
 
+def _seed_differences(
+    results: dict, seeds: Sequence[int], last: int, metric: str, a: tuple[str, float], b: tuple[str, float]
+) -> dict:
+    """The bootstrap interval of (weight_a × arm a's gain − weight_b × arm b's gain) in `metric`, paired per seed
+    (a seed counts only when both arms have the same prompts)."""
+    diffs = []
+    for s in seeds:
+        ga = _paired(results, a[0], metric, 0, last, [s])
+        gb = _paired(results, b[0], metric, 0, last, [s])
+        if ga and gb and ga[0].shape == gb[0].shape:
+            diffs.append(a[1] * ga[0] - b[1] * gb[0])
+    return stratified_bootstrap(diffs).to_dict()
+
+
 def _fmt(x: float | None, pct: bool = True) -> str:
     if x is None:
         return "–"
@@ -147,21 +161,13 @@ def summarize(results: dict) -> dict[str, Any]:
             "iterations": iters,
         }
     if "self" in arms and "oracle" in arms:
-        diffs = []
-        for s in seeds:
-            g_self = _paired(results, "self", "correct", 0, last, [s])
-            g_oracle = _paired(results, "oracle", "correct", 0, last, [s])
-            if g_self and g_oracle and g_self[0].shape == g_oracle[0].shape:
-                diffs.append(g_self[0] - 0.5 * g_oracle[0])
-        summary["comparisons"]["self_minus_half_oracle"] = stratified_bootstrap(diffs).to_dict()
+        summary["comparisons"]["self_minus_half_oracle"] = _seed_differences(
+            results, seeds, last, "correct", ("self", 1.0), ("oracle", 0.5)
+        )
     if "self" in arms and "meta" in arms:
-        diffs = []
-        for s in seeds:
-            a = _paired(results, "meta", "agree", 0, last, [s])
-            b = _paired(results, "self", "agree", 0, last, [s])
-            if a and b and a[0].shape == b[0].shape:
-                diffs.append(a[0] - b[0])
-        summary["comparisons"]["meta_minus_self_agreement_gain"] = stratified_bootstrap(diffs).to_dict()
+        summary["comparisons"]["meta_minus_self_agreement_gain"] = _seed_differences(
+            results, seeds, last, "agree", ("meta", 1.0), ("self", 1.0)
+        )
     return summary
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -144,6 +144,17 @@ def checkpoint_dtype(directory: str | os.PathLike) -> torch.dtype:
     return reader.get_rows(reader.names()[0], 0, 1).dtype
 
 
+def name_mismatch(missing: Sequence[str], unexpected: Sequence[str], *, most: int, noun: str = "") -> str:
+    """'missing<noun> a, b; unexpected<noun> c' over the first `most` names of each (the parts that are empty
+    are left out): why a set of saved names does not fit what a model expects."""
+    parts = []
+    if missing:
+        parts.append(f"missing{noun} {', '.join(missing[:most])}")
+    if unexpected:
+        parts.append(f"unexpected{noun} {', '.join(unexpected[:most])}")
+    return "; ".join(parts)
+
+
 @torch.no_grad()
 def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
     """Copy the checkpoint's tensors into `model`'s allocated parameters, one tensor at a time.
@@ -157,12 +168,9 @@ def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
     missing = [n for n in params if n not in reader]
     unexpected = [n for n in reader.names() if n not in params and not (tied and n == "lm_head.weight")]
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensor(s): {', '.join(hf_name(n) for n in missing[:8])}")
-        if unexpected:
-            parts.append(f"unexpected tensor(s): {', '.join(hf_name(n) for n in unexpected[:8])}")
-        raise CheckpointError(f"{reader.dir}: checkpoint does not match config.json; " + "; ".join(parts))
+        missing, unexpected = [hf_name(n) for n in missing], [hf_name(n) for n in unexpected]
+        why = name_mismatch(missing, unexpected, most=8, noun=" tensor(s):")
+        raise CheckpointError(f"{reader.dir}: checkpoint does not match config.json; {why}")
     for name, param in params.items():
         file_shape = reader.shape(name)
         if tuple(param.shape) != file_shape:

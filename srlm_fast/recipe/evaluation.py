@@ -31,7 +31,7 @@ from srlm_fast.eval.judge_agreement import (
 from srlm_fast.eval.task_world import per_prompt_outcomes, task_world_metrics
 from srlm_fast.eval.winrate import ScoreFn
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import JudgeSpec, LoopConfig
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeConfig, JudgeResult, JudgeTemplate
 from srlm_fast.recipe.rundir import RunDir, progress
@@ -99,8 +99,8 @@ def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
     rng = random.Random(f"eval-judge:{cfg.seed}")
     known = []
     for task in held_out[: max(1, e.n_judge_items // 3)]:
-        for quality in rng.sample(tasks.QUALITIES, 3):
-            known.append((task.prompt, tasks.candidate(task, quality, rng)))
+        for quality in rng.sample(task_eft.QUALITIES, 3):
+            known.append((task.prompt, task_eft.candidate(task, quality, rng)))
     known_scores = judge_items(policy, cfg.judge, known, seed=cfg.seed + 1)
     graded = {"check": tasks.check, "threshold": CORRECT_THRESHOLD}
     own_scores = [r.score for r in own]

@@ -42,11 +42,12 @@ from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import pairs as P
 from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
 from srlm_fast.recipe.seed_data import load_ift
+from srlm_fast.recipe.stage_checks import checked_candidates, checked_judge_pairs, checked_pairs
 from srlm_fast.train.config import DataSection, TrainConfig
 from srlm_fast.train.reference import compute_reference_logprobs
 from srlm_fast.train.trainer import train
@@ -66,12 +67,13 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
     if s.source == "tasks":
         ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
         eft = [
-            {"prompt": e.prompt, "response": e.response} for e in tasks.eft_examples(s.n_eft, seed, template)
+            {"prompt": e.prompt, "response": e.response}
+            for e in task_eft.eft_examples(s.n_eft, seed, template)
         ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [
             {"prompt": e.prompt, "response": e.response}
-            for e in tasks.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
+            for e in task_eft.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
         ]
         seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
     else:
@@ -353,26 +355,6 @@ def judge_candidates(it: Iteration) -> None:
     log(f"    {len(results)} candidates judged, {n_invalid} invalid judgments")
 
 
-def checked_candidates(rows: list[dict]) -> dict[str, Any]:
-    """The task world's checker on the candidates (reported, never fed back): how many self-instructed prompts
-    are tasks, and over those, pass@1 (mean fraction of correct candidates) and pass@N (at least one correct).
-    Self-rewarding can only teach what pass@N − pass@1 leaves: answers the model gets right only sometimes."""
-    per_prompt = []
-    for r in rows:
-        verdicts = [tasks.check(r["prompt"], x) for x in r["responses"]]
-        if verdicts and verdicts[0].parsed:
-            per_prompt.append([v.correct for v in verdicts])
-    n = max((len(r["responses"]) for r in rows), default=0)
-    rate = lambda xs: round(sum(xs) / len(xs), 4) if xs else None
-    return {
-        "tasks": len(per_prompt),
-        "n": n,
-        "pass_at_1": rate([sum(c) / len(c) for c in per_prompt]),
-        "pass_at_n": rate([any(c) for c in per_prompt]),
-        "mixed": sum(0 < sum(c) < len(c) for c in per_prompt),
-    }
-
-
 def meta_judge(it: Iteration) -> None:
     """Meta-Rewarding (`judge.meta`): M_t meta-judges its own likely alternative judgments of the candidates, and
     the best vs worst judgment of each becomes a pair for the judge → judge_pairs.jsonl (select_pairs adds them
@@ -405,26 +387,6 @@ def meta_judge(it: Iteration) -> None:
     )
 
 
-def checked_judge_pairs(
-    pairs: list[P.Pair], items: list[tuple[str, str]], template: J.JudgeTemplate
-) -> dict[str, int]:
-    """The checker on the judge's pairs (reported): `right` when the chosen judgment is right about the
-    candidate's correctness and the rejected one wrong, `wrong` for the reverse, `same` when both agree."""
-    by_prompt = {template.render(*x): x for x in items}
-    counts = dict.fromkeys(("right", "wrong", "same"), 0)
-    for pair in pairs:
-        item = by_prompt.get(pair.prompt)
-        verdict = tasks.check(*item) if item else None
-        if verdict is None or not verdict.parsed:
-            continue
-        says = [(J.parse_score(x) or 0) >= J.CORRECT_THRESHOLD for x in (pair.chosen, pair.rejected)]
-        if says[0] == says[1]:
-            counts["same"] += 1
-        else:
-            counts["right" if says[0] == verdict.correct else "wrong"] += 1
-    return counts
-
-
 def select_pairs(it: Iteration) -> None:
     """Highest- vs lowest-scored candidate of every prompt (ties, margins, length control) → pairs.jsonl.
     Rank 0 only: cheap, and its counts go to rank 0's stats file."""
@@ -451,22 +413,6 @@ def select_pairs(it: Iteration) -> None:
             f"    checker: {c['right']} pairs prefer the correct answer, {c['wrong']} the wrong one; "
             f"{c['both_wrong']} both wrong, {c['both_correct']} both correct, {c['unparseable']} not a task"
         )
-
-
-def checked_pairs(pairs: list[P.Pair]) -> dict[str, int]:
-    """The task world's checker on the preference pairs: what the judge's preferences can teach DPO about
-    correctness. `right`: chosen correct, rejected wrong; `wrong`: the reverse; `both_correct`/`both_wrong`: no
-    correctness signal (style or length only); `unparseable`: the self-instructed prompt is no task it knows."""
-    counts = dict.fromkeys(("right", "wrong", "both_correct", "both_wrong", "unparseable"), 0)
-    for pair in pairs:
-        chosen, rejected = tasks.check(pair.prompt, pair.chosen), tasks.check(pair.prompt, pair.rejected)
-        if not chosen.parsed:
-            counts["unparseable"] += 1
-        elif chosen.correct != rejected.correct:
-            counts["right" if chosen.correct else "wrong"] += 1
-        else:
-            counts["both_correct" if chosen.correct else "both_wrong"] += 1
-    return counts
 
 
 def _has_rows(it: Iteration, name: str) -> bool:

@@ -20,6 +20,10 @@ from srlm_fast.model.config import PRESETS
 from srlm_fast.model.tokenizer import TEMPLATES
 
 
+def _require_nonnegative(value: float, key: str) -> None:
+    require(finite(value) and value >= 0, key, "must be >= 0", value)
+
+
 @dataclass
 class ModelSection:
     init: str | None = None  # HF checkpoint directory to start from (DPO: also the reference model)
@@ -166,12 +170,7 @@ class TrainConfig:
         if not (finite(o.lr) and o.lr > 0 and finite(o.min_lr) and 0 <= o.min_lr <= o.lr):
             raise ConfigError(f"optim: need lr > 0 and 0 <= min_lr <= lr, got lr={o.lr}, min_lr={o.min_lr}")
         require(o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", o.warmup_steps)
-        require(
-            finite(o.weight_decay) and o.weight_decay >= 0,
-            "optim.weight_decay",
-            "must be >= 0",
-            o.weight_decay,
-        )
+        _require_nonnegative(o.weight_decay, "optim.weight_decay")
         for key in ("beta1", "beta2"):
             v = getattr(o, key)
             require(finite(v) and 0 <= v < 1, f"optim.{key}", "must be in [0, 1)", v)
@@ -202,12 +201,7 @@ class TrainConfig:
         require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.keep_last)
         require(c.kill_after_step >= 0, "checkpoint.kill_after_step", "must be >= 0", c.kill_after_step)
         require(lg.log_every >= 1, "logging.log_every", "must be >= 1", lg.log_every)
-        require(
-            finite(lg.peak_tflops) and lg.peak_tflops >= 0,
-            "logging.peak_tflops",
-            "must be >= 0",
-            lg.peak_tflops,
-        )
+        _require_nonnegative(lg.peak_tflops, "logging.peak_tflops")
         if check_paths:
             self._check_paths()
 

@@ -1,7 +1,7 @@
 """Training metrics: a progress line, `metrics.jsonl` (always), wandb (when enabled), MFU on GPU.
 
 Only rank 0 logs. `metrics.jsonl` is appended line by line and flushed, so a killed run keeps every
-line it logged; a resume first cuts the file back to the checkpoint's step (`trainer.cut_metrics`), so the
+line it logged; a resume first cuts the file back to the checkpoint's step (`run_dir.cut_metrics`), so the
 steps it trains again are logged once, never twice.
 """
 

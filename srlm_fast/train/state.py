@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from srlm_fast import distributed as D
 from srlm_fast.io import read_json, write_json_atomic
-from srlm_fast.model.checkpoint import CheckpointError
+from srlm_fast.model.checkpoint import CheckpointError, name_mismatch
 
 FORMAT = "srlm-train-state/1"
 INDEX = "index.json"
@@ -285,13 +285,9 @@ def load_state(template: dict, directory: Path, info: D.DistInfo, *, restore_rng
     missing = sorted(set(flat) - set(entries))
     unexpected = sorted(set(entries) - set(flat))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}")
+        why = name_mismatch(missing, unexpected, most=5)
         raise CheckpointError(
-            f"{directory}: the saved training state does not match this model and optimizer ({'; '.join(parts)})"
+            f"{directory}: the saved training state does not match this model and optimizer ({why})"
         )
     for key, tmpl in flat.items():
         entry = entries[key]

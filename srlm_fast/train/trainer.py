@@ -16,57 +16,48 @@ exist:
   reference model is held. Each micro-batch's mean-over-pairs loss is weighted by its share of the
   step's pairs.
 
-Checkpoints (run_dir/checkpoints/step-NNNNNN/): `state/` (model + optimizer + RNG states as safetensors
-per rank with a JSON index, sharded as trained: see state.py; nothing on a load path is unpickled),
-`train_state.json` (step, data position, schedule) and `model/` (HF layout). Each is written to a temporary
-directory and renamed; the `latest` file names the newest good one, and older ones are deleted only after a
-newer one is complete. A run killed at any moment resumes from `latest`: the data position is the step (data
-order is a pure function of the seed), the LR is a function of the step, the optimizer and RNG states are
-restored, and `metrics.jsonl` is cut back to the checkpoint's step (no line is ever duplicated).
-
-The run directory belongs to one process at a time (a lock file; a second process refuses). A resume must use
-the same config as the one saved in `run_dir/config.toml` (a refusal names the keys that differ; logging and
-checkpoint-keeping keys may change); `checkpoint.overwrite` (`--overwrite`) starts the run over instead.
-Nothing the trainer did not create is replaced: a `run_dir` that is not a training run directory and a
-`final_dir` that is not a checkpoint are refused, and neither may be one of the run's inputs.
+Checkpoints (`checkpointing.py`: run_dir/checkpoints/step-NNNNNN/, written atomically, `latest` names the newest
+good one). A run killed at any moment resumes from `latest`: the data position is the step (data order is a pure
+function of the seed), the LR is a function of the step, the optimizer and RNG states are restored, and
+`metrics.jsonl` is cut back to the checkpoint's step (no line is ever duplicated). What a run may write, resume
+or refuse, and the run directory's lock, are `run_dir.py`'s; this module is the setup, the steps and the loop.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from srlm_fast import distributed as D
-from srlm_fast.config import ConfigError, changed_keys, from_dict, read_toml, to_dict, to_toml
+from srlm_fast.config import ConfigError, to_dict, to_toml
 from srlm_fast.device import resolve_dtype
 from srlm_fast.io import (
     DataError,
     OutputError,
-    RunLock,
     check_output,
-    check_writable_location,
-    file_sha256,
-    iter_lines,
     looks_like_jsonl,
-    read_json,
     write_json_atomic,
     write_text_atomic,
 )
 from srlm_fast.model.checkpoint import (
-    CheckpointError,
-    check_checkpoint_output,
     read_model_config,
     save_pretrained,
 )
 from srlm_fast.model.config import ModelConfig, get_preset
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.train.checkpointing import (
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    read_train_state,
+    write_checkpoint,
+)
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.data import (
     BatchPlan,
@@ -82,30 +73,20 @@ from srlm_fast.train.losses import LMWithLoss, build_lm
 from srlm_fast.train.metrics import MetricsLogger, peak_tflops
 from srlm_fast.train.reference import (
     attach_and_write,
-    model_fingerprint,
     provenance_mismatch,
     provenance_path,
     reference_provenance,
     rows_mismatch,
     score_pairs,
 )
-from srlm_fast.train.state import is_old_format, load_state, save_state, valid_step_name
-
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-CONFIG = "config.toml"
-METRICS = "metrics.jsonl"
-INPUTS = "inputs.json"  # fingerprints of the data, initial weights and tokenizer the run was started with
-# Keys a resumed run may change: they do not change what is trained (how often it logs and keeps checkpoints,
-# and where the run directory is: a moved run resumes).
-RESUMABLE_CHANGES = (
-    "logging.",
-    "checkpoint.run_dir",
-    "checkpoint.keep_last",
-    "checkpoint.save_every",
-    "checkpoint.kill_after_step",
-    "checkpoint.resume",
-    "checkpoint.overwrite",
+from srlm_fast.train.run_dir import (
+    CONFIG,
+    INPUTS,
+    check_outputs,
+    cut_metrics,
+    input_fingerprints,
+    lock_run_dir,
+    start_over,
 )
 
 
@@ -123,66 +104,6 @@ def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup_steps: i
     span = max(1, total_steps - warmup_steps - 1)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---- checkpoints ---------------------------------------------------------------------------------
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None. The `latest` pointer must name a `step-NNNNNN`
-    directory of this run (a planted `../..` is refused)."""
-    ckpts = Path(run_dir) / CHECKPOINTS
-    pointer = ckpts / LATEST
-    if not pointer.is_file():
-        return None
-    name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
-    if not valid_step_name(name):
-        raise CheckpointError(f"{pointer}: names {name[:40]!r}, not a checkpoint of this run (step-NNNNNN)")
-    path = ckpts / name
-    return path if (path / "train_state.json").is_file() else None
-
-
-def read_train_state(path: Path) -> dict:
-    """`train_state.json` of a checkpoint, with its fields checked (it is only JSON, but it steers the resume)."""
-    where = path / "train_state.json"
-    state = read_json(where)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{where}: expected a JSON object")
-    for key in ("step", "consumed_rows", "global_rows", "world_size"):
-        v = state.get(key)
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, int)
-            or v < (1 if key in ("global_rows", "world_size") else 0)
-        ):
-            raise CheckpointError(f"{where}: field {key!r} must be a non-negative integer, got {v!r}")
-    return state
-
-
-def _is_training_run_dir(path: Path) -> bool:
-    return (path / CONFIG).is_file() or (path / CHECKPOINTS).is_dir() or (path / METRICS).is_file()
-
-
-def cut_metrics(run_dir: Path, last_step: int) -> int:
-    """Drop the lines of `metrics.jsonl` past `last_step` (a resumed run logs those steps again), and a torn last
-    line; atomically. Returns the number of lines dropped."""
-    path = run_dir / METRICS
-    if not path.is_file():
-        return 0
-    kept, dropped = [], 0
-    for _, line, _problem in iter_lines(path):
-        try:
-            rec = json.loads(line) if line else None
-        except json.JSONDecodeError:
-            rec = None
-        step = rec.get("step") if isinstance(rec, dict) else None
-        if isinstance(step, int) and not isinstance(step, bool) and step <= last_step:
-            kept.append(line)
-        elif line:
-            dropped += 1
-    if dropped:
-        write_text_atomic(path, "".join(f"{x}\n" for x in kept))
-    return dropped
 
 
 class Trainer:
@@ -301,12 +222,6 @@ class Trainer:
         return max(1, math.ceil(s.epochs * stream.rows_per_epoch() / plan.global_rows))
 
     # ---- checkpointing ---------------------------------------------------------------------------
-    def _state_dict(self, lm: LMWithLoss, opt: torch.optim.Optimizer) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_sd, optim_sd = get_state_dict(lm, opt)
-        return {"model": model_sd, "optim": optim_sd}
-
     def _hf_state(self, lm: LMWithLoss) -> dict:
         full = D.full_state_dict(lm, self.info)
         return {k.removeprefix("model."): v for k, v in full.items()}
@@ -317,7 +232,7 @@ class Trainer:
             name = self.cfg.model.param_dtype
         return resolve_dtype(name, self.info.device)
 
-    def _save_hf(self, lm: LMWithLoss, tokenizer: Tokenizer, dirs: list[Path]) -> None:
+    def _save_hf(self, lm: LMWithLoss, tokenizer: Tokenizer, dirs: Sequence[Path]) -> None:
         full = self._hf_state(lm)  # collective under FSDP; only rank 0 holds the result
         if self.info.is_main:
             for d in dirs:
@@ -326,193 +241,15 @@ class Trainer:
 
     def save_checkpoint(
         self, lm: LMWithLoss, opt, tokenizer: Tokenizer, step: int, plan: BatchPlan, extra_hf=()
-    ):
-        """Write checkpoint `step-NNNNNN` atomically, point `latest` at it, prune old ones."""
-        ckpts = self.run_dir / CHECKPOINTS
-        name = f"step-{step:06d}"
-        tmp = ckpts / f".tmp-{name}"
-        if self.info.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        D.barrier(self.info)
-        save_state(self._state_dict(lm, opt), tmp / "state", self.info)
-        self._save_hf(lm, tokenizer, [tmp / "model", *extra_hf])
-        D.barrier(self.info)
-        if self.info.is_main:
-            state = {
-                "step": step,
-                "consumed_rows": step * plan.global_rows,
-                "global_rows": plan.global_rows,
-                "world_size": self.info.world_size,
-                "lr": lr_at(
-                    step - 1,
-                    self.total_steps,
-                    self.cfg.optim.lr,
-                    self.cfg.optim.min_lr,
-                    self.cfg.optim.warmup_steps,
-                ),
-            }
-            write_json_atomic(tmp / "train_state.json", state)  # last file: marks the checkpoint complete
-            final = ckpts / name
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            write_text_atomic(ckpts / LATEST, name + "\n")
-            kept = sorted(p for p in ckpts.glob("step-*") if p.is_dir() and valid_step_name(p.name))
-            for old in kept[: -self.cfg.checkpoint.keep_last]:
-                if old.name != name:
-                    shutil.rmtree(old, ignore_errors=True)
-        D.barrier(self.info)
-
-    def load_checkpoint(self, path: Path, lm: LMWithLoss, opt, plan: BatchPlan) -> int:
-        from torch.distributed.checkpoint.state_dict import set_state_dict
-
-        self._check_resumable(path, plan)
-        sd = self._state_dict(lm, opt)
-        load_state(sd, path / "state", self.info)
-        set_state_dict(lm, opt, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        return int(read_train_state(path)["step"])
-
-    def _check_resumable(self, path: Path, plan: BatchPlan) -> None:
-        """Before the model is built: a checkpoint this version can resume, with this batch layout."""
-        if is_old_format(path):
-            raise CheckpointError(
-                f"{path}: a training checkpoint in the older format of srlm-fast (torch.distributed.checkpoint with "
-                "pickled metadata, RNG states as .pt files), which is no longer loaded because unpickling a file can "
-                f"run code. To train this stage again from its initial weights, move {path.parent} aside; to keep "
-                "the old run, resume it with the srlm-fast version that wrote it"
-            )
-        state = read_train_state(path)
-        if state["global_rows"] != plan.global_rows:
-            raise ConfigError(
-                f"{path}: saved with a global batch of {state['global_rows']} rows, this config gives "
-                f"{plan.global_rows} (world x grad_accum x micro_batch_size must stay the same to resume)"
-            )
-        if not (path / "state" / "index.json").is_file():
-            raise CheckpointError(f"{path}: incomplete checkpoint (no state/index.json)")
-
-    # ---- the run directory -----------------------------------------------------------------------
-    def _saved_config_difference(self) -> list[str] | None:
-        """Keys in which this config differs from the one saved in run_dir (None: no saved config). Keys a
-        newer version added take their defaults in the saved one; `RESUMABLE_CHANGES` do not count."""
-        path = self.run_dir / CONFIG
-        if not path.is_file():
-            return None
-        try:
-            saved = to_dict(from_dict(TrainConfig, read_toml(path)))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: cannot read the saved config of this run ({e})") from None
-        changed = changed_keys(saved, to_dict(self.cfg))
-        return [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
-
-    def _check_outputs(self) -> tuple[bool, bool]:
-        """Before any work: may this run write its run_dir and final_dir? Returns (fresh, final_is_ours):
-        fresh = start over (no resume), final_is_ours = an existing final_dir belongs to this run."""
-        cfg = self.cfg
-        ck = cfg.checkpoint
-        inputs = [Path(p) for p in (cfg.model.init, cfg.model.tokenizer, cfg.data.train) if p]
-        # What the trainer writes, replaces or (with overwrite) removes inside run_dir may not be an input.
-        ours = [self.run_dir, self.run_dir / CONFIG, self.run_dir / METRICS, self.run_dir / CHECKPOINTS]
-        if cfg.dpo.reference_out is None:
-            ours.append(self.run_dir / "pairs.ref.jsonl")
-        for inp in inputs:
-            src = inp.resolve()
-            for out in ours:
-                if src == out.resolve() or (out.name == CHECKPOINTS and out.resolve() in src.parents):
-                    raise OutputError(
-                        f"checkpoint.run_dir: the trainer writes {out}, which is an input of this run ({inp})"
-                    )
-        if self.run_dir.exists():
-            if not self.run_dir.is_dir():
-                raise OutputError(f"checkpoint.run_dir: {self.run_dir} is a file, not a directory")
-            entries = [p for p in self.run_dir.iterdir() if p.name != ".lock"]
-            if entries and not _is_training_run_dir(self.run_dir):
-                raise OutputError(
-                    f"checkpoint.run_dir: {self.run_dir} exists and is not a training run directory (no "
-                    f"{CONFIG}, {CHECKPOINTS}/ or {METRICS}); refusing to write into it: choose another run_dir"
-                )
-        check_writable_location(self.run_dir / CONFIG)
-        changed = self._saved_config_difference()
-        has_ckpt = latest_checkpoint(self.run_dir) is not None or any(
-            valid_step_name(p.name) for p in (self.run_dir / CHECKPOINTS).glob("step-*")
-        )
-        if not ck.overwrite and has_ckpt and changed is None:
-            raise ConfigError(
-                f"checkpoint.run_dir: {self.run_dir} has checkpoints but no {CONFIG} to tell which config they "
-                "belong to; choose another run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
-            )
-        if not ck.overwrite and has_ckpt and changed:
-            raise ConfigError(
-                f"{self.run_dir / CONFIG}: this training run was started with a different config (differs in "
-                f"{', '.join(changed[:6])}{', …' if len(changed) > 6 else ''}); resume it with the same config, "
-                "choose another checkpoint.run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
-            )
-        if not ck.overwrite and has_ckpt and not ck.resume:
-            raise OutputError(
-                f"checkpoint.run_dir: {self.run_dir} has checkpoints of an earlier run and checkpoint.resume is "
-                "false; pass --overwrite (checkpoint.overwrite=true) to start over, or choose another run_dir"
-            )
-        # The same config as the saved one: this run continues (from its checkpoint, or from step 0 when it was
-        # killed before its first one), and an existing final_dir is its own. Anything else starts over.
-        same = changed == [] and not ck.overwrite
-        if not same:
-            check_checkpoint_output(
-                self.final_dir,
-                overwrite=ck.overwrite,
-                inputs=inputs,
-                flag="--overwrite (checkpoint.overwrite=true)",
-            )
-        elif self.final_dir.exists() and not self.final_dir.is_dir():
-            raise OutputError(f"checkpoint.final_dir: {self.final_dir} is a file, not a directory")
-        if same and has_ckpt:
-            self._check_inputs_unchanged()
-        return not same, same
-
-    def _input_fingerprints(self) -> dict[str, str]:
-        """What a resume must find unchanged: the training data (same path is not same data), the initial
-        weights and the tokenizer."""
-        m, d = self.cfg.model, self.cfg.data
-        out = {"data.train": file_sha256(d.train)}
-        if m.init:
-            out["model.init"] = model_fingerprint(m.init)
-        tok = Path(m.tokenizer or m.init) / "tokenizer.json"
-        out["tokenizer"] = file_sha256(tok)
-        return out
-
-    def _check_inputs_unchanged(self) -> None:
-        path = self.run_dir / INPUTS
-        if not path.is_file():
-            return  # a run started by an older version: its inputs are recorded when it continues
-        saved = read_json(path)
-        now = self._input_fingerprints()
-        changed = [k for k in now if not isinstance(saved, dict) or saved.get(k) != now[k]]
-        if changed:
-            raise DataError(
-                f"{path}: this training run was started on other inputs ({', '.join(changed)} changed since: the "
-                "same path, other contents); a resume would mix them. Restore them, choose another "
-                "checkpoint.run_dir, or pass --overwrite (checkpoint.overwrite=true) to start over"
-            )
-
-    def _start_over(self) -> None:
-        """checkpoint.overwrite: remove what an earlier run of this run_dir left (checkpoints, metrics). Its
-        reference log-probs stay: their provenance decides whether they are reused. The old final weights stay
-        until the new ones replace them."""
-        shutil.rmtree(self.run_dir / CHECKPOINTS, ignore_errors=True)
-        (self.run_dir / METRICS).unlink(missing_ok=True)
-
-    def _lock(self) -> RunLock | None:
-        """Rank 0 locks run_dir; every rank learns whether it could (and all fail together if not)."""
-        lock, error = None, None
-        if self.info.is_main:
-            try:
-                lock = RunLock(self.run_dir, what="training run directory").acquire()
-            except OutputError as e:
-                error = str(e)
-        errors = [e for e in D.all_gather_objects(error, self.info) if e]
-        if errors:
-            if lock is not None:
-                lock.release()
-            raise OutputError(errors[0])
-        return lock
+    ) -> None:
+        """Checkpoint `step` (see checkpointing.py); its recorded LR is the one the step trained with."""
+        o = self.cfg.optim
+        write_checkpoint(
+            self.run_dir, lm, opt, step, plan, self.info,
+            lr=lr_at(step - 1, self.total_steps, o.lr, o.min_lr, o.warmup_steps),
+            keep_last=self.cfg.checkpoint.keep_last,
+            save_hf=lambda dirs: self._save_hf(lm, tokenizer, dirs), extra_hf=extra_hf,
+        )  # fmt: skip
 
     # ---- the steps ---------------------------------------------------------------------------------
     def _sft_step(self, lm: LMWithLoss, micro: list[list]) -> dict:
@@ -583,7 +320,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.schedule.seed)
         # Everything that can be refused is checked, and the data read, before anything is written.
-        checked = self._agree(self._check_outputs)
+        checked = self._agree(lambda: check_outputs(cfg, self.run_dir, self.final_dir))
         fresh, final_is_ours = checked
         self._final_overwrite = final_is_ours or cfg.checkpoint.overwrite
         tok_dir = cfg.model.tokenizer or cfg.model.init
@@ -592,7 +329,7 @@ class Trainer:
         plan = BatchPlan(cfg.schedule.micro_batch_size, cfg.schedule.grad_accum, info.world_size, info.rank)
         latest = None if fresh or not cfg.checkpoint.resume else latest_checkpoint(self.run_dir)
         if latest is not None:
-            self._agree(lambda: self._check_resumable(latest, plan))
+            self._agree(lambda: check_resumable(latest, plan))
         items, stats, ref_out = self._load_data(tokenizer, resumed=latest is not None)
         stream = (
             sft_stream(items, cfg.data.max_seq_len, cfg.data.pack, cfg.schedule.seed)
@@ -600,10 +337,10 @@ class Trainer:
             else dpo_stream(items, cfg.schedule.seed)
         )
         self.total_steps = total = self._total_steps(stream, plan)
-        lock = self._lock()
+        lock = lock_run_dir(self.run_dir, info)
         try:
             # Under the lock the run directory cannot change under us: it must still be as checked.
-            again = self._agree(self._check_outputs)
+            again = self._agree(lambda: check_outputs(cfg, self.run_dir, self.final_dir))
             if (
                 again != checked
                 or (latest_checkpoint(self.run_dir) if latest is not None else None) != latest
@@ -611,11 +348,11 @@ class Trainer:
                 raise OutputError(f"{self.run_dir}: changed while this run was starting; start it again")
             if info.is_main:
                 if cfg.checkpoint.overwrite:
-                    self._start_over()
+                    start_over(self.run_dir)
                 if fresh:  # a continuing run rewrites it once its checkpoint has loaded (see _run)
                     write_text_atomic(self.run_dir / CONFIG, to_toml(cfg))
                 if fresh or not (self.run_dir / INPUTS).is_file():
-                    write_json_atomic(self.run_dir / INPUTS, self._input_fingerprints())
+                    write_json_atomic(self.run_dir / INPUTS, input_fingerprints(cfg))
                 cut_metrics(self.run_dir, read_train_state(latest)["step"] if latest is not None else 0)
             D.barrier(info)
             return self._run(model_config, items, stats, ref_out, stream, plan, total, latest)
@@ -676,7 +413,7 @@ class Trainer:
                 D.barrier(info)
             start = 0
             if latest is not None:
-                start = self.load_checkpoint(latest, lm, opt, plan)
+                start = load_checkpoint(latest, lm, opt, plan, info)
                 log.info(f"resumed from {latest} at step {start}")
             # A continuing run records this attempt's settings (only the resumable keys can differ).
             text = to_toml(cfg)

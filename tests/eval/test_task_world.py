@@ -6,7 +6,8 @@ import pytest
 
 from srlm_fast.eval.task_world import auc, per_prompt_outcomes, task_world_metrics
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
-from srlm_fast.recipe.tasks import candidate, check, eval_prompts
+from srlm_fast.recipe.task_eft import candidate
+from srlm_fast.recipe.tasks import check, eval_prompts
 
 GRADED = {"check": check, "threshold": CORRECT_THRESHOLD}
 

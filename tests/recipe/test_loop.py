@@ -167,13 +167,13 @@ def test_wandb_offline_gets_scalars_and_the_model_table(tmp_path, monkeypatch):
 def test_checker_counts_what_the_pairs_teach():
     import random
 
-    from srlm_fast.recipe import tasks
+    from srlm_fast.recipe import task_eft, tasks
     from srlm_fast.recipe.pairs import Pair
-    from srlm_fast.recipe.stages import checked_pairs
+    from srlm_fast.recipe.stage_checks import checked_pairs
 
     rng = random.Random(0)
     task = tasks.eval_prompts(1, seed=3)[0]
-    right, wrong = tasks.candidate(task, "correct", rng), tasks.candidate(task, "wrong", rng)
+    right, wrong = task_eft.candidate(task, "correct", rng), task_eft.candidate(task, "wrong", rng)
     assert tasks.check(task.prompt, right).correct and not tasks.check(task.prompt, wrong).correct
 
     def pair(prompt: str, chosen: str, rejected: str) -> Pair:

@@ -4,7 +4,7 @@ import pytest
 
 from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import rewards as R
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, tasks
 
 
 def _result(score):
@@ -83,7 +83,7 @@ def test_meta_score_ladder():
 
 
 def test_meta_eft_examples_grade_judgments_by_the_ladder():
-    examples = tasks.meta_eft_examples(120, seed=0)
+    examples = task_eft.meta_eft_examples(120, seed=0)
     assert any(e.judged_score == e.true_score for e in examples)
     assert any(e.judged_score != e.true_score for e in examples)
     for e in examples:

@@ -8,7 +8,7 @@ import pytest
 from srlm_fast.io import DataError
 from srlm_fast.recipe.judge import parse_score
 from srlm_fast.recipe.seed_data import load_ift, oasst_seed_paths, read_ift, read_ranked
-from srlm_fast.recipe.tasks import eft_examples
+from srlm_fast.recipe.task_eft import eft_examples
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

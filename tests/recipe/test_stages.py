@@ -15,7 +15,7 @@ import pytest
 from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import stages as S
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.judge import JudgeResult, JudgeTemplate
 from srlm_fast.recipe.loop import run_iteration
@@ -155,8 +155,8 @@ def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
 def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
     a, b, c = tasks.eval_prompts(3, seed=5)
     rng = random.Random(0)
-    right_a, wrong_a = tasks.candidate(a, "correct", rng), tasks.candidate(a, "wrong", rng)
-    right_b, wrong_b = tasks.candidate(b, "correct", rng), tasks.candidate(b, "wrong", rng)
+    right_a, wrong_a = task_eft.candidate(a, "correct", rng), task_eft.candidate(a, "wrong", rng)
+    right_b, wrong_b = task_eft.candidate(b, "correct", rng), task_eft.candidate(b, "wrong", rng)
     assert tasks.check(a.prompt, right_a).correct and not tasks.check(a.prompt, wrong_a).correct
     assert tasks.check(b.prompt, right_b).correct and not tasks.check(b.prompt, wrong_b).correct
     rows = [

@@ -5,39 +5,39 @@ from collections import Counter
 
 import pytest
 
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import task_eft, task_families, tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeTemplate, parse_score
 
 
 def test_deterministic_from_seed() -> None:
     assert tasks.sample_tasks(200, seed=3) == tasks.sample_tasks(200, seed=3)
     assert tasks.sample_tasks(200, seed=3) != tasks.sample_tasks(200, seed=4)
-    assert [e.to_dict() for e in tasks.eft_examples(60, seed=1)] == [
-        e.to_dict() for e in tasks.eft_examples(60, 1)
+    assert [e.to_dict() for e in task_eft.eft_examples(60, seed=1)] == [
+        e.to_dict() for e in task_eft.eft_examples(60, 1)
     ]
     assert tasks.eval_prompts(50, seed=0) == tasks.eval_prompts(50, seed=0)
 
 
 def test_eval_prompts_disjoint_from_training() -> None:
     train = {t.prompt for t in tasks.sample_tasks(20000, seed=0)}
-    train |= {e.instruction for e in tasks.eft_examples(600, seed=0)}
+    train |= {e.instruction for e in task_eft.eft_examples(600, seed=0)}
     ev = tasks.eval_prompts(300, seed=0)
     assert len({t.prompt for t in ev}) == 300
     assert not train & {t.prompt for t in ev}
     assert all(tasks.is_heldout(t) for t in ev)
     # Every family of the default world reaches the eval split, and only those.
-    assert set(Counter(t.family for t in ev)) == set(tasks.DEFAULT_FAMILIES)
+    assert set(Counter(t.family for t in ev)) == set(task_families.DEFAULT_FAMILIES)
 
 
 def test_prompts_and_responses_are_short() -> None:
     for t in tasks.sample_tasks(2000, seed=5):
         assert len(t.prompt.split()) <= 30
         assert len(t.answer) <= 40
-    for e in tasks.eft_examples(120, seed=5):
+    for e in task_eft.eft_examples(120, seed=5):
         assert len(e.candidate.split()) <= 20
 
 
-@pytest.mark.parametrize("family", tasks.FAMILY_NAMES)
+@pytest.mark.parametrize("family", task_families.FAMILY_NAMES)
 def test_checker_grades_each_family(family: str) -> None:
     rng = random.Random(family)
     for t in tasks.sample_tasks(40, seed=11, families=[family]):
@@ -46,41 +46,47 @@ def test_checker_grades_each_family(family: str) -> None:
         messy = "  " + t.prompt.upper().rstrip(".?").replace(" ", "  ") + "  "
         assert tasks.check(messy, t.answer).family == family
         for quality in ("off_topic", "wrong", "partial"):
-            cand = tasks.candidate(t, quality, rng)
+            cand = task_eft.candidate(t, quality, rng)
             if cand == t.answer:
                 continue
             assert not tasks.check(t.prompt, cand).correct, (t, quality, cand)
         for quality in ("fluffy", "padded"):
-            assert tasks.check(t.prompt, tasks.candidate(t, quality, rng)).correct
+            assert tasks.check(t.prompt, task_eft.candidate(t, quality, rng)).correct
 
 
-def test_checker_on_hand_written_cases() -> None:
-    assert tasks.check("What is 17 plus 25?", "42").correct
-    assert tasks.check("what is 17 plus 25", "The answer is 42.").correct
-    assert not tasks.check("What is 17 plus 25?", "41").correct
-    assert not tasks.check("What is 17 plus 25?", "40 41 42 43").correct  # listing numbers is not answering
-    assert tasks.check("What is 300 plus 1000?", "1300").correct  # outside the sampled range, still graded
-    assert tasks.check("Reverse the word house.", "esuoh").correct
-    assert tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 5, 9").correct
-    assert not tasks.check("Sort from smallest to largest: 9, 3, 5.", "3, 9, 5").correct
-    assert tasks.check("Join these words with dashes: red, sky, cat.", "red - sky - cat").correct
-    assert not tasks.check("Is 14 even or odd?", "even or odd").correct
-    assert tasks.check("Convert dog to uppercase.", "DOG").correct
-    assert not tasks.check("Convert dog to uppercase.", "Dog").correct
-    assert tasks.check("What is the capital of japan?", "tokyo").correct
-    assert tasks.check("What comes next: 3, 6, 9, 12?", "15").correct
-    assert tasks.check("Which is larger, 17 or 71?", "71").correct
-    assert not tasks.check("Which is larger, 17 or 71?", "17 or 71").correct
-    assert tasks.check("Find the minimum of 8, 3, 12.", "3").correct
-    assert not tasks.check("Find the minimum of 8, 3, 12.", "8").correct
-    assert tasks.check("How many numbers are in 4, 9, 2, 7?", "4").correct
-    assert tasks.check("What is the second word in apple, river, stone?", "river").correct
-    assert tasks.check("What is the last word in apple, river, stone?", "It is Stone.").correct
+CHECKER_CASES = [  # (prompt, response, correct)
+    ("What is 17 plus 25?", "42", True),
+    ("what is 17 plus 25", "The answer is 42.", True),
+    ("What is 17 plus 25?", "41", False),
+    ("What is 17 plus 25?", "40 41 42 43", False),  # listing numbers is not answering
+    ("What is 300 plus 1000?", "1300", True),  # outside the sampled range, still graded
+    ("Reverse the word house.", "esuoh", True),
+    ("Sort from smallest to largest: 9, 3, 5.", "3, 5, 9", True),
+    ("Sort from smallest to largest: 9, 3, 5.", "3, 9, 5", False),
+    ("Join these words with dashes: red, sky, cat.", "red - sky - cat", True),
+    ("Is 14 even or odd?", "even or odd", False),
+    ("Convert dog to uppercase.", "DOG", True),
+    ("Convert dog to uppercase.", "Dog", False),
+    ("What is the capital of japan?", "tokyo", True),
+    ("What comes next: 3, 6, 9, 12?", "15", True),
+    ("Which is larger, 17 or 71?", "71", True),
+    ("Which is larger, 17 or 71?", "17 or 71", False),
+    ("Find the minimum of 8, 3, 12.", "3", True),
+    ("Find the minimum of 8, 3, 12.", "8", False),
+    ("How many numbers are in 4, 9, 2, 7?", "4", True),
+    ("What is the second word in apple, river, stone?", "river", True),
+    ("What is the last word in apple, river, stone?", "It is Stone.", True),
     # Naming every word of the list is not picking one.
-    assert not tasks.check("What is the last word in apple, river, stone?", "apple, river, stone").correct
-    assert tasks.check("Is 5 in the list 1, 5, 9?", "yes").correct
-    assert not tasks.check("Is 5 in the list 1, 5, 9?", "yes or no").correct
-    assert tasks.check("Does the list 1, 5, 9 contain 4?", "No.").correct
+    ("What is the last word in apple, river, stone?", "apple, river, stone", False),
+    ("Is 5 in the list 1, 5, 9?", "yes", True),
+    ("Is 5 in the list 1, 5, 9?", "yes or no", False),
+    ("Does the list 1, 5, 9 contain 4?", "No.", True),
+]
+
+
+@pytest.mark.parametrize(("prompt", "response", "correct"), CHECKER_CASES)
+def test_checker_on_hand_written_cases(prompt: str, response: str, correct: bool) -> None:
+    assert tasks.check(prompt, response).correct is correct
 
 
 @pytest.mark.parametrize(
@@ -107,23 +113,23 @@ def test_check_many_counts() -> None:
 
 
 def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
-    examples = tasks.eft_examples(600, seed=2, template=JudgeTemplate.compact())
+    examples = task_eft.eft_examples(600, seed=2, template=JudgeTemplate.compact())
     # The default mix: right and wrong bare answers (5 and 1) three times as often as each style rung.
     assert Counter(e.score for e in examples) == {0: 60, 1: 180, 2: 60, 3: 60, 4: 60, 5: 180}
-    balanced = tasks.eft_examples(60, seed=2, mix=(1,) * 6)
+    balanced = task_eft.eft_examples(60, seed=2, mix=(1,) * 6)
     assert Counter(e.score for e in balanced) == {s: 10 for s in range(6)}
     with pytest.raises(ValueError, match="mix"):
-        tasks.eft_examples(6, mix=(1, 1))
+        task_eft.eft_examples(6, mix=(1, 1))
     # The judgment is the score line alone by default; with verdicts, either order parses to the same score.
     assert all(e.response == f"Score: {e.score}" for e in examples)
     for first in (True, False):
-        wordy = tasks.eft_examples(12, seed=2, score_first=first, verdicts=True)
+        wordy = task_eft.eft_examples(12, seed=2, score_first=first, verdicts=True)
         assert all(
             e.response.startswith("Score:") == first and parse_score(e.response) == e.score for e in wordy
         )
     for e in examples:
         assert parse_score(e.response) == e.score
-        assert tasks.QUALITIES[e.score] == e.quality
+        assert task_eft.QUALITIES[e.score] == e.quality
         assert tasks.check(e.instruction, e.candidate).correct == (e.score >= CORRECT_THRESHOLD)
         assert e.prompt == JudgeTemplate.compact().render(e.instruction, e.candidate)
     # Among correct candidates, more fluff → lower score (the judge learns to dislike padding).

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from srlm_fast import cli
 from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.model.llama import Llama
+from srlm_fast.train.checkpointing import latest_checkpoint
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.reference import compute_reference_logprobs
-from srlm_fast.train.trainer import Trainer, TrainingDiverged, latest_checkpoint, lr_at, train
+from srlm_fast.train.trainer import Trainer, TrainingDiverged, lr_at, train
 from tests._train_fixtures import dpo_overrides, make_workspace, one_thread, read_metrics, sft_overrides
 
 

@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from srlm_fast.config import load_job_config
+from srlm_fast.train.checkpointing import latest_checkpoint
 from srlm_fast.train.config import TrainConfig
 from srlm_fast.train.reference import compute_reference_logprobs
-from srlm_fast.train.trainer import latest_checkpoint, train
+from srlm_fast.train.trainer import train
 from tests._train_fixtures import dpo_overrides, make_workspace, one_thread, read_metrics, sft_overrides
 from tests.helpers import torchrun
 

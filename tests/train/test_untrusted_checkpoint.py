@@ -19,8 +19,9 @@ import torch
 
 from srlm_fast import cli
 from srlm_fast.config import load_job_config
+from srlm_fast.train.checkpointing import latest_checkpoint
 from srlm_fast.train.config import TrainConfig
-from srlm_fast.train.trainer import Trainer, latest_checkpoint, train
+from srlm_fast.train.trainer import Trainer, train
 from tests._train_fixtures import make_workspace, one_thread, read_metrics, sft_overrides
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)

@@ -1,0 +1,209 @@
+"""Judge-training examples from the task world: candidates of known quality, EFT and meta-EFT examples.
+
+For a task, a candidate of known quality gets the formulaic judgment of `judge.judgment_for_score` (score first,
+`EFT_MIX` in proportion: mostly right and wrong bare answers, the judge's work in the loop; the wrong answers are
+the near misses a model makes: another element of the list, a sort with one swap or a lost element, an off-by-one
+count):
+    5 correct   the bare answer                              (all five criteria)
+    4 padded    the answer plus one fluff sentence           (not "Perfect": something extra)
+    3 fluffy    the answer buried in several fluff sentences (not "Direct" either)
+    2 partial   partly right (a range, a hint, half the list)(not "Correct")
+    1 wrong     the right kind of answer, wrong value        (only "Relevant")
+    0 off-topic unrelated text or another task's answer      (nothing)
+so the checker says correct exactly for scores >= judge.CORRECT_THRESHOLD. Meta-EFT examples
+(`meta_eft_examples`) teach the Meta-Rewarding arm's meta-judge to grade a judgment of such a candidate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from srlm_fast.recipe.judge import (
+    CORRECT_THRESHOLD,
+    JudgeTemplate,
+    judgment_for_score,
+    meta_instruction,
+    meta_score,
+)
+from srlm_fast.recipe.task_families import BY_NAME, FAMILIES
+from srlm_fast.recipe.tasks import Task, check, iter_tasks, make_task
+
+FLUFF_OPEN = ("Great question!", "Sure, happy to help.", "Let me think about this.", "Good one!")
+FLUFF_CLOSE = ("Hope this helps!", "Let me know if you need more.", "Have a nice day!", "Glad to help!")
+OFF_TOPIC = (
+    "Cats like to sleep in the sun.",
+    "The weather is nice today.",
+    "I enjoy long walks by the sea.",
+    "Music makes people happy.",
+    "Tea is best served warm.",
+    "Birds sing in the morning.",
+)
+
+
+@dataclass(frozen=True)
+class EFTExample:
+    """A judge-training example: judge prompt → formulaic judgment ending in `Score: <n>`."""
+
+    prompt: str
+    response: str
+    score: int
+    quality: str
+    instruction: str
+    candidate: str
+    family: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            "response": self.response,
+            "score": self.score,
+            "quality": self.quality,
+            "instruction": self.instruction,
+            "candidate": self.candidate,
+            "family": self.family,
+        }
+
+
+# ---------------------------------------------------------------- candidates of known quality
+
+QUALITIES: tuple[str, ...] = ("off_topic", "wrong", "partial", "fluffy", "padded", "correct")  # index = score
+
+
+def candidate(task: Task, quality: str, rng: random.Random) -> str:
+    """A response to `task` of the given quality (see the module docstring for the ladder)."""
+    fam = BY_NAME[task.family]
+    params = dict(task.params)
+    params.pop("wording", None)
+    ans = task.answer
+    if quality == "correct":
+        return ans
+    if quality == "padded":
+        return f"{ans}. {rng.choice(FLUFF_CLOSE)}"
+    if quality == "fluffy":
+        opener, closer = rng.sample(FLUFF_OPEN, 2), rng.choice(FLUFF_CLOSE)
+        return f"{opener[0]} {opener[1]} The answer is {ans}. {closer}"
+    if quality == "partial":
+        return fam.partial(params, ans, rng)
+    if quality == "wrong":
+        return fam.wrong(params, ans, rng)
+    if quality == "off_topic":
+        if rng.random() < 0.5:
+            return rng.choice(OFF_TOPIC)
+        other = rng.choice([f for f in FAMILIES if f.kind != fam.kind])
+        t = make_task(other, other.sample(rng), 0)
+        return t.answer if t is not None else rng.choice(OFF_TOPIC)
+    raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
+
+
+#: How many EFT examples of each score (0..5) one cycle of `eft_examples` makes. The judge's job inside the loop
+#: is to tell the model's right answers from its wrong ones, and those are bare answers: scores 5 and 1 get three
+#: times the examples of the style rungs (off-topic, partial, fluffy, padded), which keep the rubric's ladder.
+EFT_MIX: tuple[int, ...] = (1, 3, 1, 1, 1, 3)
+
+
+def _graded_candidates(
+    n: int, seed: int, families: Sequence[str] | None, mix: Sequence[int], stream: str
+) -> list[tuple[Task, int, str]]:
+    """n (task, score, candidate) triples, scores in proportion `mix`, each re-graded by the checker."""
+    if len(mix) != len(QUALITIES) or min(mix) < 0 or not sum(mix):
+        raise ValueError(f"mix needs {len(QUALITIES)} non-negative counts, not all 0; got {tuple(mix)}")
+    cycle = [score for score, count in enumerate(mix) for _ in range(count)]
+    rng = random.Random(f"{stream}:{seed}")
+    tasks = iter_tasks(seed + zlib.crc32(stream.encode()) % 1_000_003 + 1_000_003, "train", families)
+    out: list[tuple[Task, int, str]] = []
+    while len(out) < n:
+        task = next(tasks)
+        score = cycle[len(out) % len(cycle)]
+        for _ in range(10):
+            cand = candidate(task, QUALITIES[score], rng)
+            if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
+                out.append((task, score, cand))
+                break
+    return out
+
+
+def eft_examples(
+    n: int,
+    seed: int = 0,
+    template: JudgeTemplate | None = None,
+    families: Sequence[str] | None = None,
+    mix: Sequence[int] = EFT_MIX,
+    score_first: bool = True,
+    verdicts: bool = False,
+) -> list[EFTExample]:
+    """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
+
+    Every candidate is re-graded by `check` so its score agrees with the checker (a generator that happens to
+    produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). The judgment is the score line
+    alone by default; `verdicts` adds the criteria verdicts, `score_first` puts them after the score (see
+    `judge.format_judgment`).
+    """
+    template = template or JudgeTemplate.compact()
+    out = [
+        EFTExample(
+            prompt=template.render(task.prompt, cand),
+            response=judgment_for_score(score, score_first, verdicts),
+            score=score,
+            quality=QUALITIES[score],
+            instruction=task.prompt,
+            candidate=cand,
+            family=task.family,
+        )
+        for task, score, cand in _graded_candidates(n, seed, families, mix, "eft")
+    ]
+    random.Random(f"eft-order:{seed}").shuffle(out)
+    return out
+
+
+@dataclass(frozen=True)
+class MetaEFTExample:
+    """A meta-judge training example: a judgment (of `candidate`, scoring it `judged_score`) judged."""
+
+    prompt: str
+    response: str
+    score: int  # the meta score of the judgment
+    true_score: int  # what the candidate is worth
+    judged_score: int  # what the judged judgment says it is worth
+    instruction: str
+    candidate: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def meta_eft_examples(
+    n: int,
+    seed: int = 0,
+    template: JudgeTemplate | None = None,
+    families: Sequence[str] | None = None,
+    mix: Sequence[int] = EFT_MIX,
+    score_first: bool = True,
+    verdicts: bool = False,
+    p_exact: float = 0.4,
+) -> list[MetaEFTExample]:
+    """n meta-judge examples (Meta-Rewarding): a candidate of known score s, a judgment claiming score s' (s' = s
+    with probability `p_exact`, else another score), and the meta-judgment `judge.meta_score(s, s')`."""
+    template = template or JudgeTemplate.meta()
+    rng = random.Random(f"meta-eft-judged:{seed}")
+    out = []
+    for task, score, cand in _graded_candidates(n, seed, families, mix, "meta-eft"):
+        judged = score if rng.random() < p_exact else rng.choice([s for s in range(6) if s != score])
+        meta = meta_score(score, judged)
+        out.append(
+            MetaEFTExample(
+                prompt=template.render(
+                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first)
+                ),
+                response=judgment_for_score(meta, score_first),
+                score=meta,
+                true_score=score,
+                judged_score=judged,
+                instruction=task.prompt,
+                candidate=cand,
+            )
+        )
+    return out
