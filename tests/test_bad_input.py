@@ -992,6 +992,7 @@ for _key, _value, _expect in [
     ("iterations", "-1", "iterations: must be >= 0"),
     ("selfinstruct.top_p", "0", "selfinstruct.top_p: must be in (0, 1]"),
     ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
+    ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
     ("eval.max_new_tokens", "0", "eval.max_new_tokens: must be >= 1"),
     ("model.vocab_size", "100", "model.vocab_size: must be >= 263"),
     ("dpo.optim.lr", "1e-6", "dpo.optim: need lr > 0 and 0 <= min_lr <= lr"),  # found before SFT, not after

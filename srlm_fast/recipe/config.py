@@ -39,7 +39,10 @@ class SeedSpec:
     ift_files: list[str] = field(default_factory=list)  # JSONL prompt/response shapes, OpenAssistant files
     eft_files: list[str] = field(default_factory=list)  # JSONL {"prompt","response"} judge examples
     n_ift: int = 9000  # task world: instruction examples
-    n_eft: int = 3000  # task world: judge examples (balanced over scores 0..5)
+    n_eft: int = 3000  # task world: judge examples, scores 0..5 in proportion eft_mix
+    # task world: how many judge examples of each score 0..5 per sum(eft_mix) (recipe/task_eft.py: 5 the bare
+    # correct answer, 4/3 it padded with fluff, 2 partly right, 1 a wrong bare answer, 0 off-topic)
+    eft_mix: list[int] = field(default_factory=lambda: [1, 3, 1, 1, 1, 3])
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
@@ -211,6 +214,8 @@ class LoopConfig:
                 require(Path(f).is_file(), f"seed_data.{key}[{i}]", "no such file", f)
         for key in ("n_ift", "n_eft", "n_selfinstruct"):
             require(getattr(d, key) >= 0, f"seed_data.{key}", "must be >= 0", getattr(d, key))
+        require(len(d.eft_mix) == 6 and all(w >= 0 for w in d.eft_mix) and sum(d.eft_mix) > 0,
+                "seed_data.eft_mix", "must be 6 non-negative weights (scores 0..5), not all 0", d.eft_mix)  # fmt: skip
         require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
         si = self.selfinstruct
         for key in ("n_prompts", "max_new_tokens", "n_seed", "batch_size", "min_words"):
