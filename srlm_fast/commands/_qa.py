@@ -43,6 +43,9 @@ def add_qa_arguments(sub) -> None:
     p.add_argument("--k", type=positive_int, default=3, help="retrieved passages in a RAG prompt (default 3)")
     p.add_argument("--limit", type=nonnegative_int, default=0, help="at most this many questions (0: all)")
     p.add_argument("--max-new-tokens", type=positive_int, default=32)
+    p.add_argument("--max-len", type=positive_int, default=2048,
+                   help="prompt + answer tokens per sequence: the KV cache's length (default 2048)")  # fmt: skip
+    p.add_argument("--max-batch", type=positive_int, default=16, help="rows decoded at once (default 16)")
     p.add_argument("--n-boot", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=device, default="auto")
@@ -94,7 +97,10 @@ def qa_main(args: argparse.Namespace) -> int:
         conditions = tuple(c for c in conditions if c != "rag")
     settings = QASettings(conditions=conditions, k=args.k, max_new_tokens=args.max_new_tokens, seed=args.seed,
                           n_boot=args.n_boot)  # fmt: skip
-    policy = Policy.load(args.checkpoint, device=resolve_device(args.device)) if args.checkpoint else None
+    policy = None
+    if args.checkpoint:
+        policy = Policy.load(args.checkpoint, device=resolve_device(args.device), max_batch=args.max_batch,
+                             max_len=args.max_len)  # fmt: skip
     try:
         result = run_qa(examples, settings, retriever=retriever, policy=policy)
     finally:

@@ -69,5 +69,6 @@ class HybridRetriever(Retriever):
         self.dense._save(directory)
 
     def _load(self, directory: Path, manifest: dict, mmap: bool = False) -> None:
+        self.depth, self.c = int(manifest["params"]["depth"]), int(manifest["params"]["c"])
         for part in (self.bm25, self.dense):
             part._load(directory, {**manifest, "params": manifest["params"][part.kind]}, mmap)
