@@ -36,7 +36,7 @@ def test_build_then_search(tmp_path: Path, capsys) -> None:
     assert main(["index", "search", str(idx), "--queries", str(queries), "--k", "2", "--out", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["query"] for r in rows] == ["lake of Cimba", "Fenra island", "nothing matches"]
-    assert [h["id"] for h in rows[0]["hits"]][0] == "f2" and rows[1]["hits"][0]["id"] == "f5"
+    assert rows[0]["hits"][0]["id"] == "f2" and rows[1]["hits"][0]["id"] == "f5"
     assert rows[0]["hits"][0]["text"] == "The lake of Cimba is Ulven." and len(rows[0]["hits"]) == 2
     assert set(rows[0]["hits"][0]) == {"id", "score", "text"}
     capsys.readouterr()

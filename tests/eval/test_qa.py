@@ -56,7 +56,7 @@ def test_recall_at_k() -> None:
 def test_score_answers_intervals_contain_the_mean() -> None:
     preds = ["Denver Broncos", "Broncos", "no", "Paris"] * 5
     golds = [["Denver Broncos"], ["Denver Broncos"], ["yes"], ["Paris"]] * 5
-    summary, em, f1 = score_answers(preds, golds, n_boot=500, seed=1)
+    summary, em, _ = score_answers(preds, golds, n_boot=500, seed=1)
     assert em == [1.0, 0.0, 0.0, 1.0] * 5 and summary.n == 20
     assert summary.exact_match.value == pytest.approx(0.5)
     assert summary.f1.value == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)
