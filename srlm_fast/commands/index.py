@@ -96,7 +96,7 @@ def _build(args: argparse.Namespace) -> int:
             f"{out}: index up to date ({len(passages)} passages, corpus sha256 {digest[:12]}…); nothing to do"
         )
         return 0
-    check_output(out, kind="index directory", directory=True, overwrite=args.overwrite, inputs=args.corpus,
+    check_output(out, kind="retrieval index", directory=True, overwrite=args.overwrite, inputs=args.corpus,
                  is_kind=_is_index)  # fmt: skip
     embedder = None
     if args.kind != "bm25":
