@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
-from srlm_fast.retrieval.bm25 import BM25Retriever  # noqa: E402
-from srlm_fast.retrieval.corpus import Passage  # noqa: E402
+from bench import common
+from srlm_fast.retrieval.bm25 import BM25Retriever
+from srlm_fast.retrieval.corpus import Passage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CORPUS_FILES = ["wikitext2_valid.txt", "wikitext2_test.txt", "wiki_demo.txt", "tinyshakespeare.txt"]
