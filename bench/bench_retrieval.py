@@ -118,13 +118,12 @@ def main() -> None:
     cols = ["impl", "passages", "build_s", "peak_rss_mb", "queries", "queries_per_s",
             "build_speedup_vs_rank_bm25", "qps_ratio_vs_rank_bm25", "memory_ratio_vs_rank_bm25"]  # fmt: skip
     common.print_table(rows, cols)
-    import bm25s
-    import rank_bm25  # noqa: F401
+    from importlib.metadata import version
 
     payload = {
         "date": _dt.date.today().isoformat(),
         "device": common.device_name(common.pick_device("cpu")),
-        "versions": {**common.versions(), "bm25s": bm25s.__version__},
+        "versions": {**common.versions(), **{m: version(m) for m in ("bm25s", "rank-bm25", "PyStemmer")}},
         "shapes": {"words_per_passage": args.words, "query_set": "XQuAD-en questions", "top_k": 10},
         "note": "shared 2-core machine, niced, other jobs running: absolute times are pessimistic, ratios fair",
         "rows": rows,
