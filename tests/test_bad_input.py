@@ -1151,6 +1151,163 @@ def _(ws, tmp):
     return argv, f"{t}:1: not valid UTF-8"
 
 
+# -- retrieval: srlm index build/search, srlm eval qa -----------------------------------------------------------
+
+XQ = json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "Cats purr.", "qas": [
+    {"id": "q", "question": "Who purrs?", "answers": [{"text": "Cats", "answer_start": 0}]}]}]}]})  # fmt: skip
+
+
+def built_index(tmp: Path) -> Path:
+    corpus = write(
+        tmp / "corpus.jsonl", '{"id": "a", "text": "cats purr"}\n{"id": "b", "text": "dogs bark"}\n'
+    )
+    assert main(["index", "build", str(corpus), "--out", str(tmp / "idx")]) == 0
+    return tmp / "idx"
+
+
+@_case("inputs", "index-build-missing-corpus")
+def _(ws, tmp):
+    return ["index", "build", str(tmp / "nope.txt"), "--out", str(tmp / "idx")], "nope.txt: no such file"
+
+
+@_case("inputs", "index-build-dense-without-embedder")
+def _(ws, tmp):
+    c = write(tmp / "c.txt", "cats purr\n")
+    return ["index", "build", str(c), "--out", str(tmp / "idx"), "--kind", "dense"], "needs --embedder"
+
+
+@_case("inputs", "index-build-malformed-jsonl")
+def _(ws, tmp):
+    c = write(tmp / "c.jsonl", '{"text": "ok"}\n{"text": 3}\n')
+    return ["index", "build", str(c), "--out", str(tmp / "idx")], f'{c}:2: needs "text"'
+
+
+@_case("inputs", "index-build-empty-corpus")
+def _(ws, tmp):
+    c = write(tmp / "c.txt", "\n  \n")
+    return ["index", "build", str(c), "--out", str(tmp / "idx")], "no passages in the corpus"
+
+
+@_case("inputs", "index-search-not-an-index")
+def _(ws, tmp):
+    return ["index", "search", str(ws["notes"].parent), "--query", "x"], "not an index directory"
+
+
+@_case("inputs", "index-search-queries-malformed")
+def _(ws, tmp):
+    f = write(tmp / "q.jsonl", '{"query": "ok"}\n{"q": "x"}\n')
+    return ["index", "search", str(built_index(tmp)), "--queries", str(f)], f'{f}:2: needs "query"'
+
+
+@_case("decode", "index-build-corpus")
+def _(ws, tmp):
+    c = write(tmp / "c.txt", b"cats purr\n" + BAD + b"\n")
+    return ["index", "build", str(c), "--out", str(tmp / "idx")], f"{c}:2: not valid UTF-8"
+
+
+@_case("decode", "index-search-queries")
+def _(ws, tmp):
+    f = write(tmp / "q.jsonl", b'{"query": "' + BAD + b'"}\n')
+    return ["index", "search", str(built_index(tmp)), "--queries", str(f)], f"{f}:1: not valid UTF-8"
+
+
+@_case("counts", "index-search-k")
+def _(ws, tmp):
+    return ["index", "search", str(tmp), "--query", "x", "--k", "0"], "--k: must be at least 1"
+
+
+@_case("counts", "index-build-b")
+def _(ws, tmp):
+    c = write(tmp / "c.txt", "cats purr\n")
+    return ["index", "build", str(c), "--out", str(tmp / "idx"), "--b", "1.5"], "--b: must be in [0, 1]"
+
+
+@_case("output", "index-build-out-is-not-an-index")
+def _(ws, tmp):
+    c = write(tmp / "c.txt", "cats purr\n")
+    return ["index", "build", str(c), "--out", str(ws["notes"].parent)], "is not a retrieval index"
+
+
+@_case("output", "index-build-out-holds-the-corpus")
+def _(ws, tmp):
+    c = write(tmp / "idx" / "c.txt", "cats purr\n")
+    return ["index", "build", str(c), "--out", str(tmp / "idx")], "contains an input"
+
+
+@_case("output", "index-build-other-corpus-needs-overwrite")
+def _(ws, tmp):
+    idx = built_index(tmp)
+    c = write(tmp / "other.txt", "birds sing\n")
+    return ["index", "build", str(c), "--out", str(idx)], "pass --overwrite to replace it"
+
+
+@_case("output", "index-search-out-exists")
+def _(ws, tmp):
+    out = write(tmp / "hits.jsonl", '{"query": "old"}\n')
+    return ["index", "search", str(built_index(tmp)), "--query", "x", "--out", str(out)], "--overwrite"
+
+
+@_case("provenance", "index-search-edited-corpus")
+def _(ws, tmp):
+    idx = built_index(tmp)
+    stored = idx / "passages.jsonl"
+    stored.write_text(stored.read_text().replace("dogs", "wolves"))
+    return ["index", "search", str(idx), "--query", "x"], "does not match the corpus the index was built from"
+
+
+@_case("inputs", "eval-qa-missing-data")
+def _(ws, tmp):
+    return ["eval", "qa", "--data", str(tmp / "nope.json")], "nope.json: no such file"
+
+
+@_case("inputs", "eval-qa-squad-malformed")
+def _(ws, tmp):
+    f = write(tmp / "x.json", XQ.replace('"question": "Who purrs?"', '"question": 5'))
+    return ["eval", "qa", "--data", str(f)], "data[0].paragraphs[0].qas[0]"
+
+
+@_case("inputs", "eval-qa-nq-rag-without-passages")
+def _(ws, tmp):
+    f = write(tmp / "nq.jsonl", '{"question": "who?", "answer": ["me"]}\n')
+    argv = ["eval", "qa", "--data", str(f), "--checkpoint", str(ws["init"]), "--conditions", "closed,rag"]
+    return argv, "the rag condition needs --index or --corpus"
+
+
+@_case("inputs", "eval-qa-nq-malformed")
+def _(ws, tmp):
+    f = write(tmp / "nq.jsonl", '{"question": "who?", "answer": []}\n')
+    return ["eval", "qa", "--data", str(f)], f'{f}:1: needs "answer"'
+
+
+@_case("inputs", "eval-qa-not-a-checkpoint")
+def _(ws, tmp):
+    f = write(tmp / "x.json", XQ)
+    return ["eval", "qa", "--data", str(f), "--checkpoint", str(tmp)], "--checkpoint: "
+
+
+@_case("counts", "eval-qa-k")
+def _(ws, tmp):
+    return ["eval", "qa", "--data", "x.json", "--k", "0"], "--k: must be at least 1"
+
+
+@_case("counts", "eval-qa-conditions")
+def _(ws, tmp):
+    f = write(tmp / "x.json", XQ)
+    return ["eval", "qa", "--data", str(f), "--conditions", "closed,open"], "--conditions: expected some of"
+
+
+@_case("decode", "eval-qa-data")
+def _(ws, tmp):
+    f = write(tmp / "x.json", XQ.encode()[:-2] + BAD)
+    return ["eval", "qa", "--data", str(f)], f"{f}:1: not valid UTF-8"
+
+
+@_case("output", "eval-qa-out-is-the-data")
+def _(ws, tmp):
+    f = write(tmp / "x.json", XQ)
+    return ["eval", "qa", "--data", str(f), "--out", str(f), "--overwrite"], "is an input of this command"
+
+
 # ---- the test ---------------------------------------------------------------------------------------------
 
 

@@ -25,8 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"infra", "model", "engine"},
     "train": {"infra", "model", "train", "srlm_kernels"},
     "eval": {"infra", "eval"},
-    "recipe": {"infra", "model", "engine", "train", "eval", "recipe"},
-    "cli": {"infra", "model", "engine", "train", "eval", "recipe", "cli", "srlm_kernels"},
+    # Retrieval reads corpora and searches (infra); dense retrieval embeds with the model; sharded search uses
+    # the process-group helpers of srlm_fast.distributed (infra).
+    "retrieval": {"infra", "model", "retrieval"},
+    "recipe": {"infra", "model", "engine", "train", "eval", "retrieval", "recipe"},
+    "cli": {"infra", "model", "engine", "train", "eval", "retrieval", "recipe", "cli", "srlm_kernels"},
 }
 
 

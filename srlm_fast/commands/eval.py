@@ -11,6 +11,8 @@ srlm eval judge --checkpoint DIR ...     a checkpoint judges human-ranked replie
 srlm eval versus --a DIR --b DIR ...     A's and B's answers to a prompt file, judged in both orders by a
                                          judge checkpoint (default B); with --references also each model's
                                          win rate (and LC win rate) against the file's reference outputs
+srlm eval qa --data FILE [--checkpoint DIR]  retrieval recall@1/5/20 and QA EM/F1 (bootstrap CIs): closed-book,
+                                         RAG, oracle and shuffled passage (see commands/_qa.py)
 
 Every input is read and every output checked before a model is loaded (an existing --out or report is replaced
 only with --overwrite); the commands that judge report progress (a bar, or a line at least every 30 s).
@@ -31,6 +33,7 @@ from srlm_fast.commands._args import (
     nonnegative_int,
     positive_int,
 )
+from srlm_fast.commands._qa import add_qa_arguments, qa_main
 from srlm_fast.device import resolve_device
 from srlm_fast.eval import readers as eval_data
 from srlm_fast.eval.judge_agreement import (
@@ -54,7 +57,7 @@ from srlm_fast.recipe.config import JudgeSpec
 from srlm_fast.recipe.evaluation import judge_score_fn, judge_vs_humans
 from srlm_fast.recipe.policy import Policy
 
-HELP = "evaluate: judge agreement with humans, head-to-head win rates, reports"
+HELP = "evaluate: judge agreement with humans, head-to-head win rates, reports, QA with retrieval"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,14 +131,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default="auto")
     p.add_argument("--out", default=None, help="write the results (and the answers) as JSON here")
     add_overwrite(p, "--out file")
+    add_qa_arguments(sub)
 
 
 def main(args: argparse.Namespace) -> int:
     handlers = {"agreement": _agreement, "head2head": _head2head, "report": _report, "data": _data,
-                "judge": _judge, "versus": _versus}  # fmt: skip
+                "judge": _judge, "versus": _versus, "qa": qa_main}  # fmt: skip
     handler = handlers.get(getattr(args, "eval_command", None) or "")
     if handler is None:
-        print("usage: srlm eval {agreement,head2head,report,data} ... (see srlm eval -h)")
+        print("usage: srlm eval {agreement,head2head,report,data,judge,versus,qa} ... (see srlm eval -h)")
         return 2
     return handler(args)
 
