@@ -196,9 +196,9 @@ def meta_eft_examples(
         out.append(
             MetaEFTExample(
                 prompt=template.render(
-                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first)
+                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first, verdicts)
                 ),
-                response=judgment_for_score(meta, score_first),
+                response=judgment_for_score(meta, score_first, verdicts),
                 score=meta,
                 true_score=score,
                 judged_score=judged,

@@ -94,6 +94,25 @@ def test_meta_eft_examples_grade_judgments_by_the_ladder():
         assert tasks.check(e.instruction, e.candidate).correct == (e.true_score >= J.CORRECT_THRESHOLD)
 
 
+def test_meta_eft_shows_judgments_as_the_loop_meta_judge_renders_them():
+    # The meta-judge in the loop reads the formulaic judgments of rewards.meta_judge; the meta-judge examples of
+    # SFT must show the same text, else M1 learns to meta-judge a format it never meets.
+    seen = []
+    R.meta_judge(
+        [("What is 2 plus 3?", "5")],
+        [J.JudgeResult(3.0, 1, 0, (3.0,), (), probs=(0.0, 0.4, 0.0, 0.0, 0.0, 0.6))],
+        lambda items: seen.extend(items) or [_result(4.0) for _ in items],
+        J.JudgeTemplate.compact(),
+        most=1,
+    )
+    loop_judgments = {j for _, j in seen}
+    example = task_eft.meta_eft_examples(40, seed=0)
+    for e in example:
+        rendered = J.judgment_for_score(e.judged_score, True, False)
+        assert e.prompt.endswith(f"Judgment: {rendered}")
+    assert loop_judgments <= {J.judgment_for_score(s, True, False) for s in range(6)}
+
+
 def test_meta_judge_round_meta_judges_alternatives_and_pairs_the_judge():
     items = [("What is 2 plus 3?", "5"), ("What is 2 plus 3?", "6"), ("What is 1 plus 1?", "2")]
     results = [
