@@ -43,6 +43,9 @@ class SeedSpec:
     # task world: how many judge examples of each score 0..5 per sum(eft_mix) (recipe/task_eft.py: 5 the bare
     # correct answer, 4/3 it padded with fluff, 2 partly right, 1 a wrong bare answer, 0 off-topic)
     eft_mix: list[int] = field(default_factory=lambda: [1, 3, 1, 1, 1, 3])
+    # task world: the judge writes its own answer before the score ("Answer: 76\nScore: 1"), reference-guided
+    # grading as MT-Bench's judge does for maths; the score then compares two answers instead of verifying one
+    eft_reference: bool = False
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)

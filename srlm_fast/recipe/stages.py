@@ -68,7 +68,7 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
         eft = [
             {"prompt": e.prompt, "response": e.response}
-            for e in task_eft.eft_examples(s.n_eft, seed, template, mix=s.eft_mix)
+            for e in task_eft.eft_examples(s.n_eft, seed, template, mix=s.eft_mix, reference=s.eft_reference)
         ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [

@@ -134,19 +134,23 @@ def eft_examples(
     mix: Sequence[int] = EFT_MIX,
     score_first: bool = True,
     verdicts: bool = False,
+    reference: bool = False,
 ) -> list[EFTExample]:
     """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
 
     Every candidate is re-graded by `check` so its score agrees with the checker (a generator that happens to
     produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). The judgment is the score line
     alone by default; `verdicts` adds the criteria verdicts, `score_first` puts them after the score (see
-    `judge.format_judgment`).
+    `judge.format_judgment`). `reference`: the judgment starts with the task's answer (`Answer: ...`), so the
+    judge learns to solve the task first and then compare (the loop's expected-mode judge writes everything up
+    to `Score:` greedily, its own answer included, before the score distribution is read).
     """
     template = template or JudgeTemplate.compact()
     out = [
         EFTExample(
             prompt=template.render(task.prompt, cand),
-            response=judgment_for_score(score, score_first, verdicts),
+            response=(f"Answer: {task.answer}\n" if reference else "")
+            + judgment_for_score(score, score_first, verdicts),
             score=score,
             quality=QUALITIES[score],
             instruction=task.prompt,

@@ -9,6 +9,7 @@ from srlm_fast.io import DataError
 from srlm_fast.recipe.judge import parse_score
 from srlm_fast.recipe.seed_data import load_ift, oasst_seed_paths, read_ift, read_ranked
 from srlm_fast.recipe.task_eft import eft_examples
+from srlm_fast.recipe.tasks import check
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -98,6 +99,17 @@ def test_empty_input_is_an_error(tmp_path: Path) -> None:
 def test_task_eft_examples_are_judge_format() -> None:
     ex = eft_examples(12, seed=0)
     assert len(ex) == 12 and all(parse_score(e.response) == e.score for e in ex)
+
+
+def test_reference_eft_examples_solve_first_then_score() -> None:
+    plain, ref = eft_examples(60, seed=0), eft_examples(60, seed=0, reference=True)
+    assert [e.prompt for e in plain] == [e.prompt for e in ref]  # only the judgment changes
+    for p, r in zip(plain, ref):
+        answer, score = r.response.split("\n", 1)
+        assert answer == f"Answer: {check(r.instruction, '').expected}" and score == p.response
+        assert parse_score(r.response) == r.score
+        # the judge's own answer is the right one, and the score says whether the candidate matches it
+        assert check(r.instruction, answer.removeprefix("Answer: ")).correct
 
 
 @pytest.mark.skipif(not (DATA / "seed").is_dir(), reason="shared/data is not present")
