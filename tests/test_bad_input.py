@@ -995,7 +995,7 @@ for _key, _value, _expect in [
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
     ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),
     ("retrieval.k", "0", "retrieval.k: must be >= 1, got 0"),
-    ("retrieval.candidates", "true", "retrieval: candidates/judge need a source"),
+    ("retrieval.candidates", "true", "retrieval: candidates/judge/selfinstruct need a source"),
     ("judge.template", "grounded", "judge.template: 'grounded' reads retrieved evidence"),
     ("eval.max_new_tokens", "0", "eval.max_new_tokens: must be >= 1"),
     ("model.vocab_size", "100", "model.vocab_size: must be >= 263"),

@@ -166,10 +166,12 @@ class RetrievalSpec:
     max_words: int = 64  # each passage cut to this many words
     candidates: bool = False  # candidates (and the SFT data's IFT prompts) get the prompt's top-k passages
     judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
+    # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
+    selfinstruct: bool = False
 
     @property
     def enabled(self) -> bool:
-        return self.candidates or self.judge
+        return self.candidates or self.judge or self.selfinstruct
 
     @property
     def builds_index(self) -> bool:
@@ -331,7 +333,7 @@ class LoopConfig:
             )
         if r.enabled:
             require(bool(r.corpus) or r.task_corpus or r.index is not None, "retrieval",
-                    "candidates/judge need a source: retrieval.corpus, retrieval.task_corpus or retrieval.index")  # fmt: skip
+                    "candidates/judge/selfinstruct need a source: retrieval.corpus, retrieval.task_corpus or retrieval.index")  # fmt: skip
         if r.judge:
             require(
                 not self.judge.meta,

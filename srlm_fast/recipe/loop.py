@@ -160,9 +160,10 @@ def run_iteration(it: Iteration) -> None:
     s = it.cfg.selfinstruct
     earlier = [run.iteration(k) / "prompts.jsonl" for k in range(1, t)]
     log(f"\n== iteration {t}: M{t} → M{t + 1} ==")
-    stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it,
-          inputs=[m, run.seed / "seed_prompts.jsonl", *earlier, s.generator])  # fmt: skip
     index = _index(it.cfg, run)
+    stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it,
+          inputs=[m, run.seed / "seed_prompts.jsonl", *earlier, s.generator,
+                  index if it.cfg.retrieval.selfinstruct else None])  # fmt: skip
     stage(run, f"iter{t}: candidates", d / "candidates.jsonl", S.sample_candidates, it,
           inputs=[m, d / "prompts.jsonl", index if it.cfg.retrieval.candidates else None])  # fmt: skip
     stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it,

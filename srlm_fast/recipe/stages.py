@@ -42,11 +42,13 @@ from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import pairs as P
+from srlm_fast.recipe import passage_instruct as PI
 from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
+from srlm_fast.recipe.evidence import with_evidence
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
 from srlm_fast.recipe.seed_data import load_ift
 from srlm_fast.recipe.stage_checks import checked_candidates, checked_judge_pairs, checked_pairs
@@ -103,9 +105,13 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         ift = [{**x, "prompt": p} for x, p in zip(ift, shown)]
     shots = {"n_seed": cfg.selfinstruct.n_seed, "n_generated": cfg.selfinstruct.n_generated}
     si = [
-        {"prompt": p, "response": r}
-        for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed, **shots)
+        {"prompt": p, "response": x}
+        for p, x in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed, **shots)
     ]
+    if (
+        r.selfinstruct and s.source == "tasks"
+    ):  # passage → question examples, so M1 can self-instruct from passages
+        si += [{"prompt": p, "response": q} for p, q in PI.sft_examples(s.n_selfinstruct, seed)]
     mixed = ift + eft + si
     random.Random(f"sft-mix:{seed}").shuffle(mixed)
     write_jsonl_atomic(run.seed / "ift.jsonl", ift)
@@ -290,12 +296,31 @@ def self_instruct(it: Iteration) -> None:
         dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
     )  # fmt: skip
     generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
+    rows = None
     try:
         # Every rank runs the same rounds: each round's generation is collective and returns all prompts to all.
         with progress(generator, f"iter{it.t}: self-instruct"):
-            prompts, si_stats = SI.generate_prompts(
-                generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=it.seed, pool=earlier + held_out
-            )
+            if (
+                cfg.retrieval.selfinstruct
+            ):  # a question about each sampled passage, which is its gold evidence
+                grounding = G.load_grounding(cfg, run)
+                # The task world's held-out facts stay unasked: their questions are the evaluation's.
+                skip = tasks.heldout_passage_ids() if cfg.seed_data.source == "tasks" else frozenset()
+                passages = [p.text for p in grounding.retriever.passages if p.id not in skip]
+                rows, si_stats = PI.generate_from_passages(
+                    generator.generate, passages, s.n_prompts, si_cfg, cfg.retrieval.max_words, seed=it.seed,
+                    pool=seed_prompts + earlier + held_out,
+                )  # fmt: skip
+                prompts = [r["prompt"] for r in rows]
+            else:
+                prompts, si_stats = SI.generate_prompts(
+                    generator.generate,
+                    seed_prompts,
+                    s.n_prompts,
+                    si_cfg,
+                    seed=it.seed,
+                    pool=earlier + held_out,
+                )
     finally:
         if s.generator:  # a fixed generator; M_t stays loaded for the next stages
             generator.close()
@@ -305,7 +330,9 @@ def self_instruct(it: Iteration) -> None:
     it.save_stats("prompts", counts)
     crash_point("prompts")
     if run.is_main:
-        write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
+        write_jsonl_atomic(
+            it.dir / "prompts.jsonl", rows if rows is not None else [{"prompt": p} for p in prompts]
+        )
     log(
         f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
     )
@@ -313,12 +340,20 @@ def self_instruct(it: Iteration) -> None:
 
 def sample_candidates(it: Iteration) -> None:
     """N sampled responses of M_t to every prompt → candidates.jsonl."""
-    prompts = [r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]]
+    prompt_rows = read_jsonl(it.dir / "prompts.jsonl")[0]
+    prompts = [r["prompt"] for r in prompt_rows]
     c, policy = it.cfg.candidates, it.policy()
     grounding = G.load_grounding(it.cfg, it.run) if it.cfg.retrieval.candidates else None
     # With retrieval.candidates the model answers the prompt with its evidence, and that prompt is the row's
-    # "prompt" (what DPO trains on); "question" keeps the plain prompt for the judge and the checker.
-    shown = grounding.prompts(prompts) if grounding is not None else prompts
+    # "prompt" (what DPO trains on); "question" keeps the plain prompt for the judge and the checker. A prompt
+    # written from a passage (retrieval.selfinstruct) has that passage as its gold evidence instead.
+    shown = prompts
+    if grounding is not None:
+        shown = grounding.prompts(prompts)
+        shown = [
+            with_evidence(r["prompt"], r["evidence"]) if "evidence" in r else x
+            for r, x in zip(prompt_rows, shown)
+        ]
     with progress(policy, f"iter{it.t}: candidates"):
         outs = policy.generate(
             shown,

@@ -13,6 +13,7 @@ import pytest
 from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import grounding as G
+from srlm_fast.recipe import passage_instruct as PI
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_knowledge, tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -185,7 +186,7 @@ def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--retrieval.candidates=true"], "retrieval: candidates/judge need a source"),
+        (["--retrieval.candidates=true"], "retrieval: candidates/judge/selfinstruct need a source"),
         (["--retrieval.k=0"], "retrieval.k: must be >= 1"),
         (["--retrieval.max_words=0"], "retrieval.max_words: must be >= 1"),
         (['--retrieval.corpus=["nope.jsonl"]'], r"retrieval.corpus\[0\]: no such file"),
@@ -224,3 +225,46 @@ def test_an_index_and_corpus_files_together_are_refused(tmp_path) -> None:
     load_job_config(LoopConfig, None, flags).validate()  # a built index alone is fine
     with pytest.raises(ConfigError, match="retrieval.index: a built index or corpus files"):
         load_job_config(LoopConfig, None, [*flags, f'--retrieval.corpus=["{corpus}"]']).validate()
+
+
+# ---- retrieval.selfinstruct ------------------------------------------------------------------------------------
+
+
+QS = ["Which town is the capital of Zed?", "How long is that long river?", "What is it near the sea?"]
+
+
+def test_self_instruct_from_passages_makes_them_gold_evidence(tmp_path) -> None:
+    it, policy = _grounded_iteration(
+        tmp_path, "--retrieval.task_corpus=true", "--retrieval.selfinstruct=true", "--retrieval.candidates=true",
+        "--selfinstruct.n_prompts=3", "--selfinstruct.batch_size=4", "--eval.n_task_prompts=5",
+    )  # fmt: skip
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": "What is 2 plus 2?"}])
+    policy.outputs = list(QS)
+    S.self_instruct(it)
+    asked = policy.generate_calls[0]["prompts"]
+    assert all(p.startswith(f"{PI.HEADER}\n{PI.PASSAGE}") for p in asked) and len(asked) == 4
+    rows = read_jsonl(it.dir / "prompts.jsonl")[0]
+    assert [r["prompt"] for r in rows] == QS
+    held = tasks.heldout_passage_ids()
+    heldout_text = {r["text"] for r in task_knowledge.corpus_rows() if r["id"] in held}
+    for r, p in zip(rows, asked):
+        assert (
+            r["evidence"] == [p.removeprefix(f"{PI.HEADER}\n{PI.PASSAGE}")]
+            and r["evidence"][0] not in heldout_text
+        )
+    policy.outputs = []
+    S.sample_candidates(it)
+    seen = policy.generate_calls[-1]["prompts"]
+    assert seen == [
+        with_evidence(r["prompt"], r["evidence"]) for r in rows
+    ]  # the gold passage, not retrieved
+
+
+def test_passage_instruct_sft_examples_use_training_facts_only() -> None:
+    held = tasks.heldout_passage_ids()
+    heldout_text = {r["text"] for r in task_knowledge.corpus_rows() if r["id"] in held}
+    examples = PI.sft_examples(300, seed=0)
+    assert len(examples) == 300
+    for prompt, question in examples:
+        passage = prompt.removeprefix(f"{PI.HEADER}\n{PI.PASSAGE}")
+        assert passage not in heldout_text and tasks.parse_prompt(question) is not None
