@@ -16,7 +16,6 @@ This module knows no other module of the task world: task_families builds the fa
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -89,7 +88,3 @@ def write_corpus(path: str | Path) -> Path:
     write_jsonl_atomic(path, corpus_rows())
     return path
 
-
-def corpus_text() -> str:
-    """The corpus as one string (for tests that look for facts in other data)."""
-    return "\n".join(json.dumps(r) for r in corpus_rows())
