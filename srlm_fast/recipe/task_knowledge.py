@@ -87,4 +87,3 @@ def write_corpus(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl_atomic(path, corpus_rows())
     return path
-
