@@ -993,6 +993,10 @@ for _key, _value, _expect in [
     ("selfinstruct.top_p", "0", "selfinstruct.top_p: must be in (0, 1]"),
     ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
+    ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),
+    ("retrieval.k", "0", "retrieval.k: must be >= 1, got 0"),
+    ("retrieval.candidates", "true", "retrieval: candidates/judge/selfinstruct need a source"),
+    ("judge.template", "grounded", "judge.template: 'grounded' reads retrieved evidence"),
     ("eval.max_new_tokens", "0", "eval.max_new_tokens: must be >= 1"),
     ("model.vocab_size", "100", "model.vocab_size: must be >= 263"),
     ("dpo.optim.lr", "1e-6", "dpo.optim: need lr > 0 and 0 <= min_lr <= lr"),  # found before SFT, not after
@@ -1021,6 +1025,20 @@ def _(ws, tmp):
 @_case("inputs", "run-eval-rankings-missing")
 def _(ws, tmp):
     return loop(tmp, f"--eval.rankings={q(tmp / 'nope.jsonl')}"), "eval.rankings: no such file"
+
+
+@_case("inputs", "run-retrieval-corpus-missing")
+def _(ws, tmp):
+    return loop(tmp, f'--retrieval.corpus=["{tmp / "nope.jsonl"}"]', "--retrieval.judge=true"), (
+        "retrieval.corpus[0]: no such file"
+    )
+
+
+@_case("inputs", "run-retrieval-index-not-an-index")
+def _(ws, tmp):
+    return loop(tmp, f"--retrieval.index={q(ws['notes'].parent)}", "--retrieval.candidates=true"), (
+        "retrieval.index: "
+    )
 
 
 @_case("inputs", "run-checkpoint-not-a-checkpoint")

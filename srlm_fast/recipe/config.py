@@ -19,6 +19,8 @@ from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.model.config import PRESETS
 from srlm_fast.model.tokenizer import SPECIAL_TOKENS
 from srlm_fast.recipe.judge import JudgeTemplate
+from srlm_fast.recipe.task_families import FAMILY_NAMES
+from srlm_fast.retrieval.base import read_manifest
 from srlm_fast.train.config import TrainConfig
 
 
@@ -51,6 +53,9 @@ class SeedSpec:
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
     )
     n_seed_prompts: int = 300  # prompts self-instruct draws its seed shots from
+    # task world: the families to sample (empty: task_families.DEFAULT_FAMILIES), e.g. the default ones plus the
+    # knowledge families "kb_capital", "kb_river", whose facts only the knowledge corpus holds (retrieval.task_corpus)
+    families: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,7 +87,7 @@ class CandidateSpec:
 class JudgeSpec:
     mode: Literal["sample", "expected"] = "expected"
     k: int = 3
-    template: str = "compact"  # "compact", "full" or a path to a template file
+    template: str = "compact"  # "compact", "full", "grounded" (retrieval.judge) or a path to a template file
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 40
@@ -150,6 +155,34 @@ class GenerationSpec:
 
 
 @dataclass
+class RetrievalSpec:
+    """Retrieved evidence in the loop (recipe/grounding.py; prompt format in recipe/evidence.py). Every use is off
+    by default and each is switched on by itself; with all off nothing is read, built or retrieved."""
+
+    # corpus files (.txt, .jsonl {id,title,text}, SQuAD .json), indexed once per run into retrieval/index/
+    corpus: list[str] = field(default_factory=list)
+    task_corpus: bool = False  # also the task world's knowledge corpus (recipe/task_knowledge.py)
+    index: str | None = None  # a built index directory (`srlm index build`) instead of corpus files
+    kind: Literal["bm25", "dense", "hybrid"] = "bm25"  # of the index built from the corpus
+    embedder: str | None = None  # dense/hybrid: a checkpoint or embedding-model directory
+    k: int = 2  # passages per prompt
+    max_words: int = 64  # each passage cut to this many words
+    candidates: bool = False  # candidates (and the SFT data's IFT prompts) get the prompt's top-k passages
+    judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
+    # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
+    selfinstruct: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.candidates or self.judge or self.selfinstruct
+
+    @property
+    def builds_index(self) -> bool:
+        """Whether the run builds its own index (from `corpus` and `task_corpus`) into retrieval/index."""
+        return self.enabled and self.index is None
+
+
+@dataclass
 class WandbSpec:
     enabled: bool = False
     project: str = "srlm-fast"
@@ -171,6 +204,7 @@ class LoopConfig:
     pairs: PairSpec = field(default_factory=PairSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    retrieval: RetrievalSpec = field(default_factory=RetrievalSpec)
     wandb: WandbSpec = field(default_factory=WandbSpec)
     # Trainer tables (TrainConfig sections): merged over the loop's defaults for SFT and for each DPO stage.
     sft: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +254,10 @@ class LoopConfig:
         require(len(d.eft_mix) == 6 and all(w >= 0 for w in d.eft_mix) and sum(d.eft_mix) > 0,
                 "seed_data.eft_mix", "must be 6 non-negative weights (scores 0..5), not all 0", d.eft_mix)  # fmt: skip
         require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
+        unknown = [f for f in d.families if f not in FAMILY_NAMES]
+        require(
+            not unknown, "seed_data.families", f"unknown families {unknown}; known: {', '.join(FAMILY_NAMES)}"
+        )
         si = self.selfinstruct
         for key in ("n_prompts", "max_new_tokens", "n_seed", "batch_size", "min_words"):
             require(getattr(si, key) >= 1, f"selfinstruct.{key}", "must be >= 1", getattr(si, key))
@@ -236,7 +274,7 @@ class LoopConfig:
         j = self.judge
         require(j.k >= 1, "judge.k", "must be >= 1", j.k)
         require(j.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1", j.max_new_tokens)
-        if j.template not in ("compact", "full"):
+        if j.template not in ("compact", "full", "grounded"):
             require(
                 Path(j.template).is_file(), "judge.template", "compact, full or a template file", j.template
             )
@@ -264,6 +302,7 @@ class LoopConfig:
             f = getattr(e, key)
             if f is not None:
                 require(Path(f).is_file(), f"eval.{key}", "no such file", f)
+        self._validate_retrieval()
         for task in ("sft", "dpo"):
             table = train_table(task, self) if train_table is not None else getattr(self, task)
             base = {"task": task, "model": {"init": "M"}, "data": {"train": "D"}}
@@ -271,3 +310,46 @@ class LoopConfig:
                 from_dict(TrainConfig, merge(base, table)).validate(check_paths=False)
             except ConfigError as err:
                 raise ConfigError(f"{task}.{err}") from None
+
+    def _validate_retrieval(self) -> None:
+        """`[retrieval]`: a source for every use that is on, files that exist and read, a judge template that
+        reads evidence."""
+        r = self.retrieval
+        require(r.k >= 1, "retrieval.k", "must be >= 1", r.k)
+        require(r.max_words >= 1, "retrieval.max_words", "must be >= 1", r.max_words)
+        for i, f in enumerate(r.corpus):
+            require(Path(f).is_file(), f"retrieval.corpus[{i}]", "no such file", f)
+        if r.index is not None:
+            require(not r.corpus and not r.task_corpus, "retrieval.index",
+                    "a built index or corpus files (retrieval.corpus, retrieval.task_corpus), not both", r.index)  # fmt: skip
+            try:
+                read_manifest(r.index)
+            except (OSError, ValueError) as err:
+                raise ConfigError(f"retrieval.index: {err}") from None
+        if r.kind != "bm25":
+            require(
+                r.embedder is not None, "retrieval.embedder", f"a {r.kind} index needs an embedding model"
+            )
+        if r.task_corpus:
+            require(
+                self.seed_data.source == "tasks", "retrieval.task_corpus", "needs seed_data.source = 'tasks'"
+            )
+        if r.enabled:
+            require(bool(r.corpus) or r.task_corpus or r.index is not None, "retrieval",
+                    "candidates/judge/selfinstruct need a source: retrieval.corpus, retrieval.task_corpus or retrieval.index")  # fmt: skip
+        if r.judge:
+            require(
+                not self.judge.meta,
+                "retrieval.judge",
+                "the meta-judge has no grounded rubric yet: judge.meta = false",
+            )
+            t = self.judge.template
+            grounded = t == "grounded" or (
+                t not in ("compact", "full", "meta") and JudgeTemplate.load(t).is_grounded
+            )
+            require(t == "compact" or grounded, "judge.template",
+                    "retrieval.judge needs 'compact' (its grounded variant is used) or a template with {evidence}", t)  # fmt: skip
+        elif self.judge.template == "grounded":
+            raise ConfigError(
+                "judge.template: 'grounded' reads retrieved evidence; needs retrieval.judge = true"
+            )

@@ -33,6 +33,7 @@ from srlm_fast.eval.winrate import ScoreFn
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import JudgeSpec, LoopConfig
+from srlm_fast.recipe.grounding import Grounding, judge_spec, load_grounding
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeConfig, JudgeResult, JudgeTemplate
 from srlm_fast.recipe.rundir import RunDir, progress
 
@@ -88,20 +89,30 @@ def _greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
     return [o[0] for o in outs]
 
 
-def evaluate_task_world(cfg: LoopConfig, policy) -> dict:
-    """Checker accuracy of the model's greedy answers to held-out tasks, and its judge against the checker."""
-    e = cfg.eval
-    held_out = tasks.eval_prompts(e.n_task_prompts, cfg.seed)
+def evaluate_task_world(cfg: LoopConfig, policy, grounding: Grounding | None = None) -> dict:
+    """Checker accuracy of the model's greedy answers to held-out tasks, and its judge against the checker.
+    With `[retrieval]` (`grounding`) the model answers with evidence (retrieval.candidates) and judges with
+    evidence (retrieval.judge), as in the loop."""
+    e, r = cfg.eval, cfg.retrieval
+    held_out = tasks.eval_prompts(e.n_task_prompts, cfg.seed, cfg.seed_data.families or None)
     prompts = [t.prompt for t in held_out]
-    answers = _greedy_answers(cfg, policy, prompts)
-    own = judge_items(policy, cfg.judge, list(zip(prompts, answers)), seed=cfg.seed)
+    shown = grounding.prompts(prompts) if grounding is not None and r.candidates else prompts
+    answers = _greedy_answers(cfg, policy, shown)
+    spec = judge_spec(cfg)
+
+    def judged(items: list[tuple[str, str]], seed: int) -> list[JudgeResult]:
+        if grounding is not None and r.judge:
+            items = [(*x, ev) for x, ev in zip(items, grounding.judge_evidence(items))]
+        return judge_items(policy, spec, items, seed=seed)
+
+    own = judged(list(zip(prompts, answers)), cfg.seed)
     # Candidates of known quality for held-out tasks: 3 per prompt, so the judge's ranking can be scored too.
     rng = random.Random(f"eval-judge:{cfg.seed}")
     known = []
     for task in held_out[: max(1, e.n_judge_items // 3)]:
         for quality in rng.sample(task_eft.QUALITIES, 3):
             known.append((task.prompt, task_eft.candidate(task, quality, rng)))
-    known_scores = judge_items(policy, cfg.judge, known, seed=cfg.seed + 1)
+    known_scores = judged(known, cfg.seed + 1)
     graded = {"check": tasks.check, "threshold": CORRECT_THRESHOLD}
     own_scores = [r.score for r in own]
     own_m = task_world_metrics(prompts, answers, own_scores, **graded).to_dict()
@@ -149,7 +160,7 @@ def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
     e = cfg.eval
     result: dict[str, Any] = {"model": f"M{k}"}
     if e.task_world:
-        result.update(evaluate_task_world(cfg, policy))
+        result.update(evaluate_task_world(cfg, policy, load_grounding(cfg, run)))
     humans = judge_vs_humans(
         policy, cfg.judge, rankings=e.rankings, pairs=e.pairs, limit=e.limit, seed=cfg.seed
     )

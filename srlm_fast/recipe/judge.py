@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srlm_fast.io import read_text
+from srlm_fast.recipe.evidence import evidence_lines
 
 MIN_SCORE = 0
 MAX_SCORE = 5
@@ -54,7 +55,18 @@ META_TEMPLATE_TEXT = (
     "Judgment: {response}"
 )
 
-_PLACEHOLDER_RE = re.compile(r"\{(instruction|response)\}")
+#: The grounded variant of the compact rubric (`retrieval.judge`): the judge also reads the retrieved evidence
+#: (`Evidence:` lines, recipe/evidence.py) and "Correct" becomes "Supported": correct and backed by the
+#: evidence. The criterion replaces one rather than adding a sixth so the 0-5 scale, the expected-score digits
+#: and the EFT ladder stay as they are; the evidence sits before the instruction, after the shared rubric.
+GROUNDED_TEMPLATE_TEXT = (
+    "Judge the response by the evidence: one point each for Relevant, Substantial, Supported, Direct, Perfect.\n"
+    "{evidence}\n"
+    "Instruction: {instruction}\n"
+    "Response: {response}"
+)
+
+_PLACEHOLDER_RE = re.compile(r"\{(instruction|response|evidence)\}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,11 @@ class JudgeTemplate:
         if not self.text[:i].strip():
             raise ValueError(
                 f"judge template {self.name!r}: the rubric text must come before {{instruction}}"
+            )
+        n_ev = self.text.count("{evidence}")
+        if n_ev > 1 or (n_ev and not 0 < self.text.index("{evidence}") < i):
+            raise ValueError(
+                f"judge template {self.name!r}: at most one {{evidence}}, after the rubric and before {{instruction}}"
             )
 
     @classmethod
@@ -114,16 +131,32 @@ class JudgeTemplate:
             return cls.full()
         if spec == "meta":
             return cls.meta()
+        if spec == "grounded":
+            return cls.grounded()
         return cls.load(spec)
+
+    @classmethod
+    def grounded(cls) -> JudgeTemplate:
+        """The compact rubric that also reads retrieved evidence (`retrieval.judge`)."""
+        return cls(GROUNDED_TEMPLATE_TEXT, name="grounded")
+
+    @property
+    def is_grounded(self) -> bool:
+        """Whether the template has an `{evidence}` placeholder (the judge reads retrieved passages)."""
+        return "{evidence}" in self.text
 
     @property
     def prefix(self) -> str:
-        """The text shared by every prompt built from this template (everything before the instruction)."""
-        return self.text[: self.text.index("{instruction}")]
+        """The text shared by every prompt built from this template (everything before the first placeholder)."""
+        return self.text[: _PLACEHOLDER_RE.search(self.text).start()]
 
-    def render(self, instruction: str, response: str) -> str:
-        """The judge prompt for one (instruction, response)."""
-        values = {"instruction": instruction.strip(), "response": response.strip()}
+    def render(self, instruction: str, response: str, evidence: Sequence[str] | None = None) -> str:
+        """The judge prompt for one (instruction, response), with retrieved `evidence` passages in a grounded
+        template (`Evidence:` lines; an ungrounded template given evidence is an error, not a silent drop)."""
+        if evidence is not None and not self.is_grounded:
+            raise ValueError(f"judge template {self.name!r} has no {{evidence}} placeholder")
+        values = {"instruction": instruction.strip(), "response": response.strip(),
+                  "evidence": evidence_lines(evidence or ())}  # fmt: skip
         return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], self.text)
 
 
@@ -335,7 +368,7 @@ def judge(
     `expected` mode needs `score_probs_fn(prompts) -> list[Mapping[token, prob]]`, where the engine has appended
     the forced text `Score: ` after the (chat-formatted) prompt.
     """
-    prompts = [template.render(ins, resp) for ins, resp in items]
+    prompts = [template.render(*item) for item in items]  # (instruction, response[, evidence])
     if not prompts:
         return []
     if config.mode == "expected":

@@ -8,6 +8,7 @@ loses finished work. Training stages resume from their own checkpoints. Every st
 inputs and the run's seed, so a resumed run ends with the same artifacts as an uninterrupted one.
 
     runs/<name>/config.toml                   the resolved config (a resumed run must match it)
+    runs/<name>/retrieval/index/              with [retrieval] from corpus files: the run's index (built once)
     runs/<name>/seed/sft.jsonl, ift.jsonl, eft.jsonl, seed_prompts.jsonl
     runs/<name>/tokenizer/tokenizer.json
     runs/<name>/m0/ (random init) m1/ (SFT) m2/ ... (DPO)                       HF checkpoints
@@ -36,6 +37,7 @@ import torch
 
 from srlm_fast import distributed as D
 from srlm_fast.device import resolve_device
+from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.policy import Policy
@@ -85,9 +87,14 @@ def _run(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
         run.release()
 
 
+def _index(cfg: LoopConfig, run: RunDir) -> Path | None:
+    """The retrieval index the run searches (an input of the stages that retrieve), or None with retrieval off."""
+    return G.index_dir(cfg, run) if cfg.retrieval.enabled else None
+
+
 def _template_file(cfg: LoopConfig) -> str | None:
     """The judge template's file, when the config names one (an input of the stages that render it)."""
-    return None if cfg.judge.template in ("compact", "full") else cfg.judge.template
+    return None if cfg.judge.template in ("compact", "full", "grounded") else cfg.judge.template
 
 
 def _run_claimed(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:
@@ -100,9 +107,13 @@ def _run_claimed(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) ->
 
     log("\n== seed data, tokenizer, M1 ==")
     s, template = cfg.seed_data, _template_file(cfg)
+    index = _index(cfg, run)
+    if cfg.retrieval.builds_index:  # once per run, before any work that reads it (recipe/grounding.py)
+        stage(run, "retrieval index", index, G.build_index, cfg, run, main_only=True,
+              inputs=list(cfg.retrieval.corpus))  # fmt: skip
     seed_files = [*s.ift_files, *s.eft_files] if s.source == "files" else []
     stage(run, "seed data", run.seed / "sft.jsonl", S.build_seed_data, cfg, run, main_only=True,
-          inputs=[*seed_files, template])  # fmt: skip
+          inputs=[*seed_files, template, index])  # fmt: skip
     tok_source = cfg.model.tokenizer or cfg.model.checkpoint
     stage(run, "tokenizer", run.tokenizer, S.build_tokenizer, cfg, run, main_only=True,
           inputs=[Path(tok_source) / "tokenizer.json" if tok_source else run.seed / "sft.jsonl"])  # fmt: skip
@@ -135,7 +146,7 @@ def _run_claimed(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) ->
 
 def _evaluate(cfg: LoopConfig, run: RunDir, k: int, policy_factory: PolicyFactory) -> None:
     e = cfg.eval
-    inputs = [run.model(k), e.rankings, e.pairs, e.prompts, _template_file(cfg)]
+    inputs = [run.model(k), e.rankings, e.pairs, e.prompts, _template_file(cfg), _index(cfg, run)]
     if e.prompts and k > 1:
         inputs.append(run.model(k - 1))  # head-to-head against the previous model
     stage(
@@ -149,12 +160,14 @@ def run_iteration(it: Iteration) -> None:
     s = it.cfg.selfinstruct
     earlier = [run.iteration(k) / "prompts.jsonl" for k in range(1, t)]
     log(f"\n== iteration {t}: M{t} → M{t + 1} ==")
+    index = _index(it.cfg, run)
     stage(run, f"iter{t}: self-instruct", d / "prompts.jsonl", S.self_instruct, it,
-          inputs=[m, run.seed / "seed_prompts.jsonl", *earlier, s.generator])  # fmt: skip
+          inputs=[m, run.seed / "seed_prompts.jsonl", *earlier, s.generator,
+                  index if it.cfg.retrieval.selfinstruct else None])  # fmt: skip
     stage(run, f"iter{t}: candidates", d / "candidates.jsonl", S.sample_candidates, it,
-          inputs=[m, d / "prompts.jsonl"])  # fmt: skip
+          inputs=[m, d / "prompts.jsonl", index if it.cfg.retrieval.candidates else None])  # fmt: skip
     stage(run, f"iter{t}: judge", d / "judgments.jsonl", S.judge_candidates, it,
-          inputs=[m, d / "candidates.jsonl", _template_file(it.cfg)])  # fmt: skip
+          inputs=[m, d / "candidates.jsonl", _template_file(it.cfg), index if it.cfg.retrieval.judge else None])  # fmt: skip
     meta = [d / "judge_pairs.jsonl"] if it.cfg.judge.meta else []
     if meta:  # Meta-Rewarding: the judge's own pairs, added to the policy's (see stages.meta_judge)
         stage(run, f"iter{t}: meta-judge", meta[0], S.meta_judge, it,

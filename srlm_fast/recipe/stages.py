@@ -1,6 +1,7 @@
 """The stages of `srlm run`: each a top-level function that makes one artifact of the run directory.
 
 Before the first iteration, over (cfg, run):
+    build_index         retrieval/index/ with [retrieval] on (recipe/grounding.py)
     build_seed_data     seed/sft.jsonl (and ift.jsonl, eft.jsonl, seed_prompts.jsonl)
     build_tokenizer     tokenizer/
     build_m0            m0/, a random model of the preset's architecture
@@ -38,13 +39,16 @@ from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import build_model
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import pairs as P
+from srlm_fast.recipe import passage_instruct as PI
 from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
+from srlm_fast.recipe.evidence import with_evidence
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
 from srlm_fast.recipe.seed_data import load_ift
 from srlm_fast.recipe.stage_checks import checked_candidates, checked_judge_pairs, checked_pairs
@@ -62,20 +66,34 @@ PolicyFactory = Callable[[Path], Any]
 def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
     """IFT + EFT (+ meta-EFT in the task world) + self-instruct-format examples → seed/sft.jsonl (shuffled), plus
     the seed prompt pool."""
-    s, seed = cfg.seed_data, cfg.seed
-    template = J.JudgeTemplate.from_spec(cfg.judge.template)
+    s, seed, r = cfg.seed_data, cfg.seed, cfg.retrieval
+    template = J.JudgeTemplate.from_spec(G.judge_spec(cfg).template)
+    fams = s.families or None  # None: the default world
+    grounding = G.load_grounding(cfg, run)
+    if grounding is not None and s.source == "tasks":
+        # SFT never shows a held-out fact, not even as evidence for another question.
+        grounding = grounding.without(tasks.heldout_passage_ids())
+    judge_evidence = grounding.judge_evidence if grounding is not None and r.judge else None
     if s.source == "tasks":
-        ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed)]
+        ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed, fams)]
         eft = [
             {"prompt": e.prompt, "response": e.response}
-            for e in task_eft.eft_examples(s.n_eft, seed, template, mix=s.eft_mix, reference=s.eft_reference)
+            for e in task_eft.eft_examples(
+                s.n_eft,
+                seed,
+                template,
+                fams,
+                mix=s.eft_mix,
+                evidence=judge_evidence,
+                reference=s.eft_reference,
+            )
         ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [
             {"prompt": e.prompt, "response": e.response}
-            for e in task_eft.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta())
+            for e in task_eft.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta(), fams)
         ]
-        seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed)
+        seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed, fams)
     else:
         if not s.ift_files:
             raise ConfigError(
@@ -85,12 +103,21 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         eft = []
         for path in s.eft_files:
             eft += read_jsonl(path, required=("prompt", "response"))[0]
-        seed_prompts = [r["prompt"] for r in ift[: s.n_seed_prompts]]
+        seed_prompts = [x["prompt"] for x in ift[: s.n_seed_prompts]]
+    if grounding is not None and r.candidates:
+        # Every instruction example in the evidence format, as the loop's candidates will be prompted (M1 learns
+        # to read evidence lines; self-instruct keeps writing plain questions from the plain seed prompts).
+        shown = grounding.prompts([x["prompt"] for x in ift])
+        ift = [{**x, "prompt": p} for x, p in zip(ift, shown)]
     shots = {"n_seed": cfg.selfinstruct.n_seed, "n_generated": cfg.selfinstruct.n_generated}
     si = [
-        {"prompt": p, "response": r}
-        for p, r in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed, **shots)
+        {"prompt": p, "response": x}
+        for p, x in SI.sft_examples(seed_prompts, s.n_selfinstruct, seed, **shots)
     ]
+    if (
+        r.selfinstruct and s.source == "tasks"
+    ):  # passage → question examples, so M1 can self-instruct from passages
+        si += [{"prompt": p, "response": q} for p, q in PI.sft_examples(s.n_selfinstruct, seed)]
     mixed = ift + eft + si
     random.Random(f"sft-mix:{seed}").shuffle(mixed)
     write_jsonl_atomic(run.seed / "ift.jsonl", ift)
@@ -267,19 +294,39 @@ def self_instruct(it: Iteration) -> None:
     cfg, run, s = it.cfg, it.run, it.cfg.selfinstruct
     seed_prompts = [r["prompt"] for r in read_jsonl(run.seed / "seed_prompts.jsonl")[0]]
     earlier = [r["prompt"] for k in range(1, it.t) for r in read_jsonl(run.iteration(k) / "prompts.jsonl")[0]]
-    held_out = [task.prompt for task in tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed)]
+    fams = cfg.seed_data.families or None
+    held_out = [task.prompt for task in tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed, fams)]
     si_cfg = SI.SelfInstructConfig(
         n_seed=s.n_seed, n_generated=s.n_generated, temperature=s.temperature, top_p=s.top_p,
         max_new_tokens=s.max_new_tokens, min_words=s.min_words, max_words=s.max_words,
         dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
     )  # fmt: skip
     generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
+    rows = None
     try:
         # Every rank runs the same rounds: each round's generation is collective and returns all prompts to all.
         with progress(generator, f"iter{it.t}: self-instruct"):
-            prompts, si_stats = SI.generate_prompts(
-                generator.generate, seed_prompts, s.n_prompts, si_cfg, seed=it.seed, pool=earlier + held_out
-            )
+            if (
+                cfg.retrieval.selfinstruct
+            ):  # a question about each sampled passage, which is its gold evidence
+                grounding = G.load_grounding(cfg, run)
+                # The task world's held-out facts stay unasked: their questions are the evaluation's.
+                skip = tasks.heldout_passage_ids() if cfg.seed_data.source == "tasks" else frozenset()
+                passages = [p.text for p in grounding.retriever.passages if p.id not in skip]
+                rows, si_stats = PI.generate_from_passages(
+                    generator.generate, passages, s.n_prompts, si_cfg, cfg.retrieval.max_words, seed=it.seed,
+                    pool=seed_prompts + earlier + held_out,
+                )  # fmt: skip
+                prompts = [r["prompt"] for r in rows]
+            else:
+                prompts, si_stats = SI.generate_prompts(
+                    generator.generate,
+                    seed_prompts,
+                    s.n_prompts,
+                    si_cfg,
+                    seed=it.seed,
+                    pool=earlier + held_out,
+                )
     finally:
         if s.generator:  # a fixed generator; M_t stays loaded for the next stages
             generator.close()
@@ -289,7 +336,9 @@ def self_instruct(it: Iteration) -> None:
     it.save_stats("prompts", counts)
     crash_point("prompts")
     if run.is_main:
-        write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
+        write_jsonl_atomic(
+            it.dir / "prompts.jsonl", rows if rows is not None else [{"prompt": p} for p in prompts]
+        )
     log(
         f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
     )
@@ -297,18 +346,33 @@ def self_instruct(it: Iteration) -> None:
 
 def sample_candidates(it: Iteration) -> None:
     """N sampled responses of M_t to every prompt → candidates.jsonl."""
-    prompts = [r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]]
+    prompt_rows = read_jsonl(it.dir / "prompts.jsonl")[0]
+    prompts = [r["prompt"] for r in prompt_rows]
     c, policy = it.cfg.candidates, it.policy()
+    grounding = G.load_grounding(it.cfg, it.run) if it.cfg.retrieval.candidates else None
+    # With retrieval.candidates the model answers the prompt with its evidence, and that prompt is the row's
+    # "prompt" (what DPO trains on); "question" keeps the plain prompt for the judge and the checker. A prompt
+    # written from a passage (retrieval.selfinstruct) has that passage as its gold evidence instead.
+    shown = prompts
+    if grounding is not None:
+        shown = grounding.prompts(prompts)
+        shown = [
+            with_evidence(r["prompt"], r["evidence"]) if "evidence" in r else x
+            for r, x in zip(prompt_rows, shown)
+        ]
     with progress(policy, f"iter{it.t}: candidates"):
         outs = policy.generate(
-            prompts,
+            shown,
             n=c.n,
             temperature=c.temperature,
             top_p=c.top_p,
             max_new_tokens=c.max_new_tokens,
             seed=it.seed,
         )
-    rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
+    if grounding is None:
+        rows = [{"prompt": p, "responses": rs} for p, rs in zip(prompts, outs)]
+    else:
+        rows = [{"prompt": x, "question": p, "responses": rs} for x, p, rs in zip(shown, prompts, outs)]
     lengths = [len(r) for rs in outs for r in rs]
     counts = {
         "prompts": len(rows),
@@ -331,20 +395,29 @@ def judge_candidates(it: Iteration) -> None:
     """M_t judges every candidate (the rubric, `judge.k` samples or the expected score; or a control arm's
     reward, `judge.reward`) → judgments.jsonl."""
     rows = read_jsonl(it.dir / "candidates.jsonl")[0]
-    items = [(r["prompt"], resp) for r in rows for resp in r["responses"]]
+    # The judge reads the plain question (a candidate's generation evidence is not the judge's).
+    items = [(r.get("question", r["prompt"]), resp) for r in rows for resp in r["responses"]]
     sizes = [len(r["responses"]) for r in rows]
-    policy, j = it.policy(), it.cfg.judge
+    policy, j = it.policy(), G.judge_spec(it.cfg)
+    grounding = G.load_grounding(it.cfg, it.run) if it.cfg.retrieval.judge else None
+    evidence = grounding.judge_evidence(items) if grounding is not None else None
+
+    def self_judge(xs):
+        xs = list(xs) if evidence is None else [(*x, ev) for x, ev in zip(xs, evidence, strict=True)]
+        return judge_items(policy, j, xs, it.seed)
+
     with progress(policy, f"iter{it.t}: judge"):
         # judge.reward: the self-judge (the recipe) or a control arm (recipe/rewards.py)
-        results = R.candidate_results(
-            j.reward, items, sizes, lambda xs: judge_items(policy, j, list(xs), it.seed), it.seed
-        )
+        results = R.candidate_results(j.reward, items, sizes, self_judge, it.seed)
     out, i = [], 0
     for r in rows:
         res = results[i : i + len(r["responses"])]
+        row = {**r, "scores": [x.score for x in res], "judgments": [list(x.judgments) for x in res],
+               "n_invalid": [x.n_invalid for x in res], "probs": [list(x.probs) for x in res]}  # fmt: skip
+        if evidence is not None:
+            row["judge_evidence"] = evidence[i : i + len(r["responses"])]
         i += len(r["responses"])
-        out.append({**r, "scores": [x.score for x in res], "judgments": [list(x.judgments) for x in res],
-                    "n_invalid": [x.n_invalid for x in res], "probs": [list(x.probs) for x in res]})  # fmt: skip
+        out.append(row)
     n_invalid = sum(x.n_invalid for x in results)
     n_valid = sum(x.n_valid for x in results)
     it.save_stats("judge", {"candidates": len(results), "judgments_valid": n_valid, "judgments_invalid": n_invalid,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from srlm_fast.recipe.judge import (
@@ -134,6 +134,7 @@ def eft_examples(
     mix: Sequence[int] = EFT_MIX,
     score_first: bool = True,
     verdicts: bool = False,
+    evidence: Callable[[list[tuple[str, str]]], list[list[str]]] | None = None,
     reference: bool = False,
 ) -> list[EFTExample]:
     """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
@@ -141,14 +142,20 @@ def eft_examples(
     Every candidate is re-graded by `check` so its score agrees with the checker (a generator that happens to
     produce the right answer, e.g. a 'wrong' value that is correct, is redrawn). The judgment is the score line
     alone by default; `verdicts` adds the criteria verdicts, `score_first` puts them after the score (see
-    `judge.format_judgment`). `reference`: the judgment starts with the task's answer (`Answer: ...`), so the
+    `judge.format_judgment`). `evidence` ((instruction, candidate) items → passages, the loop's retriever) puts
+    retrieved evidence into a grounded template's prompts, as the grounded judge will read it in the loop; in
+    the task world "supported by the evidence" is "correct" (the corpus states every fact it asks about), so the
+    scores stay the checker's ladder.
+    `reference`: the judgment starts with the task's answer (`Answer: ...`), so the
     judge learns to solve the task first and then compare (the loop's expected-mode judge writes everything up
     to `Score:` greedily, its own answer included, before the score distribution is read).
     """
     template = template or JudgeTemplate.compact()
+    graded = _graded_candidates(n, seed, families, mix, "eft")
+    passages = evidence([(t.prompt, c) for t, _, c in graded]) if evidence else [None] * len(graded)
     out = [
         EFTExample(
-            prompt=template.render(task.prompt, cand),
+            prompt=template.render(task.prompt, cand, ev),
             response=(f"Answer: {task.answer}\n" if reference else "")
             + judgment_for_score(score, score_first, verdicts),
             score=score,
@@ -157,7 +164,7 @@ def eft_examples(
             candidate=cand,
             family=task.family,
         )
-        for task, score, cand in _graded_candidates(n, seed, families, mix, "eft")
+        for (task, score, cand), ev in zip(graded, passages)
     ]
     random.Random(f"eft-order:{seed}").shuffle(out)
     return out

@@ -19,6 +19,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from srlm_fast.recipe.task_knowledge import CAPITAL_OF, DECOY_NAMES, RIVER_KM
+
 WORDS = (
     "apple", "river", "stone", "cloud", "tiger", "lemon", "pencil", "garden", "window", "rocket",
     "button", "candle", "forest", "guitar", "honey", "island", "jacket", "kitten", "ladder", "mirror",
@@ -53,6 +55,8 @@ _FIELD_RE = {
     "ws": r"[A-Za-z]+(?:\s*,\s*[A-Za-z]+)+",
     "country": r"[A-Za-z][A-Za-z ]*?",
     "pos": r"first|second|third|fourth|last",
+    "place": r"[A-Za-z]+",
+    "river": r"[A-Za-z]+",
 }
 
 
@@ -451,9 +455,43 @@ def _with_regexes(f: Family) -> Family:
     return dataclasses.replace(f, regexes=tuple(_template_regex(t) for t in f.templates))
 
 
+def _build_knowledge_families() -> tuple[Family, ...]:
+    """Questions about the invented facts of `task_knowledge` (known only from its corpus). They split on the
+    entity (no `split_on_wording`), so a held-out entity is held out in every wording."""
+    fams = [
+        Family(
+            "kb_capital",
+            ("Which city is the capital of {place}?", "Name the capital of the land of {place}."),
+            lambda rng: {"place": rng.choice(sorted(CAPITAL_OF))},
+            lambda p: _lookup(CAPITAL_OF, p["place"]),
+            "word",
+            lambda p, ans, rng: rng.choice(DECOY_NAMES),  # never another fact's city: see DECOY_NAMES
+            _hint_partial,
+        ),
+        Family(
+            "kb_river",
+            ("How long is the {river} river?", "What is the length of the {river} river in km?"),
+            lambda rng: {"river": rng.choice(sorted(RIVER_KM))},
+            lambda p: _lookup(RIVER_KM, p["river"]),
+            "number",
+            _num_wrong,
+            _num_partial,
+        ),
+    ]
+    return tuple(_with_regexes(f) for f in fams)
+
+
+#: The families of the original world. Kept apart from the knowledge families because judge-training examples
+#: draw off-topic answers from this tuple: adding families to it would change every default run's seed data.
 FAMILIES: tuple[Family, ...] = _build_families()
-FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
-BY_NAME = {f.name: f for f in FAMILIES}
+#: Questions answerable only from the task world's knowledge corpus (`task_knowledge`): opt-in through
+#: `seed_data.families`, not in `DEFAULT_FAMILIES`.
+KNOWLEDGE_FAMILIES: tuple[Family, ...] = _build_knowledge_families()
+KNOWLEDGE_FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in KNOWLEDGE_FAMILIES)
+#: Every family the checker grades: the original ones first, so an original prompt parses as it always did.
+ALL_FAMILIES: tuple[Family, ...] = FAMILIES + KNOWLEDGE_FAMILIES
+FAMILY_NAMES: tuple[str, ...] = tuple(f.name for f in ALL_FAMILIES)
+BY_NAME = {f.name: f for f in ALL_FAMILIES}
 
 #: The families the embedded default samples (training, evaluation, self-instruct seeds). A byte-level BPE makes
 #: every word and every number below 100 one token, so a family can only generalise to held-out prompts when it

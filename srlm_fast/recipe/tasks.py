@@ -21,7 +21,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from srlm_fast.recipe.task_families import BY_NAME, FAMILIES, Family, answer_matches, select_families
+from srlm_fast.recipe.evidence import question_of
+from srlm_fast.recipe.task_families import (
+    ALL_FAMILIES,
+    BY_NAME,
+    KNOWLEDGE_FAMILIES,
+    Family,
+    answer_matches,
+    select_families,
+)
+from srlm_fast.recipe.task_knowledge import CAPITAL_OF, RIVER_KM, passage_id
 
 HELDOUT_PERCENT = 10
 
@@ -144,12 +153,28 @@ def train_prompts(n: int, seed: int = 0, families: Sequence[str] | None = None) 
     return list(seen)
 
 
+def heldout_passage_ids() -> frozenset[str]:
+    """The knowledge corpus ids (recipe/task_knowledge.py) of every held-out knowledge fact: the passages SFT
+    data must not show (the loop's retriever keeps them, so held-out questions can be answered from evidence)."""
+    out = set()
+    for fam in KNOWLEDGE_FAMILIES:
+        table = CAPITAL_OF if fam.name == "kb_capital" else RIVER_KM
+        field = "place" if fam.name == "kb_capital" else "river"
+        for entity in table:
+            task = make_task(fam, {field: entity}, 0)
+            if task is not None and is_heldout(task):
+                out.add(passage_id(fam.name, entity))
+    return frozenset(out)
+
+
 # ---------------------------------------------------------------- the checker
 
 
 def parse_prompt(prompt: str) -> tuple[str, dict[str, str], str] | None:
-    """Parse a prompt back into (family, params, reference answer), or None if it is no known task."""
-    for fam in FAMILIES:
+    """Parse a prompt back into (family, params, reference answer), or None if it is no known task. A prompt
+    with retrieved evidence (recipe/evidence.py) is graded as its question."""
+    prompt = question_of(prompt)
+    for fam in ALL_FAMILIES:
         for rx in fam.regexes:
             m = rx.match(prompt)
             if m is None:

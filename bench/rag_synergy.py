@@ -1,0 +1,116 @@
+"""The 2×2 RAG synergy experiment of issue #16: {retrieval in generation off/on} × {retrieval in the judge off/on}.
+
+Every arm runs the whole loop on the task world with the knowledge families (facts only the knowledge corpus
+holds, `recipe/task_knowledge.py`) and the knowledge corpus indexed (`retrieval.task_corpus`); the arms differ
+only in `retrieval.candidates` and `retrieval.judge`. The arms do not share M1: each arm's seed data differs
+(evidence in the IFT prompts, the grounded judge's EFT prompts), so each trains its own. Per arm and seed, the
+table reports every model's held-out checker accuracy (all families, and the knowledge families alone: without
+evidence in generation a model cannot know a held-out fact) and its judge/checker agreement.
+
+    python bench/rag_synergy.py --seeds 0,1,2 --runs-dir runs/rag [--smoke] [loop overrides: --iterations=2 ...]
+    python bench/rag_synergy.py --seeds 0 --smoke          # a seconds-scale check that all four arms run
+
+Results: runs/<dir>/<arm>-s<seed>/ and bench/results/rag_synergy-<device>.json (with --out). A finished arm is
+skipped (each run resumes). Not measured yet: four full loops per seed need far more CPU than the shared
+2-core development machine has; run it on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from srlm_fast.config import load_job_config
+from srlm_fast.io import write_json_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.loop import run_loop
+from srlm_fast.recipe.task_families import DEFAULT_FAMILIES, KNOWLEDGE_FAMILY_NAMES
+
+ARMS = {  # name → (retrieval in generation, retrieval in the judge)
+    "gen0-judge0": (False, False),
+    "gen1-judge0": (True, False),
+    "gen0-judge1": (False, True),
+    "gen1-judge1": (True, True),
+}
+WORLD = [
+    f"--seed_data.families={json.dumps([*DEFAULT_FAMILIES, *KNOWLEDGE_FAMILY_NAMES])}",
+    "--retrieval.task_corpus=true",
+]
+# tests/recipe/test_loop.py's seconds-scale settings.
+SMOKE = [
+    "--iterations=1", "--model.preset=tiny", "--model.vocab_size=400", "--model.max_seq_len=256",
+    "--seed_data.n_ift=160", "--seed_data.n_eft=60", "--seed_data.n_meft=20", "--seed_data.n_selfinstruct=30",
+    "--seed_data.n_seed_prompts=30", "--selfinstruct.n_prompts=6", "--selfinstruct.batch_size=8",
+    "--selfinstruct.max_new_tokens=12", "--candidates.max_new_tokens=8", "--judge.k=2", "--judge.max_new_tokens=20",
+    "--eval.n_task_prompts=6", "--eval.n_judge_items=6", "--eval.max_new_tokens=8", "--sft.schedule.epochs=1.0",
+    "--dpo.schedule.epochs=1.0", "--dpo.schedule.micro_batch_size=2",
+]  # fmt: skip
+
+
+def arm_flags(arm: str) -> list[str]:
+    gen, judge = ARMS[arm]
+    # retrieval with both uses off would read no index; with task_corpus alone it is inert (nothing is built).
+    return [f"--retrieval.candidates={str(gen).lower()}", f"--retrieval.judge={str(judge).lower()}"]
+
+
+def summarise(run_root: Path) -> list[dict]:
+    """Per model M_k: held-out accuracy (all, knowledge families), judge/checker agreement."""
+    out = []
+    for path in sorted((run_root / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:])):
+        m = json.loads(path.read_text())
+        fam = m.get("by_family", {})
+        kb = [fam[f] for f in KNOWLEDGE_FAMILY_NAMES if f in fam]
+        out.append({
+            "model": m["model"], "task_accuracy": m.get("task_accuracy"),
+            "knowledge_accuracy": sum(kb) / len(kb) if kb else None,
+            "judge_agreement_own": m.get("judge_agreement_own"), "judge_agreement_known": m.get("judge_agreement_known"),
+        })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms of {', '.join(ARMS)}")
+    p.add_argument("--runs-dir", default="runs/rag_synergy")
+    p.add_argument("--smoke", action="store_true", help="the seconds-scale settings of the loop tests")
+    p.add_argument("--out", default=None, help="JSON results file (e.g. bench/results/rag_synergy-cpu.json)")
+    args, overrides = p.parse_known_args(argv)
+    arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        p.error(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    results: dict = {"date": datetime.date.today().isoformat(), "host": platform.node(), "arms": {}}
+    # Every config first: a bad override stops the experiment before any arm runs.
+    configs = {}
+    for arm in arms:
+        for seed in seeds:
+            flags = [f"--runs_dir={args.runs_dir}", f"--name={arm}-s{seed}", f"--seed={seed}", *WORLD,
+                     *(SMOKE if args.smoke else []), *arm_flags(arm), *overrides]  # fmt: skip
+            configs[arm, seed] = load_job_config(LoopConfig, None, flags)
+    for cfg in configs.values():
+        cfg.validate()
+    for (arm, seed), cfg in configs.items():
+        root = run_loop(cfg)
+        results["arms"].setdefault(arm, {})[str(seed)] = summarise(root)
+    print(f"\n{'arm':<14}{'seed':>5}  {'model':<6}{'task acc':>10}{'knowledge acc':>15}{'judge agr.':>12}")
+    for arm, by_seed in results["arms"].items():
+        for seed, rows in by_seed.items():
+            for r in rows:
+                f = lambda x: "-" if x is None else f"{x:.3f}"
+                print(f"{arm:<14}{seed:>5}  {r['model']:<6}{f(r['task_accuracy']):>10}"
+                      f"{f(r['knowledge_accuracy']):>15}{f(r['judge_agreement_own']):>12}")  # fmt: skip
+    if args.out:
+        write_json_atomic(Path(args.out), results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""`[retrieval]` in the loop: off changes nothing; on, evidence reaches the candidate and judge prompts in the
+documented format (recipe/evidence.py); bad settings are config errors before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from srlm_fast.config import ConfigError, load_job_config
+from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.recipe import grounding as G
+from srlm_fast.recipe import passage_instruct as PI
+from srlm_fast.recipe import stages as S
+from srlm_fast.recipe import task_knowledge, tasks
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.evidence import NO_EVIDENCE, question_of, split_evidence, with_evidence
+from srlm_fast.recipe.judge import JudgeResult, JudgeTemplate
+from srlm_fast.recipe.rundir import RunDir
+from tests.recipe.test_stages import ScriptedPolicy, make_iteration
+
+PLACE, CAPITAL = next(iter(task_knowledge.CAPITAL_OF.items()))
+RIVER, KM = next(iter(task_knowledge.RIVER_KM.items()))
+QUESTIONS = [f"Which city is the capital of {PLACE}?", f"How long is the {RIVER} river?", "What is 2 plus 3?"]
+ON = [
+    "--retrieval.task_corpus=true",
+    "--retrieval.candidates=true",
+    "--retrieval.judge=true",
+    "--retrieval.k=2",
+]
+
+
+class GroundedPolicy(ScriptedPolicy):
+    """ScriptedPolicy whose judge also takes (instruction, response, evidence) items."""
+
+    def judge(self, items, template, config, seed=0):
+        self.judge_calls.append(dict(items=list(items), template=template, config=config, seed=seed))
+        return [JudgeResult(3.0, 1, 0, (3.0,), ("Score: 3",)) for _ in items]
+
+
+# ---- the format ---------------------------------------------------------------------------------------------
+
+
+def test_evidence_prompt_format_and_reading_it_back() -> None:
+    p = with_evidence("What is 2 plus 3?", ["First  passage\nwith a newline.", "Second."])
+    assert p == "Evidence: First passage with a newline.\nEvidence: Second.\nQuestion: What is 2 plus 3?"
+    assert split_evidence(p) == (["First passage with a newline.", "Second."], "What is 2 plus 3?")
+    assert (
+        with_evidence("Q?", []) == f"{NO_EVIDENCE}\nQuestion: Q?"
+        and question_of(with_evidence("Q?", [])) == "Q?"
+    )
+    for plain in ("What is 2 plus 3?", "Evidence: x", "Evidence: x\nNot a question", "Question: y"):
+        assert split_evidence(plain) == ([], plain)
+
+
+def test_grounded_judge_template() -> None:
+    g = JudgeTemplate.from_spec("grounded")
+    out = g.render("Q?", "A.", ["p one", "p two"])
+    assert out.startswith(g.prefix) and "Supported" in g.prefix
+    assert "\nEvidence: p one\nEvidence: p two\nInstruction: Q?\nResponse: A." in out
+    assert NO_EVIDENCE in g.render("Q?", "A.")
+    with pytest.raises(ValueError, match="no {evidence} placeholder"):
+        JudgeTemplate.compact().render("Q?", "A.", ["p"])
+    with pytest.raises(ValueError, match="at most one {evidence}"):
+        JudgeTemplate("Rubric.\n{evidence}{evidence}\n{instruction}\n{response}")
+    with pytest.raises(ValueError, match="at most one {evidence}"):
+        JudgeTemplate("Rubric.\n{instruction}\n{evidence}\n{response}")
+
+
+# ---- retrieval off: nothing changes ---------------------------------------------------------------------------
+
+# sha256 of seed/sft.jsonl for these settings, made by the code before [retrieval] existed (commit b5cfc7a), with
+# the meta-EFT fix of 6c862d6 (its 30 meta-judge rows show score-only judgments; every other row is unchanged).
+SFT_BEFORE = "8f762208ed6d53263a12bbe9505dde6018acdddcb077a444228157a67f5869ad"
+EVAL_BEFORE = "109ab7dbbfd66f5bef2eb6a42e6ff8ab6e5b71e4a4e0288c15fb1d833c689139"
+
+
+def test_retrieval_off_the_seed_data_and_eval_prompts_are_byte_identical_to_before() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_job_config(LoopConfig, None, [
+            f"--runs_dir={tmp}", "--name=g", "--seed_data.n_ift=300", "--seed_data.n_eft=120",
+            "--seed_data.n_meft=30", "--seed_data.n_selfinstruct=20", "--seed_data.n_seed_prompts=30",
+        ])  # fmt: skip
+        run = RunDir(cfg)
+        run.seed.mkdir(parents=True)
+        S.build_seed_data(cfg, run)
+        assert hashlib.sha256((run.seed / "sft.jsonl").read_bytes()).hexdigest() == SFT_BEFORE
+        assert not (run.root / "retrieval").exists()
+    prompts = json.dumps([t.prompt for t in tasks.eval_prompts(100, 0)]).encode()
+    assert hashlib.sha256(prompts).hexdigest() == EVAL_BEFORE
+
+
+def _prompts(it, prompts=QUESTIONS) -> None:
+    write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
+
+
+def test_retrieval_off_candidates_and_judge_prompts_are_the_plain_prompts(tmp_path) -> None:
+    policy = GroundedPolicy()
+    it, _ = make_iteration(tmp_path, policy, "--candidates.n=2")
+    _prompts(it)
+    S.sample_candidates(it)
+    assert policy.generate_calls[0]["prompts"] == QUESTIONS
+    rows = read_jsonl(it.dir / "candidates.jsonl")[0]
+    assert [sorted(r) for r in rows] == [["prompt", "responses"]] * 3 and [
+        r["prompt"] for r in rows
+    ] == QUESTIONS
+    S.judge_candidates(it)
+    call = policy.judge_calls[0]
+    assert call["template"].name == "compact" and all(len(x) == 2 for x in call["items"])
+    assert "judge_evidence" not in read_jsonl(it.dir / "judgments.jsonl")[0][0]
+
+
+# ---- retrieval on ----------------------------------------------------------------------------------------------
+
+
+def _grounded_iteration(tmp_path: Path, *flags: str):
+    policy = GroundedPolicy()
+    it, _ = make_iteration(tmp_path, policy, "--candidates.n=2", *flags)
+    it.cfg.validate()
+    G.build_index(it.cfg, it.run)
+    _prompts(it)
+    return it, policy
+
+
+def test_candidates_get_the_prompts_evidence_in_the_documented_format(tmp_path) -> None:
+    it, policy = _grounded_iteration(tmp_path, "--retrieval.task_corpus=true", "--retrieval.candidates=true")
+    S.sample_candidates(it)
+    seen = policy.generate_calls[0]["prompts"]
+    assert seen[0].startswith(f"Evidence: {CAPITAL} is the capital of {PLACE}.\nEvidence: ")
+    assert seen[0].endswith(f"\nQuestion: {QUESTIONS[0]}") and seen[0].count("Evidence: ") == 2
+    assert seen[1].startswith(f"Evidence: The {RIVER} river is {KM} km long.\n")
+    rows = read_jsonl(it.dir / "candidates.jsonl")[0]
+    assert [r["prompt"] for r in rows] == seen and [r["question"] for r in rows] == QUESTIONS
+    # The checker grades the evidence prompts as their questions.
+    assert it.stats["candidates"]["checker"]["tasks"] == 3
+    # The judge (off here) reads the plain question, with the compact rubric.
+    S.judge_candidates(it)
+    call = policy.judge_calls[0]
+    assert call["template"].name == "compact" and [x[0] for x in call["items"][::2]] == QUESTIONS
+
+
+def test_the_judge_gets_evidence_for_prompt_and_response(tmp_path) -> None:
+    it, policy = _grounded_iteration(tmp_path, "--retrieval.task_corpus=true", "--retrieval.judge=true")
+    S.sample_candidates(it)
+    assert policy.generate_calls[0]["prompts"] == QUESTIONS  # generation evidence is off
+    S.judge_candidates(it)
+    call = policy.judge_calls[0]
+    assert call["template"].name == "grounded"
+    ins, resp, evidence = call["items"][0]
+    assert ins == QUESTIONS[0] and f"{CAPITAL} is the capital of {PLACE}." in evidence and len(evidence) == 2
+    prompt = call["template"].render(ins, resp, evidence)
+    assert f"\nEvidence: {CAPITAL} is the capital of {PLACE}.\n" in prompt and prompt.index(
+        "Evidence:"
+    ) < prompt.index("Instruction:")
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    assert rows[0]["judge_evidence"][0] == evidence
+
+
+def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
+    cfg = load_job_config(LoopConfig, None, [
+        f"--runs_dir={tmp_path}", "--name=e", "--seed_data.n_ift=40", "--seed_data.n_eft=30", "--seed_data.n_meft=5",
+        "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", '--seed_data.families=["kb_capital"]', *ON,
+    ])  # fmt: skip
+    cfg.validate()
+    run = RunDir(cfg)
+    run.seed.mkdir(parents=True)
+    G.build_index(cfg, run)
+    S.build_seed_data(cfg, run)
+    eft = [
+        r["prompt"]
+        for r in read_jsonl(run.seed / "eft.jsonl")[0]
+        if r["prompt"].startswith("Judge the response by")
+    ]
+    ift = [r["prompt"] for r in read_jsonl(run.seed / "ift.jsonl")[0]]
+    assert len(eft) == 30 and all(
+        "\nEvidence: " in p and "\nInstruction: " in p and "capital of" in p for p in eft
+    )
+    assert len(ift) == 40 and all(p.startswith("Evidence: ") and "\nQuestion: " in p for p in ift)
+
+
+# ---- config ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--retrieval.candidates=true"], "retrieval: candidates/judge/selfinstruct need a source"),
+        (["--retrieval.k=0"], "retrieval.k: must be >= 1"),
+        (["--retrieval.max_words=0"], "retrieval.max_words: must be >= 1"),
+        (['--retrieval.corpus=["nope.jsonl"]'], r"retrieval.corpus\[0\]: no such file"),
+        (["--retrieval.index=."], "retrieval.index: .*not an index directory"),
+        (
+            ["--retrieval.kind=dense", "--retrieval.task_corpus=true"],
+            "retrieval.embedder: a dense index needs",
+        ),
+        ([*ON, "--judge.template=full"], "judge.template: retrieval.judge needs 'compact'"),
+        ([*ON, "--judge.meta=true"], "retrieval.judge: the meta-judge has no grounded rubric"),
+        (["--judge.template=grounded"], "judge.template: 'grounded' reads retrieved evidence"),
+        (['--seed_data.families=["nope"]'], r"seed_data.families: unknown families \['nope'\]"),
+        (
+            [
+                "--retrieval.task_corpus=true",
+                "--seed_data.source=files",
+                f'--seed_data.ift_files=["{__file__}"]',
+            ],
+            "retrieval.task_corpus: needs seed_data.source = 'tasks'",
+        ),
+        (["--retrieval.kind=sparse"], "retrieval.kind"),
+    ],
+)
+def test_bad_retrieval_settings_are_config_errors(tmp_path, flags, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", *flags]).validate(S.train_table)
+
+
+def test_an_index_and_corpus_files_together_are_refused(tmp_path) -> None:
+    corpus = task_knowledge.write_corpus(tmp_path / "kb.jsonl")
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=i", *ON[:1]])
+    run = RunDir(cfg)
+    G.build_index(cfg, run)
+    index = G.index_dir(cfg, run)
+    flags = [f"--runs_dir={tmp_path}", f"--retrieval.index={index}", "--retrieval.candidates=true"]
+    load_job_config(LoopConfig, None, flags).validate()  # a built index alone is fine
+    with pytest.raises(ConfigError, match="retrieval.index: a built index or corpus files"):
+        load_job_config(LoopConfig, None, [*flags, f'--retrieval.corpus=["{corpus}"]']).validate()
+
+
+# ---- retrieval.selfinstruct ------------------------------------------------------------------------------------
+
+
+QS = ["Which town is the capital of Zed?", "How long is that long river?", "What is it near the sea?"]
+
+
+def test_self_instruct_from_passages_makes_them_gold_evidence(tmp_path) -> None:
+    it, policy = _grounded_iteration(
+        tmp_path, "--retrieval.task_corpus=true", "--retrieval.selfinstruct=true", "--retrieval.candidates=true",
+        "--selfinstruct.n_prompts=3", "--selfinstruct.batch_size=4", "--eval.n_task_prompts=5",
+    )  # fmt: skip
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": "What is 2 plus 2?"}])
+    policy.outputs = list(QS)
+    S.self_instruct(it)
+    asked = policy.generate_calls[0]["prompts"]
+    assert all(p.startswith(f"{PI.HEADER}\n{PI.PASSAGE}") for p in asked) and len(asked) == 4
+    rows = read_jsonl(it.dir / "prompts.jsonl")[0]
+    assert [r["prompt"] for r in rows] == QS
+    held = tasks.heldout_passage_ids()
+    heldout_text = {r["text"] for r in task_knowledge.corpus_rows() if r["id"] in held}
+    for r, p in zip(rows, asked):
+        assert (
+            r["evidence"] == [p.removeprefix(f"{PI.HEADER}\n{PI.PASSAGE}")]
+            and r["evidence"][0] not in heldout_text
+        )
+    policy.outputs = []
+    S.sample_candidates(it)
+    seen = policy.generate_calls[-1]["prompts"]
+    assert seen == [
+        with_evidence(r["prompt"], r["evidence"]) for r in rows
+    ]  # the gold passage, not retrieved
+
+
+def test_passage_instruct_sft_examples_use_training_facts_only() -> None:
+    held = tasks.heldout_passage_ids()
+    heldout_text = {r["text"] for r in task_knowledge.corpus_rows() if r["id"] in held}
+    examples = PI.sft_examples(300, seed=0)
+    assert len(examples) == 300
+    for prompt, question in examples:
+        passage = prompt.removeprefix(f"{PI.HEADER}\n{PI.PASSAGE}")
+        assert passage not in heldout_text and tasks.parse_prompt(question) is not None
