@@ -551,6 +551,10 @@ def main() -> None:
     decode: list[dict] = []
     judge: list[dict] = []
 
+    # The engine measured is the tree as it is now: after the first part's write the results file itself differs
+    # from the commit, which must not mark the engine of later writes "-dirty".
+    engine_commit = git("describe", "--always", "--dirty")
+
     def write() -> Path | None:
         """The results so far: called after every part, so a run stopped by a time limit keeps what it measured."""
         if args.quick:
@@ -559,7 +563,7 @@ def main() -> None:
             "preset": args.preset,
             "dtype": str(dtype),
             "num_params": model.num_params(),
-            "engine_commit": git("describe", "--always", "--dirty"),
+            "engine_commit": engine_commit,
             "decode_settings": SETTINGS,
             "copy_bandwidth_GBps": None if bandwidth is None else bandwidth / 1e9,
             "judge_sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
