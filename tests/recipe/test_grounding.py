@@ -159,16 +159,22 @@ def test_the_judge_gets_evidence_for_prompt_and_response(tmp_path) -> None:
     assert rows[0]["judge_evidence"][0] == evidence
 
 
-def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
-    cfg = load_job_config(LoopConfig, None, [
-        f"--runs_dir={tmp_path}", "--name=e", "--seed_data.n_ift=40", "--seed_data.n_eft=30", "--seed_data.n_meft=5",
-        "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", '--seed_data.families=["kb_capital"]', *ON,
-    ])  # fmt: skip
+def build_seed_run(cfg: LoopConfig) -> RunDir:
+    """A run directory holding `cfg`'s index (when it has one) and seed data, as the loop's first stages make them."""
     cfg.validate()
     run = RunDir(cfg)
     run.seed.mkdir(parents=True)
     G.build_index(cfg, run)
     S.build_seed_data(cfg, run)
+    return run
+
+
+def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
+    cfg = load_job_config(LoopConfig, None, [
+        f"--runs_dir={tmp_path}", "--name=e", "--seed_data.n_ift=40", "--seed_data.n_eft=30", "--seed_data.n_meft=5",
+        "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", '--seed_data.families=["kb_capital"]', *ON,
+    ])  # fmt: skip
+    run = build_seed_run(cfg)
     eft = [
         r["prompt"]
         for r in read_jsonl(run.seed / "eft.jsonl")[0]

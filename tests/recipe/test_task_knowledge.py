@@ -7,13 +7,11 @@ import json
 import re
 
 from srlm_fast.config import load_job_config
-from srlm_fast.recipe import grounding as G
-from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_families, task_knowledge, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evidence import with_evidence
-from srlm_fast.recipe.rundir import RunDir
 from srlm_fast.retrieval.corpus import read_corpus
+from tests.recipe.test_grounding import build_seed_run
 
 KB = list(task_families.KNOWLEDGE_FAMILY_NAMES)
 
@@ -87,11 +85,7 @@ def test_heldout_entities_never_appear_in_sft_data(tmp_path) -> None:
         f"--seed_data.families={json.dumps([*task_families.DEFAULT_FAMILIES, *KB])}",
         "--retrieval.task_corpus=true", "--retrieval.candidates=true", "--retrieval.judge=true",
     ])  # fmt: skip
-    cfg.validate()
-    run = RunDir(cfg)
-    run.seed.mkdir(parents=True)
-    G.build_index(cfg, run)
-    S.build_seed_data(cfg, run)
+    run = build_seed_run(cfg)
     sft = (run.seed / "sft.jsonl").read_text()
     words = set(re.findall(r"[A-Za-z]+", sft))
     held, train = _heldout_entities()
