@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -151,10 +151,11 @@ class CacheView:
     rows: Tensor | None  # (B,) indices into the cache batch; None = all rows, in order
     kv_len: int  # attention reads slots [0, kv_len); must exceed every position in the call
     prefix: KVCache | None = None
-    write_rows: Tensor = field(init=False)  # (B, 1) the cache row of each row of the call, for the K/V writes
 
     def __post_init__(self) -> None:
-        # Once per forward, not once per layer: a decode step of a small model is bound by per-op overhead.
+        # `write_rows` (B, 1): the cache row of each row of the call, for the K/V writes. Once per forward, not once
+        # per layer: a decode step of a small model is bound by per-op overhead. A plain attribute, not a field:
+        # FSDP2 moves a forward's dataclass inputs with `dataclasses.replace` over the fields, which re-runs this.
         rows = self.rows
         if rows is None:
             rows = torch.arange(self.cache.batch, device=self.cache.k[0].device)

@@ -1,5 +1,7 @@
 """The model against itself: KV-cache decoding, padding, packing and every attention backend."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -212,3 +214,15 @@ def test_kv_cache_decoding_with_a_shared_prefix_equals_full_forward(backend):
             ref = model.logits(full[i : i + 1, : pos[i] + 1])[0, -1]
             torch.testing.assert_close(step[i, 0], ref, atol=ATOL, rtol=0)
         pos = pos + 1
+
+
+def test_cache_view_survives_dataclasses_replace():
+    # FSDP2 moves a forward's dataclass inputs with dataclasses.replace over their fields (the lockstep generation
+    # mode runs the sharded model with a CacheView): the derived row index must follow the replaced rows.
+    cache = KVCache([torch.zeros(3, 1, 4, 2)], [torch.zeros(3, 1, 4, 2)])
+    view = CacheView(cache, None, 2)
+    assert view.write_rows.flatten().tolist() == [0, 1, 2]
+    # as torch's input mover does it: every field, each passed through (here: new rows)
+    changes = {f.name: getattr(view, f.name) for f in dataclasses.fields(view)}
+    moved = dataclasses.replace(view, **{**changes, "rows": torch.tensor([2, 0])})
+    assert moved.write_rows.tolist() == [[2], [0]] and moved.kv_len == 2
