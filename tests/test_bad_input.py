@@ -1017,6 +1017,12 @@ def _(ws, tmp):
     return ["experiment", "--seeds=x", f"--runs_dir={q(tmp)}"], "--seeds: a comma-separated list of integers"
 
 
+@_case("missing", "experiment-m1-from")
+def _(ws, tmp):
+    args = ["experiment", "--seeds=0", f"--m1-from={q(tmp / 'nowhere')}", f"--runs_dir={q(tmp)}"]
+    return args, "is no run directory with an M1"
+
+
 @_case("counts", "experiment-loop-value")
 def _(ws, tmp):
     return ["experiment", "--seeds=0", "--judge.k=0", f"--runs_dir={q(tmp)}"], "judge.k: must be >= 1, got 0"

@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="only collect the finished runs and write the report"
     )
+    parser.add_argument(
+        "--m1-from",
+        type=Path,
+        default=None,
+        help="an earlier experiment directory: every seed starts from its M1 (refused when this config would make "
+        "another M1); for sweeps over the iterations' settings",
+    )
     parser.epilog = (
         "Loop config overrides apply to every arm (--iterations=2 --eval.n_task_prompts=1000 ...). Seeds can run in "
         "separate processes with the same --name (--seeds=0, --seeds=1, ...); then --report-only --seeds=0,1,2 "
@@ -54,5 +61,5 @@ def main(args: argparse.Namespace) -> int:
         )
         print(f"experiment report: {root / 'experiment.md'}")
         return 0
-    run_experiment(base, arms, seeds, name=args.name)
+    run_experiment(base, arms, seeds, name=args.name, m1_from=args.m1_from)
     return 0

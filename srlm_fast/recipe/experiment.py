@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srlm_fast.config import ConfigError, from_dict, merge, to_dict, to_toml
+from srlm_fast.config import ConfigError, changed_keys, from_dict, merge, read_toml, to_dict, to_toml
 from srlm_fast.eval.experiment_report import write_experiment_report
 from srlm_fast.io import read_jsonl, write_json_atomic, write_text_atomic
 from srlm_fast.recipe import tasks
@@ -62,6 +62,38 @@ DEFAULT_ARMS = ("self", "random", "oracle", "meta", "no_dpo")
 # the seed data, M1 and the seed, never on judge.reward or judge.meta, which are all an arm may change.
 SHARED = ("seed", "tokenizer", "m0", "m1", "eval/m1.json", "iter1/prompts.jsonl", "iter1/candidates.jsonl")
 _SHAREABLE_KEYS = {"judge": {"reward", "meta", "meta_candidates", "meta_min_prob"}}
+
+
+# What M1 is made of: the keys of a loop config that seed data, tokenizer, M0 and SFT read. `--m1-from` reuses an
+# earlier experiment's M1 only when these agree, so an M1 is never reused under a config that would make another.
+M1_ARTIFACTS = ("seed", "tokenizer", "m0", "m1")
+
+
+def m1_inputs(cfg: LoopConfig) -> dict[str, Any]:
+    d = to_dict(cfg)
+    return {
+        "seed": d["seed"], "model": d["model"], "seed_data": d["seed_data"], "sft": d["sft"],
+        "retrieval": d.get("retrieval"), "judge": {"template": d["judge"]["template"]},
+        "selfinstruct": {k: d["selfinstruct"][k] for k in ("n_seed", "n_generated")},
+    }  # fmt: skip
+
+
+def reuse_m1(source: Path, cfg: LoopConfig, target: Path) -> list[str]:
+    """Give the run directory `target` of `cfg` the M1 (seed data, tokenizer, M0, M1) of the earlier run `source`,
+    after checking that `cfg` would have made the same M1; returns the shared paths. The evaluation of M1 is not
+    shared: it depends on the evaluation settings, and costs a minute."""
+    saved = source / "config.toml"
+    if not (source / "m1").is_dir() or not saved.is_file():
+        raise ConfigError(f"--m1-from: {source} is no run directory with an M1 (config.toml and m1/)")
+    before = m1_inputs(from_dict(LoopConfig, read_toml(saved), where=str(saved)))
+    changed = changed_keys(before, m1_inputs(cfg))
+    if changed:
+        raise ConfigError(
+            f"--m1-from: {source} made its M1 under another config (differs in {', '.join(changed[:6])}); "
+            "its M1 is not this config's"
+        )
+    start_run_dir(cfg, target)
+    return share_artifacts(source, target, M1_ARTIFACTS, stats=False)
 
 
 def resolve_arms(names: Sequence[str]) -> list[Arm]:
@@ -99,7 +131,9 @@ def start_run_dir(cfg: LoopConfig, target: Path) -> None:
         write_text_atomic(target / "config.toml", to_toml(cfg))
 
 
-def share_artifacts(source: Path, target: Path) -> list[str]:
+def share_artifacts(
+    source: Path, target: Path, paths: Sequence[str] = SHARED, stats: bool = True
+) -> list[str]:
     """Copy the reward-independent artifacts of `source` (a seed's self run) into `target`, where missing.
 
     Files are hard-linked when the filesystem allows (artifacts are never modified in place: every stage writes a
@@ -107,7 +141,7 @@ def share_artifacts(source: Path, target: Path) -> list[str]:
     the shared paths.
     """
     done = []
-    for rel in SHARED:
+    for rel in paths:
         src, dst = source / rel, target / rel
         if not src.exists() or dst.exists():
             continue
@@ -121,7 +155,12 @@ def share_artifacts(source: Path, target: Path) -> list[str]:
         os.replace(tmp, dst)
         done.append(rel)
     stats_src, stats_dst = source / "iter1" / "stats.json", target / "iter1" / "stats.json"
-    if stats_src.exists() and not stats_dst.exists() and (target / "iter1" / "candidates.jsonl").exists():
+    if (
+        stats
+        and stats_src.exists()
+        and not stats_dst.exists()
+        and (target / "iter1" / "candidates.jsonl").exists()
+    ):
         stats = json.loads(stats_src.read_text())
         write_json_atomic(stats_dst, {k: v for k, v in stats.items() if k in ("prompts", "candidates")})
     return done
@@ -145,13 +184,20 @@ def run_experiment(
     run_fn: RunFn | None = None,
     share: bool = True,
     log: Callable[[str], None] = print,
+    m1_from: Path | None = None,
 ) -> Path:
-    """Run (or resume) every (arm, seed) and write the experiment's report; returns the experiment directory."""
+    """Run (or resume) every (arm, seed) and write the experiment's report; returns the experiment directory.
+
+    `m1_from`: an earlier experiment directory whose seed s self run lends this one its M1 (`reuse_m1`), so lever
+    sweeps over the iterations skip SFT, most of a run's time on a CPU."""
     run_fn = run_fn or run_loop
     chosen = resolve_arms(list(arms))
     root = Path(base.runs_dir) / name
     for seed in seeds:
         self_cfg = arm_config(base, ARMS["self"], seed, root)
+        if m1_from is not None and not (root / self_cfg.name / "m1").exists():
+            shared = reuse_m1(Path(m1_from) / self_cfg.name, self_cfg, root / self_cfg.name)
+            log(f"seed {seed}: M1 from {Path(m1_from) / self_cfg.name} ({', '.join(shared)})")
         # The self run provides M1 (and what else is shared) even when the self arm is not reported.
         log(f"\n##### experiment {name}: seed {seed}, arm self")
         run_fn(self_cfg)

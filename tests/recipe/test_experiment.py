@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srlm_fast.config import ConfigError
+from srlm_fast.config import ConfigError, from_dict, merge, to_dict
 from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe import experiment as X
@@ -127,3 +127,31 @@ def test_a_shared_arm_directory_is_a_run_directory_that_srlm_run_resumes(tmp_pat
     finally:
         run.release()
     assert (target / "m1" / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_m1_from_reuses_an_earlier_experiments_m1_only_under_the_same_m1_config(tmp_path):
+    base = LoopConfig(runs_dir=str(tmp_path), iterations=1)
+    calls: list = []
+    first = X.run_experiment(
+        base, ["self"], seeds=(0,), name="a", run_fn=fake_loop(calls), log=lambda m: None
+    )
+    (first / "s0-self" / "m1" / "model.safetensors").write_bytes(b"M1 of a")
+    X.start_run_dir(X.arm_config(base, X.ARMS["self"], 0, first), first / "s0-self")  # as srlm run saves it
+    # Another DPO setting: the same M1, so experiment b starts from it (its self run finds m1/ already there).
+    sweep = from_dict(LoopConfig, merge(to_dict(base), {"dpo": {"dpo": {"beta": 0.3}}}))
+    calls.clear()
+    X.run_experiment(
+        sweep, ["self"], seeds=(0,), name="b", run_fn=fake_loop(calls), log=lambda m: None, m1_from=first
+    )
+    assert calls[0][:3] == ("s0-self", "self", True)
+    assert (tmp_path / "b" / "s0-self" / "m1" / "model.safetensors").read_bytes() == b"M1 of a"
+    # Another seed-data setting would make another M1: refused, naming the key.
+    other = from_dict(LoopConfig, merge(to_dict(base), {"seed_data": {"n_ift": 10}}))
+    with pytest.raises(ConfigError, match="seed_data.n_ift"):
+        X.run_experiment(
+            other, ["self"], seeds=(0,), name="c", run_fn=fake_loop([]), log=lambda m: None, m1_from=first
+        )
+    with pytest.raises(ConfigError, match="no run directory with an M1"):
+        X.run_experiment(
+            base, ["self"], seeds=(1,), name="d", run_fn=fake_loop([]), log=lambda m: None, m1_from=first
+        )
