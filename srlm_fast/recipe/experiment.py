@@ -14,7 +14,8 @@ Layout: `<runs_dir>/<name>/s<seed>-<arm>/` is an ordinary run directory of each 
 first; the other arms start from its artifacts that do not depend on the reward (seed data, tokenizer, M0, M1,
 M1's evaluation, and iteration 1's prompts and candidates, all functions of M1 and the seed), so every arm of a
 seed shares one M1 and one first batch of candidates, and those stages run once per seed. A killed experiment
-resumes: every run resumes at its first missing artifact.
+resumes: every run resumes at its first missing artifact. `--m1-from` starts every seed from an earlier
+experiment's M1 (`reuse_m1`), for sweeps over what the iterations do.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def reuse_m1(source: Path, cfg: LoopConfig, target: Path) -> list[str]:
             "its M1 is not this config's"
         )
     start_run_dir(cfg, target)
-    return share_artifacts(source, target, M1_ARTIFACTS, stats=False)
+    return share_artifacts(source, target, M1_ARTIFACTS, iter1_stats=False)
 
 
 def resolve_arms(names: Sequence[str]) -> list[Arm]:
@@ -132,7 +133,7 @@ def start_run_dir(cfg: LoopConfig, target: Path) -> None:
 
 
 def share_artifacts(
-    source: Path, target: Path, paths: Sequence[str] = SHARED, stats: bool = True
+    source: Path, target: Path, paths: Sequence[str] = SHARED, iter1_stats: bool = True
 ) -> list[str]:
     """Copy the reward-independent artifacts of `source` (a seed's self run) into `target`, where missing.
 
@@ -156,7 +157,7 @@ def share_artifacts(
         done.append(rel)
     stats_src, stats_dst = source / "iter1" / "stats.json", target / "iter1" / "stats.json"
     if (
-        stats
+        iter1_stats
         and stats_src.exists()
         and not stats_dst.exists()
         and (target / "iter1" / "candidates.jsonl").exists()
