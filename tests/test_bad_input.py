@@ -1017,7 +1017,7 @@ def _(ws, tmp):
     return ["experiment", "--seeds=x", f"--runs_dir={q(tmp)}"], "--seeds: a comma-separated list of integers"
 
 
-@_case("missing", "experiment-m1-from")
+@_case("inputs", "experiment-m1-from")
 def _(ws, tmp):
     args = ["experiment", "--seeds=0", f"--m1-from={q(tmp / 'nowhere')}", f"--runs_dir={q(tmp)}"]
     return args, "is no run directory with an M1"
