@@ -21,16 +21,14 @@ bytes are decoded here, so a line that is not UTF-8 is named with its file, line
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from srlm_fast.eval.metrics import RankedJudgment
-from srlm_fast.io import DataError, iter_lines, read_text
+from srlm_fast.io import DataError, read_json, read_jsonl_numbered
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
@@ -99,22 +97,9 @@ def render_dialogue(history: tuple[tuple[str, str], ...], prompt: str) -> str:
 # ---------------------------------------------------------------- low-level JSON(L) reading
 
 
-def _iter_records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+def _iter_records(path: str | os.PathLike) -> list[tuple[int, dict]]:
     """(line number, object) for every non-blank line of a JSONL(.gz) file; bad lines raise DataError."""
-    for lineno, line, problem in iter_lines(path):
-        if problem is not None:
-            raise DataError(f"{path}:{lineno}: {problem}")
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise DataError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
+    return read_jsonl_numbered(path)[0]
 
 
 def _need_str(obj: dict, key: str, where: str) -> str:
@@ -250,12 +235,7 @@ def read_hh_pairs(path: str | os.PathLike) -> PairSet:
 def read_alpaca_eval(path: str | os.PathLike) -> list[EvalPrompt]:
     """AlpacaEval model outputs: a JSON list of `{instruction, output, generator?, dataset?}`."""
     path = Path(path)
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-    except RecursionError:
-        raise DataError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     out = []
@@ -315,7 +295,7 @@ def read_eval_prompts(path: str | os.PathLike) -> list[EvalPrompt]:
     path = Path(path)
     if path.name.endswith((".json", ".json.gz")):
         return read_alpaca_eval(path)
-    first = next(_iter_records(path), None)
+    first = next(iter(_iter_records(path)), None)
     if first is None:
         return []
     keys = first[1]
