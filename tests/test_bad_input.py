@@ -121,10 +121,46 @@ def gen(ws, *extra: str) -> list[str]:
     return ["generate", "--checkpoint", str(ws["init"]), "--device", "cpu", "--max-new-tokens", "4", *extra]
 
 
+def loop(tmp: Path, *extra: str) -> list[str]:
+    return ["run", f"--runs_dir={q(tmp)}", "--name=r", *extra]
+
+
+def dpo_reference(ws, *extra: str) -> list[str]:
+    return ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"]), *extra]
+
+
+def eft_build(ws, ranked: Path, out: Path | str, *extra: str) -> list[str]:
+    argv = ["eft", "build", "--checkpoint", str(ws["init"]), "--ranked", str(ranked)]
+    return [*argv, "--out", str(out), *extra]
+
+
+def tokenizer_train(text: Path, out: Path, *extra: str) -> list[str]:
+    return ["tokenizer", "train", str(text), "--out", str(out), *extra]
+
+
+def eval_judge(ws, rankings: Path, *extra: str) -> list[str]:
+    return ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(rankings), *extra]
+
+
+def eval_versus(ws, *extra: str) -> list[str]:
+    argv = ["eval", "versus", "--a", str(ws["init"]), "--b", str(ws["init2"])]
+    return [*argv, "--prompts", str(ws["prompts"]), *extra]
+
+
+def copy_of_sft_run(ws, run: Path) -> Path:
+    """A copy of the finished SFT run at `run`, for a case to edit and resume."""
+    shutil.copytree(ws["sft_run"], run)
+    return run
+
+
+def resume_sft(ws, run: Path, *extra: str) -> list[str]:
+    """The SFT command that resumes `run` with the config it was started with (2 steps, a checkpoint each)."""
+    return sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1", *extra)
+
+
 def old_format_run(ws, tmp: Path) -> Path:
     """A copy of the finished SFT run whose checkpoints are in the pre-safetensors (pickled) format."""
-    run = tmp / "old_run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "old_run")
     for ck in (run / "checkpoints").glob("step-*"):
         shutil.rmtree(ck / "state")
         write(ck / "state" / ".metadata", b"\x80\x04K\x01.")
@@ -145,13 +181,14 @@ def dpo_run_on_own_pairs(ws, tmp: Path) -> tuple[Path, Path]:
 # ---- the cases --------------------------------------------------------------------------------------------
 
 
+Build = Callable[[dict, Path], tuple[list[str], str]]  # (ws, scratch dir) -> (argv, expected in the message)
+
+
 @dataclass
 class Case:
     kind: str
     name: str
-    build: Callable[
-        [dict, Path], tuple[list[str], str]
-    ]  # (ws, scratch dir) -> (argv, expected in the message)
+    build: Build
     stdin: bytes | None = None
 
     @property
@@ -168,6 +205,31 @@ def _case(kind: str, name: str, stdin: bytes | None = None):
 
 
 CASES: list[Case] = []
+
+
+# The builds of the cases in the tables below: functions, so that each case keeps its own flags (a lambda in
+# the loop body would see the loop's last row).
+
+
+def sft_case(*flags: str, expect: str) -> Build:
+    return lambda ws, tmp: (sft(ws, tmp / "run", *flags), expect)
+
+
+def dpo_case(*flags: str, expect: str) -> Build:
+    return lambda ws, tmp: (dpo(ws, tmp / "run", *flags), expect)
+
+
+def gen_case(*flags: str, expect: str) -> Build:
+    return lambda ws, tmp: (gen(ws, "--prompt", "hi", *flags), expect)
+
+
+def loop_case(*flags: str, expect: str) -> Build:
+    return lambda ws, tmp: (loop(tmp, *flags), expect)
+
+
+def run_case(flag: str, *, expect: str) -> Build:
+    return lambda ws, tmp: (["run", flag, f"--runs_dir={q(tmp)}"], expect)
+
 
 # -- output: nothing the command did not create is replaced ------------------------------------------------
 
@@ -224,42 +286,29 @@ def _(ws, tmp):
 
 @_case("output", "sft-data-is-its-own-metrics")
 def _(ws, tmp):
-    run = tmp / "run2"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run2")
     return sft(ws, run, f"--data.train={q(run / 'metrics.jsonl')}"), "which is an input of this run"
 
 
 @_case("output", "dpo-reference-out-is-the-pairs")
 def _(ws, tmp):
-    argv = [
-        "dpo-reference",
-        "--model",
-        str(ws["init"]),
-        "--pairs",
-        str(ws["pairs"]),
-        "--out",
-        str(ws["pairs"]),
-    ]
-    return [*argv, "--overwrite"], "is an input of this command"
+    return dpo_reference(ws, "--out", str(ws["pairs"]), "--overwrite"), "is an input of this command"
 
 
 @_case("output", "dpo-reference-out-exists")
 def _(ws, tmp):
-    argv = ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"]), "--out", str(ws["ref"])]
-    return argv, "pass --overwrite"
+    return dpo_reference(ws, "--out", str(ws["ref"])), "pass --overwrite"
 
 
 @_case("output", "dpo-reference-out-is-not-jsonl")
 def _(ws, tmp):
     weights = ws["init"] / "model.safetensors"
-    argv = ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"]), "--out", str(weights)]
-    return [*argv, "--overwrite"], "is not a JSONL file"
+    return dpo_reference(ws, "--out", str(weights), "--overwrite"), "is not a JSONL file"
 
 
 @_case("output", "dpo-reference-out-under-a-file")
 def _(ws, tmp):
-    argv = ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"])]
-    return [*argv, "--out", str(ws["notes"] / "x.jsonl")], "is a file, not a directory"
+    return dpo_reference(ws, "--out", str(ws["notes"] / "x.jsonl")), "is a file, not a directory"
 
 
 @_case("output", "generate-out-is-the-prompts")
@@ -284,31 +333,12 @@ def _(ws, tmp):
 
 @_case("output", "eft-out-is-the-ranked-file")
 def _(ws, tmp):
-    argv = [
-        "eft",
-        "build",
-        "--checkpoint",
-        str(ws["init"]),
-        "--ranked",
-        str(ws["ranked"]),
-        "--out",
-        str(ws["ranked"]),
-    ]
-    return [*argv, "--overwrite"], "is an input"
+    return eft_build(ws, ws["ranked"], ws["ranked"], "--overwrite"), "is an input"
 
 
 @_case("output", "tokenizer-out-is-a-checkpoint")
 def _(ws, tmp):
-    argv = [
-        "tokenizer",
-        "train",
-        str(ws["sft"]),
-        "--out",
-        str(ws["init"]),
-        "--vocab-size",
-        "300",
-        "--overwrite",
-    ]
+    argv = tokenizer_train(ws["sft"], ws["init"], "--vocab-size", "300", "--overwrite")
     return argv, "is not a tokenizer directory"
 
 
@@ -316,20 +346,12 @@ def _(ws, tmp):
 def _(ws, tmp):
     tok_dir = tmp / "tok"
     Tokenizer.from_dir(ws["init"]).save(tok_dir)
-    return [
-        "tokenizer",
-        "train",
-        str(ws["sft"]),
-        "--out",
-        str(tok_dir),
-        "--vocab-size",
-        "300",
-    ], "pass --overwrite"
+    return tokenizer_train(ws["sft"], tok_dir, "--vocab-size", "300"), "pass --overwrite"
 
 
 @_case("output", "tokenizer-out-is-a-file")
 def _(ws, tmp):
-    return ["tokenizer", "train", str(ws["sft"]), "--out", str(ws["notes"])], "is not a directory"
+    return tokenizer_train(ws["sft"], ws["notes"]), "is not a directory"
 
 
 @_case("output", "checkpoint-init-out-is-not-a-checkpoint")
@@ -376,109 +398,58 @@ def _(ws, tmp):
 
 @_case("untrusted", "sft-resume-old-pickled-format")
 def _(ws, tmp):
-    return sft(
-        ws, old_format_run(ws, tmp), "--schedule.max_steps=2", "--checkpoint.save_every=1"
-    ), "older format"
+    return resume_sft(ws, old_format_run(ws, tmp)), "older format"
 
 
 @_case("untrusted", "sft-resume-planted-latest-pointer")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run")
     write(run / "checkpoints" / "latest", "../../../etc\n")
-    return sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1"), "not a checkpoint of this run"
+    return resume_sft(ws, run), "not a checkpoint of this run"
 
 
 @_case("untrusted", "sft-resume-bad-train-state")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run")
     write(run / "checkpoints" / "step-000002" / "train_state.json", '{"step": "2"}')
-    return sft(
-        ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1"
-    ), "train_state.json: field 'step'"
+    return resume_sft(ws, run), "train_state.json: field 'step'"
 
 
 @_case("untrusted", "sft-resume-state-file-is-a-pickle")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run")
     write(
         run / "checkpoints" / "step-000002" / "state" / "rank-00000-of-00001.safetensors", b"\x80\x04K\x01."
     )
-    return sft(
-        ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1"
-    ), "corrupt or unreadable safetensors"
+    return resume_sft(ws, run), "corrupt or unreadable safetensors"
 
 
 @_case("untrusted", "sft-resume-index-names-other-tensors")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run")
     index = run / "checkpoints" / "step-000002" / "state" / "index.json"
     data = json.loads(index.read_text())
     data["entries"]["model/evil"] = data["entries"].pop(next(iter(data["entries"])))
     index.write_text(json.dumps(data))
-    return sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1"), "does not match this model"
+    return resume_sft(ws, run), "does not match this model"
 
 
 # -- types ------------------------------------------------------------------------------------------------
 
 
-@_case("types", "sft-bool-as-float")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--optim.lr=true"), "optim.lr: expected a number, got True (a boolean)"
-
-
-@_case("types", "sft-string-as-int")
-def _(ws, tmp):
-    return sft(
-        ws, tmp / "run", '--schedule.max_steps="8"'
-    ), "schedule.max_steps: expected an integer, got '8'"
-
-
-@_case("types", "sft-float-as-int")
-def _(ws, tmp):
-    return sft(
-        ws, tmp / "run", "--schedule.max_steps=2.5"
-    ), "schedule.max_steps: expected an integer, got 2.5"
-
-
-@_case("types", "sft-bool-as-int")
-def _(ws, tmp):
-    return sft(
-        ws, tmp / "run", "--schedule.grad_accum=true"
-    ), "schedule.grad_accum: expected an integer, got True"
-
-
-@_case("types", "sft-int-as-bool")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--data.pack=1"), "data.pack: expected a boolean"
-
-
-@_case("types", "sft-literal")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--data.overlong=cut"), "data.overlong: expected one of 'truncate', 'drop'"
-
-
-@_case("types", "sft-optional-str-gets-a-list")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--model.tokenizer=[1]"), "model.tokenizer: expected a string, got [1]"
-
-
-@_case("types", "sft-table-gets-a-number")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--optim=3"), "optim: expected a table, got 3"
-
-
-@_case("types", "sft-nan")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--optim.lr=nan"), "optim.lr: expected a number, got nan"
-
-
-@_case("types", "sft-unknown-key")
-def _(ws, tmp):
-    return sft(ws, tmp / "run", "--optim.lrr=1"), "optim: unknown key(s) lrr"
+for _name, _flag, _expect in [
+    ("sft-bool-as-float", "--optim.lr=true", "optim.lr: expected a number, got True (a boolean)"),
+    ("sft-string-as-int", '--schedule.max_steps="8"', "schedule.max_steps: expected an integer, got '8'"),
+    ("sft-float-as-int", "--schedule.max_steps=2.5", "schedule.max_steps: expected an integer, got 2.5"),
+    ("sft-bool-as-int", "--schedule.grad_accum=true", "schedule.grad_accum: expected an integer, got True"),
+    ("sft-int-as-bool", "--data.pack=1", "data.pack: expected a boolean"),
+    ("sft-literal", "--data.overlong=cut", "data.overlong: expected one of 'truncate', 'drop'"),
+    ("sft-optional-str-gets-a-list", "--model.tokenizer=[1]", "model.tokenizer: expected a string, got [1]"),
+    ("sft-table-gets-a-number", "--optim=3", "optim: expected a table, got 3"),
+    ("sft-nan", "--optim.lr=nan", "optim.lr: expected a number, got nan"),
+    ("sft-unknown-key", "--optim.lrr=1", "optim: unknown key(s) lrr"),
+]:
+    CASES.append(Case("types", _name, sft_case(_flag, expect=_expect)))
 
 
 @_case("types", "sft-toml-file")
@@ -512,32 +483,17 @@ def _(ws, tmp):
     return ["checkpoint", "inspect", str(init)], "config.json: expected a JSON object"
 
 
-@_case("types", "run-bool-as-int")
-def _(ws, tmp):
-    return ["run", "--iterations=true", f"--runs_dir={q(tmp)}"], "iterations: expected an integer, got True"
-
-
-@_case("types", "run-string-count")
-def _(ws, tmp):
-    return ["run", '--candidates.n="4"', f"--runs_dir={q(tmp)}"], "candidates.n: expected an integer, got '4'"
-
-
-@_case("types", "run-literal")
-def _(ws, tmp):
-    return [
-        "run",
-        "--judge.mode=maybe",
-        f"--runs_dir={q(tmp)}",
-    ], "judge.mode: expected one of 'sample', 'expected'"
-
-
-@_case("types", "run-list-of-str-gets-ints")
-def _(ws, tmp):
-    return [
-        "run",
+for _name, _flag, _expect in [
+    ("run-bool-as-int", "--iterations=true", "iterations: expected an integer, got True"),
+    ("run-string-count", '--candidates.n="4"', "candidates.n: expected an integer, got '4'"),
+    ("run-literal", "--judge.mode=maybe", "judge.mode: expected one of 'sample', 'expected'"),
+    (
+        "run-list-of-str-gets-ints",
         "--seed_data.ift_files=[1, 2]",
-        f"--runs_dir={q(tmp)}",
-    ], "seed_data.ift_files[0]: expected a string"
+        "seed_data.ift_files[0]: expected a string",
+    ),
+]:
+    CASES.append(Case("types", _name, run_case(_flag, expect=_expect)))
 
 
 # -- counts, sizes, intervals, names ------------------------------------------------------------------------
@@ -558,28 +514,16 @@ for _key, _value, _expect in [
     ("model.attn_backend", "flash", "model.attn_backend: must be one of sdpa"),
     ("data.template", "chatgpt", "data.template: must be one of"),
 ]:
-
-    def _make(key=_key, value=_value, expect=_expect):
-        return lambda ws, tmp: (sft(ws, tmp / "run", f"--{key}={value}"), expect)
-
-    CASES.append(Case("counts", f"sft-{_key}={_value}", _make()))
+    CASES.append(Case("counts", f"sft-{_key}={_value}", sft_case(f"--{_key}={_value}", expect=_expect)))
 
 
-@_case("counts", "sft-zero-epochs")
-def _(ws, tmp):
-    return sft(
-        ws, tmp / "run", "--schedule.max_steps=0", "--schedule.epochs=0"
-    ), "schedule.epochs: must be > 0"
-
-
-@_case("counts", "dpo-beta-zero")
-def _(ws, tmp):
-    return dpo(ws, tmp / "run", "--dpo.beta=0"), "dpo.beta: must be > 0"
-
-
-@_case("counts", "dpo-label-smoothing")
-def _(ws, tmp):
-    return dpo(ws, tmp / "run", "--dpo.label_smoothing=0.7"), "dpo.label_smoothing: must be in [0, 0.5)"
+CASES += [
+    Case("counts", "sft-zero-epochs", sft_case("--schedule.max_steps=0", "--schedule.epochs=0",
+                                               expect="schedule.epochs: must be > 0")),
+    Case("counts", "dpo-beta-zero", dpo_case("--dpo.beta=0", expect="dpo.beta: must be > 0")),
+    Case("counts", "dpo-label-smoothing", dpo_case("--dpo.label_smoothing=0.7",
+                                                   expect="dpo.label_smoothing: must be in [0, 0.5)")),
+]  # fmt: skip
 
 
 for _flag, _value, _expect in [
@@ -592,41 +536,28 @@ for _flag, _value, _expect in [
     ("--device", "tpu", "argument --device: unknown device 'tpu'"),
     ("--temperature", "nan", "argument --temperature: expected a finite number"),
 ]:
-
-    def _make(flag=_flag, value=_value, expect=_expect):
-        return lambda ws, tmp: (gen(ws, "--prompt", "hi", flag, value), expect)
-
-    CASES.append(Case("counts", f"generate{_flag}={_value}", _make()))
+    CASES.append(Case("counts", f"generate{_flag}={_value}", gen_case(_flag, _value, expect=_expect)))
 
 
 @_case("counts", "dpo-reference-batch-size")
 def _(ws, tmp):
-    argv = ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"]), "--batch-size", "0"]
-    return argv, "argument --batch-size: must be at least 1"
+    return dpo_reference(ws, "--batch-size", "0"), "argument --batch-size: must be at least 1"
 
 
 @_case("counts", "dpo-reference-max-seq-len")
 def _(ws, tmp):
-    argv = ["dpo-reference", "--model", str(ws["init"]), "--pairs", str(ws["pairs"]), "--max-seq-len", "1"]
-    return [*argv, "--out", str(tmp / "r.jsonl")], "--max-seq-len must be at least 2"
+    argv = dpo_reference(ws, "--max-seq-len", "1", "--out", str(tmp / "r.jsonl"))
+    return argv, "--max-seq-len must be at least 2"
 
 
 @_case("counts", "tokenizer-vocab-too-small")
 def _(ws, tmp):
-    return [
-        "tokenizer",
-        "train",
-        str(ws["sft"]),
-        "--out",
-        str(tmp / "tok"),
-        "--vocab-size",
-        "10",
-    ], "at least 263"
+    return tokenizer_train(ws["sft"], tmp / "tok", "--vocab-size", "10"), "at least 263"
 
 
 @_case("counts", "tokenizer-min-frequency")
 def _(ws, tmp):
-    argv = ["tokenizer", "train", str(ws["sft"]), "--out", str(tmp / "tok"), "--min-frequency", "0"]
+    argv = tokenizer_train(ws["sft"], tmp / "tok", "--min-frequency", "0")
     return argv, "argument --min-frequency: must be at least 1"
 
 
@@ -637,17 +568,8 @@ def _(ws, tmp):
 
 @_case("counts", "eft-max-new-tokens")
 def _(ws, tmp):
-    argv = [
-        "eft",
-        "build",
-        "--checkpoint",
-        str(ws["init"]),
-        "--ranked",
-        str(ws["ranked"]),
-        "--out",
-        "x.jsonl",
-    ]
-    return [*argv, "--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1"
+    argv = eft_build(ws, ws["ranked"], "x.jsonl", "--max-new-tokens", "0")
+    return argv, "argument --max-new-tokens: must be at least 1"
 
 
 @_case("counts", "chat-top-p")
@@ -660,26 +582,21 @@ def _(ws, tmp):
 
 @_case("resume", "sft-different-config")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
-    argv = sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1", "--optim.lr=0.1")
-    return argv, "started with a different config (differs in optim.lr)"
+    run = copy_of_sft_run(ws, tmp / "run")
+    return resume_sft(ws, run, "--optim.lr=0.1"), "started with a different config (differs in optim.lr)"
 
 
 @_case("resume", "sft-resume-false-over-checkpoints")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
-    argv = sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1", "--checkpoint.resume=false")
-    return argv, "checkpoint.resume is false"
+    run = copy_of_sft_run(ws, tmp / "run")
+    return resume_sft(ws, run, "--checkpoint.resume=false"), "checkpoint.resume is false"
 
 
 @_case("resume", "sft-checkpoints-without-config")
 def _(ws, tmp):
-    run = tmp / "run"
-    shutil.copytree(ws["sft_run"], run)
+    run = copy_of_sft_run(ws, tmp / "run")
     (run / "config.toml").unlink()
-    return sft(ws, run, "--schedule.max_steps=2", "--checkpoint.save_every=1"), "no config.toml"
+    return resume_sft(ws, run), "no config.toml"
 
 
 # -- provenance --------------------------------------------------------------------------------------------
@@ -777,61 +694,25 @@ def _(ws, tmp):
 @_case("decode", "tokenizer-text-input")
 def _(ws, tmp):
     txt = write(tmp / "corpus.txt", b"hello\nworld " + BAD + b"\n")
-    return [
-        "tokenizer",
-        "train",
-        str(txt),
-        "--out",
-        str(tmp / "tok"),
-        "--vocab-size",
-        "300",
-    ], f"{txt}:2: not valid"
+    return tokenizer_train(txt, tmp / "tok", "--vocab-size", "300"), f"{txt}:2: not valid"
 
 
 @_case("decode", "tokenizer-jsonl-not-json")
 def _(ws, tmp):
     f = write(tmp / "corpus.jsonl", '{"a": "b"}\n{"a": \n')
-    return [
-        "tokenizer",
-        "train",
-        str(f),
-        "--out",
-        str(tmp / "tok"),
-        "--vocab-size",
-        "300",
-    ], f"{f}:2: not valid JSON"
+    return tokenizer_train(f, tmp / "tok", "--vocab-size", "300"), f"{f}:2: not valid JSON"
 
 
 @_case("decode", "eft-judge-template")
 def _(ws, tmp):
     t = write(tmp / "rubric.txt", b"Rate it.\n{instruction}\n{response}\n" + BAD)
-    argv = [
-        "eft",
-        "build",
-        "--checkpoint",
-        str(ws["init"]),
-        "--ranked",
-        str(ws["ranked"]),
-        "--out",
-        str(tmp / "o.jsonl"),
-    ]
-    return [*argv, "--template", str(t)], f"{t}:4: not valid UTF-8"
+    return eft_build(ws, ws["ranked"], tmp / "o.jsonl", "--template", str(t)), f"{t}:4: not valid UTF-8"
 
 
 @_case("decode", "eft-ranked-all-undecodable")
 def _(ws, tmp):
     r = write(tmp / "ranked.jsonl", BAD + b"\n" + BAD + b"\n")
-    argv = [
-        "eft",
-        "build",
-        "--checkpoint",
-        str(ws["init"]),
-        "--ranked",
-        str(r),
-        "--out",
-        str(tmp / "o.jsonl"),
-    ]
-    return argv, f"no prompts with ranked or scored replies in {r}"
+    return eft_build(ws, r, tmp / "o.jsonl"), f"no prompts with ranked or scored replies in {r}"
 
 
 @_case("decode", "eval-data-oasst")
@@ -967,10 +848,6 @@ def _(ws, tmp):
 # -- the loop and the evaluations -------------------------------------------------------------------------
 
 
-def loop(tmp: Path, *extra: str) -> list[str]:
-    return ["run", f"--runs_dir={q(tmp)}", "--name=r", *extra]
-
-
 @_case("lock", "run-dir-in-use")
 def _(ws, tmp):
     return loop(tmp / "locked_runs"), "this run directory is in use by process"
@@ -1005,11 +882,7 @@ for _key, _value, _expect in [
     ("name", '"../up"', "name: must be a plain directory name"),
     ("device", "cuda:3", "device: device 'cuda:3'"),
 ]:
-
-    def _make(key=_key, value=_value, expect=_expect):
-        return lambda ws, tmp: (loop(tmp, f"--{key}={value}"), expect)
-
-    CASES.append(Case("counts", f"run-{_key}={_value}", _make()))
+    CASES.append(Case("counts", f"run-{_key}={_value}", loop_case(f"--{_key}={_value}", expect=_expect)))
 
 
 @_case("types", "experiment-seeds")
@@ -1063,8 +936,7 @@ def _(ws, tmp):
 
 @_case("counts", "eval-judge-k")
 def _(ws, tmp):
-    argv = ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(ws["ranked"]), "--k", "0"]
-    return argv, "argument --k: must be at least 1"
+    return eval_judge(ws, ws["ranked"], "--k", "0"), "argument --k: must be at least 1"
 
 
 @_case("counts", "eval-head2head-n-boot")
@@ -1081,40 +953,19 @@ def _(ws, tmp):
 
 @_case("counts", "eval-versus-limit")
 def _(ws, tmp):
-    argv = [
-        "eval",
-        "versus",
-        "--a",
-        str(ws["init"]),
-        "--b",
-        str(ws["init2"]),
-        "--prompts",
-        str(ws["prompts"]),
-    ]
-    return [*argv, "--limit", "-1"], "argument --limit: must be 0 or more"
+    return eval_versus(ws, "--limit", "-1"), "argument --limit: must be 0 or more"
 
 
 @_case("output", "eval-judge-out-is-the-rankings")
 def _(ws, tmp):
     f = write(tmp / "oasst_trees.json", "{}")
-    argv = ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(f), "--out", str(f)]
-    return [*argv, "--overwrite"], "is an input of this command"
+    return eval_judge(ws, f, "--out", str(f), "--overwrite"), "is an input of this command"
 
 
 @_case("output", "eval-versus-out-exists")
 def _(ws, tmp):
     out = write(tmp / "versus.json", "{}")
-    argv = [
-        "eval",
-        "versus",
-        "--a",
-        str(ws["init"]),
-        "--b",
-        str(ws["init2"]),
-        "--prompts",
-        str(ws["prompts"]),
-    ]
-    return [*argv, "--out", str(out)], "pass --overwrite"
+    return eval_versus(ws, "--out", str(out)), "pass --overwrite"
 
 
 @_case("output", "eval-report-exists")
@@ -1133,7 +984,7 @@ def _(ws, tmp):
 @_case("inputs", "eval-judge-no-ranked-prompts")
 def _(ws, tmp):
     f = write(tmp / "trees.jsonl", '{"prompt": {"text": "q", "replies": []}}\n')
-    return ["eval", "judge", "--checkpoint", str(ws["init"]), "--rankings", str(f)], f"{f}: no ranked prompts"
+    return eval_judge(ws, f), f"{f}: no ranked prompts"
 
 
 @_case("inputs", "eval-agreement-empty")
@@ -1162,17 +1013,7 @@ def _(ws, tmp):
 @_case("decode", "eval-judge-template")
 def _(ws, tmp):
     t = write(tmp / "rubric.txt", BAD)
-    argv = [
-        "eval",
-        "judge",
-        "--checkpoint",
-        str(ws["init"]),
-        "--rankings",
-        str(ws["ranked"]),
-        "--template",
-        str(t),
-    ]
-    return argv, f"{t}:1: not valid UTF-8"
+    return eval_judge(ws, ws["ranked"], "--template", str(t)), f"{t}:1: not valid UTF-8"
 
 
 # -- retrieval: srlm index build/search, srlm eval qa -----------------------------------------------------------
