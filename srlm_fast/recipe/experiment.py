@@ -34,6 +34,8 @@ from srlm_fast.io import read_jsonl, write_json_atomic, write_text_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import run_loop
+from srlm_fast.recipe.stages import train_table
+from srlm_fast.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,31 @@ M1_ARTIFACTS = ("seed", "tokenizer", "m0", "m1")
 def m1_inputs(cfg: LoopConfig) -> dict[str, Any]:
     d = to_dict(cfg)
     return {
-        "seed": d["seed"], "model": d["model"], "seed_data": d["seed_data"], "sft": d["sft"],
+        # The SFT settings as the trainer gets them (the from-scratch defaults under the config's table), so an
+        # M1 made under other defaults is not taken for this one.
+        "seed": d["seed"], "model": d["model"], "seed_data": d["seed_data"], "sft": train_table("sft", cfg),
         "retrieval": d.get("retrieval"), "judge": {"template": d["judge"]["template"]},
         "selfinstruct": {k: d["selfinstruct"][k] for k in ("n_seed", "n_generated")},
     }  # fmt: skip
+
+
+# Trainer keys that say where and how often, not what M1 becomes.
+_SFT_BOOKKEEPING = {"device", "checkpoint", "logging", "model.init", "data.train", "schedule.seed"}
+
+
+def _sft_settings(table: dict[str, Any] | LoopConfig) -> dict[str, Any]:
+    """The SFT trainer settings that shape M1: a saved trainer config, or the one a loop config would train."""
+    if isinstance(table, LoopConfig):
+        base = {"task": "sft", "model": {"init": "M"}, "data": {"train": "D"}}
+        table = merge(base, train_table("sft", table))
+    d = to_dict(from_dict(TrainConfig, table, where="sft"))
+    for key in _SFT_BOOKKEEPING:
+        section, _, name = key.partition(".")
+        if name:
+            d.get(section, {}).pop(name, None)
+        else:
+            d.pop(section, None)
+    return d
 
 
 def reuse_m1(source: Path, cfg: LoopConfig, target: Path) -> list[str]:
@@ -88,6 +111,11 @@ def reuse_m1(source: Path, cfg: LoopConfig, target: Path) -> list[str]:
         raise ConfigError(f"--m1-from: {source} is no run directory with an M1 (config.toml and m1/)")
     before = m1_inputs(from_dict(LoopConfig, read_toml(saved), where=str(saved)))
     changed = changed_keys(before, m1_inputs(cfg))
+    # The trainer config SFT saved: catches an M1 trained under other from-scratch defaults (another version),
+    # which the loop configs alone cannot show.
+    trained = source / "train" / "m1" / "config.toml"
+    if trained.is_file():
+        changed += [f"sft.{k}" for k in changed_keys(_sft_settings(read_toml(trained)), _sft_settings(cfg))]
     if changed:
         raise ConfigError(
             f"--m1-from: {source} made its M1 under another config (differs in {', '.join(changed[:6])}); "

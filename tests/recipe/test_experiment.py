@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from srlm_fast.config import ConfigError, from_dict, merge, to_dict
+from srlm_fast.config import ConfigError, from_dict, merge, to_dict, to_toml
 from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe import experiment as X
+from srlm_fast.recipe import stages as S
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.rundir import RunDir, save_or_check_config
+from srlm_fast.train.config import TrainConfig
 
 N_PROMPTS = 200
 # Accuracy of M_k per arm in the stand-in loop: self gains, oracle gains more, random stays.
@@ -154,4 +156,27 @@ def test_m1_from_reuses_an_earlier_experiments_m1_only_under_the_same_m1_config(
     with pytest.raises(ConfigError, match="no run directory with an M1"):
         X.run_experiment(
             base, ["self"], seeds=(1,), name="d", run_fn=fake_loop([]), log=lambda m: None, m1_from=first
+        )
+
+
+def test_m1_from_compares_the_sft_settings_the_trainer_gets_not_only_the_config_table(tmp_path, monkeypatch):
+    """An M1 trained under other from-scratch SFT defaults (an older version) is not this config's M1, though
+    neither config has an `sft` table."""
+    base = LoopConfig(runs_dir=str(tmp_path), iterations=1)
+    first = X.run_experiment(base, ["self"], seeds=(0,), name="a", run_fn=fake_loop([]), log=lambda m: None)
+    X.start_run_dir(X.arm_config(base, X.ARMS["self"], 0, first), first / "s0-self")
+    # What `srlm run`'s SFT saves beside its checkpoints: the whole trainer config it trained M1 with.
+    table = merge(
+        {"task": "sft", "model": {"init": "m0"}, "data": {"train": "sft.jsonl"}}, S.train_table("sft", base)
+    )
+    trained = first / "s0-self" / "train" / "m1" / "config.toml"
+    trained.parent.mkdir(parents=True)
+    trained.write_text(to_toml(to_dict(from_dict(TrainConfig, table))))
+    X.run_experiment(
+        base, ["self"], seeds=(0,), name="same", run_fn=fake_loop([]), log=lambda m: None, m1_from=first
+    )
+    monkeypatch.setitem(S.FROM_SCRATCH, "sft", merge(S.FROM_SCRATCH["sft"], {"optim": {"lr": 0.5}}))
+    with pytest.raises(ConfigError, match="sft.optim"):
+        X.run_experiment(
+            base, ["self"], seeds=(0,), name="b", run_fn=fake_loop([]), log=lambda m: None, m1_from=first
         )
