@@ -1,0 +1,128 @@
+"""Where a loop's models stand, family by family: greedy checker accuracy on held-out task-world prompts and on an
+iteration's self-instructed prompts, and how much the self-judge's scores vary within a prompt. The diagnostics
+behind bench/results/self_rewarding_diagnostics-cpu.json (issue #15); the checker is read here, after the fact.
+
+    python bench/diagnose_models.py CKPT[=LABEL] ... [--prompts RUN/iter2/prompts.jsonl] \
+        [--judgments RUN/iter1/judgments.jsonl] [--n 1000] [--seed 0] [--out FILE --merge-key KEY]
+
+Held-out accuracy on its own says whether a model improved; beside the accuracy on the self-instructed prompts it
+says whether what DPO learned carries over from the prompts the loop trained on to the task distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from bench.common import device_name, versions
+from srlm_fast.io import read_json, read_jsonl, write_json_atomic
+from srlm_fast.recipe import tasks
+from srlm_fast.recipe.policy import Policy
+
+
+def accuracy_by_family(policy: Policy, prompts: list[str]) -> dict:
+    """Greedy answers to `prompts` (each a task) graded by the checker: overall and per family, with counts."""
+    answers = policy.generate(prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=32, seed=0)
+    right: dict[str, list[bool]] = collections.defaultdict(list)
+    for prompt, out in zip(prompts, answers):
+        result = tasks.check(prompt, out[0])
+        right[result.family].append(result.status == "correct")
+    total = sum(sum(v) for v in right.values())
+    return {
+        "accuracy": total / max(1, len(prompts)),
+        "n": len(prompts),
+        "by_family": {f: {"accuracy": sum(v) / len(v), "n": len(v)} for f, v in sorted(right.items())},
+    }
+
+
+def judge_spread(judgments: Path) -> dict:
+    """How far the self-judge's scores of one prompt's candidates lie apart, and its mean score of correct and of
+    wrong candidates per family: a judge that reads the response spreads them; one that does not, does not."""
+    spreads, by_family = [], collections.defaultdict(lambda: {"correct": [], "wrong": []})
+    for row in read_jsonl(judgments, required=("prompt", "responses", "scores"))[0]:
+        parsed = tasks.parse_prompt(row["prompt"])
+        scored = [(r, s) for r, s in zip(row["responses"], row["scores"]) if s is not None]
+        if parsed is None or len(scored) < 2:
+            continue
+        spreads.append(max(s for _, s in scored) - min(s for _, s in scored))
+        for response, score in scored:
+            ok = tasks.check(row["prompt"], response).status == "correct"
+            by_family[parsed[0]]["correct" if ok else "wrong"].append(score)
+    mean = lambda xs: statistics.fmean(xs) if xs else None
+    return {
+        "within_prompt_spread_median": statistics.median(spreads) if spreads else None,
+        "within_prompt_spread_max": max(spreads) if spreads else None,
+        "prompts": len(spreads),
+        "mean_score_by_family": {
+            f: {
+                "correct": mean(d["correct"]),
+                "wrong": mean(d["wrong"]),
+                "n": len(d["correct"]) + len(d["wrong"]),
+            }
+            for f, d in sorted(by_family.items())
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="*", help="checkpoint directory, optionally =LABEL")
+    ap.add_argument(
+        "--prompts", help="an iteration's prompts.jsonl: accuracy on its prompts that are tasks too"
+    )
+    ap.add_argument("--judgments", help="an iteration's judgments.jsonl: the self-judge's score spread")
+    ap.add_argument("--n", type=int, default=1000, help="held-out task-world prompts")
+    ap.add_argument("--seed", type=int, default=0, help="of the held-out prompts (a run's seed)")
+    ap.add_argument("--out", help="JSON results file; with --merge-key the result goes under that key")
+    ap.add_argument("--merge-key", help="key of this result in --out (other keys are kept)")
+    args = ap.parse_args()
+
+    heldout = [t.prompt for t in tasks.eval_prompts(args.n, args.seed)]
+    selfinstructed = []
+    if args.prompts:
+        selfinstructed = [
+            r["prompt"]
+            for r in read_jsonl(args.prompts, required=("prompt",))[0]
+            if tasks.parse_prompt(r["prompt"])
+        ]
+    models = {}
+    for spec in args.checkpoints:
+        path, _, label = spec.partition("=")
+        policy = Policy.load(path)
+        models[label or path] = {"checkpoint": path, "heldout": accuracy_by_family(policy, heldout)}
+        if selfinstructed:
+            models[label or path]["selfinstructed"] = accuracy_by_family(policy, selfinstructed)
+        policy.close()
+        row = models[label or path]
+        line = f"{label or path:>28} held-out {row['heldout']['accuracy']:6.1%}"
+        if selfinstructed:
+            line += f"   self-instructed ({len(selfinstructed)}) {row['selfinstructed']['accuracy']:6.1%}"
+        print(line, " ".join(f"{f}={v['accuracy']:.2f}" for f, v in row["heldout"]["by_family"].items()))
+    result = {"command": "python " + " ".join(sys.argv), "models": models, "prompts_file": args.prompts}
+    if args.judgments:
+        result["judge"] = judge_spread(Path(args.judgments))
+        j = result["judge"]
+        print(
+            f"judge: within-prompt score spread median {j['within_prompt_spread_median']}, max {j['within_prompt_spread_max']}"
+        )
+    if args.out:
+        out = Path(args.out)
+        doc = read_json(out) if out.exists() else {}
+        doc.update(
+            name="self_rewarding_diagnostics", device=device_name(torch.device("cpu")), versions=versions()
+        )
+        doc["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        doc.setdefault("results", {})[args.merge_key or "default"] = result
+        write_json_atomic(out, doc)
+
+
+if __name__ == "__main__":
+    main()
