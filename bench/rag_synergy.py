@@ -49,6 +49,7 @@ SMOKE = [
     "--seed_data.n_seed_prompts=30", "--selfinstruct.n_prompts=6", "--selfinstruct.batch_size=8",
     "--selfinstruct.max_new_tokens=12", "--candidates.max_new_tokens=8", "--judge.k=2", "--judge.max_new_tokens=20",
     "--eval.n_task_prompts=6", "--eval.n_judge_items=6", "--eval.max_new_tokens=8", "--sft.schedule.epochs=1.0",
+    "--sft.schedule.micro_batch_size=8",
     "--dpo.schedule.epochs=1.0", "--dpo.schedule.micro_batch_size=2",
 ]  # fmt: skip
 

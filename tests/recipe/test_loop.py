@@ -26,7 +26,9 @@ SMOKE = [
     "--selfinstruct.n_prompts=6", "--selfinstruct.batch_size=8", "--selfinstruct.max_new_tokens=12",
     "--candidates.max_new_tokens=8", "--judge.k=2", "--judge.max_new_tokens=20",
     "--eval.n_task_prompts=6", "--eval.n_judge_items=6", "--eval.max_new_tokens=8",
-    "--sft.schedule.epochs=1.0", "--sft.checkpoint.save_every=2", "--sft.logging.log_every=100",
+    # 8 rows a step: the seconds-scale SFT of before the default became 2 rows (same steps, same checkpoints).
+    "--sft.schedule.epochs=1.0", "--sft.schedule.micro_batch_size=8", "--sft.checkpoint.save_every=2",
+    "--sft.logging.log_every=100",
     "--dpo.schedule.epochs=1.0", "--dpo.checkpoint.save_every=1", "--dpo.schedule.micro_batch_size=2",
     # An untrained model writes no parsable "Score:"; the expected-score judge always scores, so pairs exist and
     # the DPO stage really trains.

@@ -6,6 +6,7 @@ that it passes the config's settings and the iteration's seed. No model is built
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 
 from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.model.config import get_preset
+from srlm_fast.model.llama import build_model
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -240,6 +243,19 @@ def test_train_table_merges_the_from_scratch_defaults_under_the_config():
     assert table["data"] == {"max_seq_len": 128}
     real = load_job_config(LoopConfig, None, ["--model.checkpoint=/some/ckpt", "--dpo.schedule.epochs=3.0"])
     assert S.train_table("dpo", real) == {"schedule": {"epochs": 3.0}}  # the trainer's own (paper) defaults
+
+
+def test_train_table_caps_the_row_length_at_a_checkpoints_context(tmp_path):
+    """From a checkpoint with a 256-token context, the trainer's 1024-token default rows would be refused at the
+    first training stage; the table caps them, and the config's own setting still wins."""
+    model = build_model(dataclasses.replace(get_preset("tiny"), max_seq_len=256), seed=0)
+    model.save_pretrained(tmp_path / "ckpt")
+    cfg = load_job_config(LoopConfig, None, [f"--model.checkpoint={tmp_path / 'ckpt'}"])
+    assert S.train_table("dpo", cfg) == {"data": {"max_seq_len": 256}}
+    own = load_job_config(
+        LoopConfig, None, [f"--model.checkpoint={tmp_path / 'ckpt'}", "--sft.data.max_seq_len=64"]
+    )
+    assert S.train_table("sft", own)["data"] == {"max_seq_len": 64}
 
 
 @pytest.mark.parametrize("name", ["prompts.jsonl", "candidates.jsonl"])
