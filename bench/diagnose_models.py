@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -72,6 +73,22 @@ def judge_spread(judgments: Path) -> dict:
     }
 
 
+def prompt_stats(prompts: list[str]) -> dict:
+    """What a prompt set asks, beside the task distribution: the families, the share of membership questions whose
+    answer is "no", and the share of all numbers in them that are the ten most frequent values."""
+    families = collections.Counter(tasks.parse_prompt(p)[0] for p in prompts)
+    member = [p for p in prompts if tasks.parse_prompt(p)[0] == "member"]
+    numbers = collections.Counter(n for p in prompts for n in re.findall(r"\d+", p))
+    return {
+        "n": len(prompts),
+        "families": dict(families.most_common()),
+        "member_answer_no": sum(tasks.check(p, "no").status == "correct" for p in member)
+        / max(1, len(member)),
+        "distinct_numbers": len(numbers),
+        "top10_number_share": sum(c for _, c in numbers.most_common(10)) / max(1, sum(numbers.values())),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="*", help="checkpoint directory, optionally =LABEL")
@@ -107,6 +124,11 @@ def main() -> None:
             line += f"   self-instructed ({len(selfinstructed)}) {row['selfinstructed']['accuracy']:6.1%}"
         print(line, " ".join(f"{f}={v['accuracy']:.2f}" for f, v in row["heldout"]["by_family"].items()))
     result = {"command": "python " + " ".join(sys.argv), "models": models, "prompts_file": args.prompts}
+    if selfinstructed:
+        result["prompts"] = {"heldout": prompt_stats(heldout), "selfinstructed": prompt_stats(selfinstructed)}
+        for name, st in result["prompts"].items():
+            print(f"{name} prompts: member answer 'no' {st['member_answer_no']:.0%}, "
+                  f"top-10 numbers {st['top10_number_share']:.0%} of {st['distinct_numbers']} distinct")  # fmt: skip
     if args.judgments:
         result["judge"] = judge_spread(Path(args.judgments))
         j = result["judge"]
