@@ -26,8 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+
+from bench.common import versions
 from srlm_fast.config import load_job_config
+from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import write_json_atomic
+from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import run_loop
 from srlm_fast.recipe.task_families import DEFAULT_FAMILIES, KNOWLEDGE_FAMILY_NAMES
@@ -75,6 +80,79 @@ def summarise(run_root: Path) -> list[dict]:
     return out
 
 
+# Per-prompt contrasts over the four arms: the two main effects (mean of on − off) and the interaction.
+CONTRASTS = {
+    "gen_effect": {"gen1-judge0": 0.5, "gen1-judge1": 0.5, "gen0-judge0": -0.5, "gen0-judge1": -0.5},
+    "judge_effect": {"gen0-judge1": 0.5, "gen1-judge1": 0.5, "gen0-judge0": -0.5, "gen1-judge0": -0.5},
+    "interaction": {"gen1-judge1": 1, "gen1-judge0": -1, "gen0-judge1": -1, "gen0-judge0": 1},
+}
+
+
+def _knowledge_mask(cfg: LoopConfig) -> np.ndarray:
+    """Which of the run's held-out prompts (in `per_prompt` order) belong to a knowledge family."""
+    held_out = tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed, cfg.seed_data.families or None)
+    return np.array([t.family in KNOWLEDGE_FAMILY_NAMES for t in held_out])
+
+
+def synergy(configs: dict[tuple[str, int], LoopConfig]) -> dict:
+    """The 2×2 with intervals, from every arm's evaluations: per arm and metric the last model's value and its
+    change from M1; the main effects of retrieval in generation and in the judge; and the interaction
+    (gen1-judge1 − gen1-judge0) − (gen0-judge1 − gen0-judge0). The arms of a seed share the held-out prompts, so
+    every statistic is a per-prompt contrast, bootstrapped over prompts within each seed (stratified over seeds)."""
+    seeds = sorted({seed for _, seed in configs})
+    evals = {}  # (arm, seed) -> list of per-model eval dicts (M1 .. M_last)
+    for (arm, seed), cfg in configs.items():
+        paths = sorted(
+            (Path(cfg.runs_dir) / cfg.name / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:])
+        )
+        evals[arm, seed] = [json.loads(p.read_text()) for p in paths]
+    masks = {seed: _knowledge_mask(configs[next(a for a, s in configs if s == seed), seed]) for seed in seeds}
+
+    def vectors(metric: str, subset: str, model: int) -> dict[tuple[str, int], np.ndarray]:
+        out = {}
+        for key, models in evals.items():
+            v = ER.outcomes(models[model], metric) if len(models) > max(model, 0) else None
+            if v is not None:
+                out[key] = v[masks[key[1]]] if subset == "knowledge" else v
+        return out
+
+    result: dict = {"seeds": seeds, "metrics": {}}
+    for metric in ("correct", "agree"):
+        for subset in ("knowledge", "all"):
+            last, first = vectors(metric, subset, -1), vectors(metric, subset, 0)
+            row: dict = {"arms": {}}
+            for arm in ARMS:
+                if all((arm, s) in last for s in seeds):
+                    row["arms"][arm] = {
+                        "last": ER.stratified_bootstrap([last[arm, s] for s in seeds]).to_dict(),
+                        "change_from_m1": ER.stratified_bootstrap(
+                            [last[arm, s] - first[arm, s] for s in seeds]
+                        ).to_dict(),
+                    }
+            if all((arm, s) in last for arm in ARMS for s in seeds):
+                for key, weights in CONTRASTS.items():
+                    per_seed = [sum(w * last[arm, s] for arm, w in weights.items()) for s in seeds]
+                    row[key] = ER.stratified_bootstrap(per_seed).to_dict()
+            result["metrics"][f"{metric}/{subset}"] = row
+    return result
+
+
+def _interval(d: dict) -> str:
+    if d["value"] is None:
+        return "-"
+    return f"{100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+
+
+def _print_synergy(syn: dict) -> None:
+    for name, row in syn["metrics"].items():
+        print(f"\n{name} (last model; change from M1; points):")
+        for arm, r in row["arms"].items():
+            print(f"  {arm:<12} {100 * r['last']['value']:5.1f}%   change {_interval(r['change_from_m1'])}")
+        for key in CONTRASTS:
+            if key in row:
+                print(f"  {key:<12} {_interval(row[key])}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
@@ -82,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", default="runs/rag_synergy")
     p.add_argument("--smoke", action="store_true", help="the seconds-scale settings of the loop tests")
     p.add_argument("--out", default=None, help="JSON results file (e.g. bench/results/rag_synergy-cpu.json)")
+    p.add_argument("--summarise-only", action="store_true", help="read the finished runs; run nothing")
     args, overrides = p.parse_known_args(argv)
     arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms if a not in ARMS]
@@ -99,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in configs.values():
         cfg.validate()
     for (arm, seed), cfg in configs.items():
-        root = run_loop(cfg)
+        root = run_loop(cfg) if not args.summarise_only else Path(cfg.runs_dir) / cfg.name
         results["arms"].setdefault(arm, {})[str(seed)] = summarise(root)
     print(f"\n{'arm':<14}{'seed':>5}  {'model':<6}{'task acc':>10}{'knowledge acc':>15}{'judge agr.':>12}")
     for arm, by_seed in results["arms"].items():
@@ -108,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                 f = lambda x: "-" if x is None else f"{x:.3f}"
                 print(f"{arm:<14}{seed:>5}  {r['model']:<6}{f(r['task_accuracy']):>10}"
                       f"{f(r['knowledge_accuracy']):>15}{f(r['judge_agreement_own']):>12}")  # fmt: skip
+    results["synergy"] = synergy(configs)
+    _print_synergy(results["synergy"])
+    results.update(device="cpu", versions=versions(), command="python " + " ".join(sys.argv))
     if args.out:
         write_json_atomic(Path(args.out), results)
     return 0
