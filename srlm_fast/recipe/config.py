@@ -115,6 +115,10 @@ class PairSpec:
     min_margin: float = 0.0
     tier: float = 0.0
     length_control: bool = False
+    # Seed IFT examples added to every DPO round as replay rows (chosen = rejected = the seed response): their
+    # DPO term is identically zero, so with dpo.dpo.nll_weight > 0 each is an SFT example. They keep what SFT
+    # taught on the families a round's pairs leave out (InstructGPT's "PPO-ptx" mix, for DPO). 0: none.
+    replay: int = 0
 
 
 @dataclass
@@ -294,6 +298,15 @@ class LoopConfig:
         p = self.pairs
         require(finite(p.min_margin) and p.min_margin >= 0, "pairs.min_margin", "must be >= 0", p.min_margin)
         require(finite(p.tier) and p.tier >= 0, "pairs.tier", "must be >= 0", p.tier)
+        require(p.replay >= 0, "pairs.replay", "must be >= 0", p.replay)
+        if p.replay and train_table is not None:
+            nll = train_table("dpo", self).get("dpo", {}).get("nll_weight", 0.0)
+            require(
+                nll > 0,
+                "pairs.replay",
+                "replay rows train only through the NLL term: set dpo.dpo.nll_weight > 0",
+                nll,
+            )
         e = self.eval
         for key in ("n_task_prompts", "n_judge_items", "limit"):
             require(getattr(e, key) >= 0, f"eval.{key}", "must be >= 0", getattr(e, key))

@@ -489,6 +489,13 @@ def select_pairs(it: Iteration) -> None:
         judge_rows = read_jsonl(it.dir / "judge_pairs.jsonl")[0]
         counts["judge_pairs"] = len(judge_rows)
         rows_out += judge_rows
+    if p.replay:  # seed IFT examples as NLL-only rows (see PairSpec.replay)
+        seed_rows = read_jsonl(it.run.seed / "ift.jsonl", required=("prompt", "response"))[0]
+        picked = random.Random(f"replay:{it.seed}").sample(seed_rows, min(p.replay, len(seed_rows)))
+        rows_out += [{"prompt": r["prompt"], "chosen": r["response"], "rejected": r["response"], "replay": True}
+                     for r in picked]  # fmt: skip
+        counts["replay"] = len(picked)
+    if it.cfg.judge.meta or p.replay:
         random.Random(f"pairs-mix:{it.seed}").shuffle(rows_out)
     it.save_stats("pairs", counts)
     crash_point("pairs")

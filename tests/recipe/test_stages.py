@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from srlm_fast.config import load_job_config
+from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import build_model
@@ -184,6 +184,41 @@ def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
         "prompts": 4, "pairs": 2, "dropped": {"fewer_than_2_valid": 1, "tie": 1, "below_margin": 0, "same_text": 0},
         "checker": {"right": 1, "wrong": 1, "both_correct": 0, "both_wrong": 0, "unparseable": 0},
     }  # fmt: skip
+
+
+def test_replay_adds_seed_examples_as_nll_only_rows_beside_the_pairs(tmp_path):
+    a = tasks.eval_prompts(1, seed=5)[0]
+    rng = random.Random(0)
+    right, wrong = task_eft.candidate(a, "correct", rng), task_eft.candidate(a, "wrong", rng)
+    it, _ = make_iteration(tmp_path, ScriptedPolicy(), "--pairs.replay=3", "--dpo.dpo.nll_weight=1.0")
+    seed = [{"prompt": f"What is {i} plus 1?", "response": str(i + 1)} for i in range(5)]
+    it.run.seed.mkdir(parents=True)
+    write_jsonl_atomic(it.run.seed / "ift.jsonl", seed)
+    write_jsonl_atomic(
+        it.dir / "judgments.jsonl", [{"prompt": a.prompt, "responses": [wrong, right], "scores": [1.0, 5.0]}]
+    )
+    S.select_pairs(it)
+    rows = read_jsonl(it.dir / "pairs.jsonl")[0]
+    replay = [r for r in rows if r.get("replay")]
+    assert len(rows) == 4 and len(replay) == 3
+    assert all(
+        r["chosen"] == r["rejected"] and {"prompt": r["prompt"], "response": r["chosen"]} in seed
+        for r in replay
+    )
+    assert [(r["chosen"], r["rejected"]) for r in rows if not r.get("replay")] == [(right, wrong)]
+    pairs = stats_of(it)["pairs"]
+    assert (
+        pairs["replay"] == 3 and pairs["pairs"] == 1 and pairs["checker"]["right"] == 1
+    )  # pair stats: real pairs only
+
+
+def test_replay_needs_the_nll_term():
+    cfg = load_job_config(LoopConfig, None, ["--pairs.replay=10"])
+    with pytest.raises(ConfigError, match="pairs.replay: replay rows train only through the NLL term"):
+        cfg.validate(S.train_table)
+    load_job_config(LoopConfig, None, ["--pairs.replay=10", "--dpo.dpo.nll_weight=0.5"]).validate(
+        S.train_table
+    )
 
 
 def test_select_pairs_with_length_control_and_files_seed_data_has_no_checker(tmp_path):
