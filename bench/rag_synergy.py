@@ -11,8 +11,8 @@ evidence in generation a model cannot know a held-out fact) and its judge/checke
     python bench/rag_synergy.py --seeds 0 --smoke          # a seconds-scale check that all four arms run
 
 Results: runs/<dir>/<arm>-s<seed>/ and bench/results/rag_synergy-<device>.json (with --out). A finished arm is
-skipped (each run resumes). Not measured yet: four full loops per seed need far more CPU than the shared
-2-core development machine has; run it on a GPU machine.
+skipped (each run resumes); `--summarise-only` reads finished runs (e.g. arms run as separate processes). Measured
+for seed 0 on the 2-core CPU (bench/results/rag_synergy-cpu.json); three seeds want a faster machine.
 """
 
 from __future__ import annotations
