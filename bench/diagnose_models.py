@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.common import device_name, versions
+from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import read_json, read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.policy import Policy
@@ -89,6 +90,28 @@ def prompt_stats(prompts: list[str]) -> dict:
     }
 
 
+def run_gains(run_dir: Path) -> dict:
+    """A run's held-out accuracy per model (its eval/m<k>.json) and each model's gain over M1 with a paired 95%
+    bootstrap interval over the prompts."""
+    evals = sorted((run_dir / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:]))
+    models = [read_json(p) for p in evals]
+    first = ER.outcomes(models[0], "correct") if models else None
+    out = {}
+    for m in models:
+        now = ER.outcomes(m, "correct")
+        gain = (
+            ER.stratified_bootstrap([now - first]).to_dict()
+            if now is not None and first is not None
+            else None
+        )
+        out[m["model"]] = {
+            "accuracy": m["task_accuracy"],
+            "gain_over_m1": gain,
+            "by_family": m.get("by_family"),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="*", help="checkpoint directory, optionally =LABEL")
@@ -96,6 +119,7 @@ def main() -> None:
         "--prompts", help="an iteration's prompts.jsonl: accuracy on its prompts that are tasks too"
     )
     ap.add_argument("--judgments", help="an iteration's judgments.jsonl: the self-judge's score spread")
+    ap.add_argument("--runs", nargs="*", default=[], help="run directories: accuracy per model, gain over M1")
     ap.add_argument("--n", type=int, default=1000, help="held-out task-world prompts")
     ap.add_argument("--seed", type=int, default=0, help="of the held-out prompts (a run's seed)")
     ap.add_argument("--out", help="JSON results file; with --merge-key the result goes under that key")
@@ -129,6 +153,15 @@ def main() -> None:
         for name, st in result["prompts"].items():
             print(f"{name} prompts: member answer 'no' {st['member_answer_no']:.0%}, "
                   f"top-10 numbers {st['top10_number_share']:.0%} of {st['distinct_numbers']} distinct")  # fmt: skip
+    if args.runs:
+        result["runs"] = {}
+        for spec in args.runs:
+            path, _, label = spec.partition("=")
+            gains = result["runs"][label or path] = run_gains(Path(path))
+            for model, g in gains.items():
+                iv = g["gain_over_m1"]
+                print(f"{label or path:>24} {model}: {g['accuracy']:6.1%}  gain {100 * iv['value']:+.1f} "
+                      f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]")  # fmt: skip
     if args.judgments:
         result["judge"] = judge_spread(Path(args.judgments))
         j = result["judge"]
