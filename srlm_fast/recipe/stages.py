@@ -21,7 +21,7 @@ training are collective), and each commits its artifact atomically, last, on ran
 stage's work and before its commit, the worst moment for a crash, which the resume test kills the run at. Every
 stage is deterministic given its inputs and the run's seed.
 
-At ~530 lines this module is over the project's ~500 on purpose: it is the list of stages the driver calls, one
+At ~550 lines this module is over the project's ~500 on purpose: it is the list of stages the driver calls, one
 top-level function each, in run order; the checker's reporting moved to `stage_checks.py` and the retrieval stage's
 work to `grounding.py`, so what stays is the stages themselves.
 """
