@@ -879,7 +879,7 @@ for _key, _value, _expect in [
     ("dpo.optim.lr", "1e-6", "dpo.optim: need lr > 0 and 0 <= min_lr <= lr"),  # found before SFT, not after
     ("sft.schedule.micro_batch_size", "0", "sft.schedule.micro_batch_size: must be >= 1"),
     ("dpo.dpo.beta", "0", "dpo.dpo.beta: must be > 0"),
-    ("pairs.replay", "5", "pairs.replay: replay rows train only through the NLL term"),  # dpo.dpo.nll_weight = 0
+    ("pairs.replay", "5", "pairs.replay: replay rows train only through the NLL term"),
     ("name", '"../up"', "name: must be a plain directory name"),
     ("device", "cuda:3", "device: device 'cuda:3'"),
 ]:
