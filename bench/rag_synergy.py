@@ -101,17 +101,19 @@ def synergy(configs: dict[tuple[str, int], LoopConfig]) -> dict:
     every statistic is a per-prompt contrast, bootstrapped over prompts within each seed (stratified over seeds)."""
     seeds = sorted({seed for _, seed in configs})
     evals = {}  # (arm, seed) -> list of per-model eval dicts (M1 .. M_last)
+    masks = {}  # seed -> knowledge prompts among the held-out ones (every arm of a seed has the same prompts)
     for (arm, seed), cfg in configs.items():
         paths = sorted(
             (Path(cfg.runs_dir) / cfg.name / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:])
         )
         evals[arm, seed] = [json.loads(p.read_text()) for p in paths]
-    masks = {seed: _knowledge_mask(configs[next(a for a, s in configs if s == seed), seed]) for seed in seeds}
+        if seed not in masks:
+            masks[seed] = _knowledge_mask(cfg)
 
     def vectors(metric: str, subset: str, model: int) -> dict[tuple[str, int], np.ndarray]:
         out = {}
         for key, models in evals.items():
-            v = ER.outcomes(models[model], metric) if len(models) > max(model, 0) else None
+            v = ER.outcomes(models[model], metric) if models else None
             if v is not None:
                 out[key] = v[masks[key[1]]] if subset == "knowledge" else v
         return out

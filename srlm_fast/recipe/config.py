@@ -299,14 +299,6 @@ class LoopConfig:
         require(finite(p.min_margin) and p.min_margin >= 0, "pairs.min_margin", "must be >= 0", p.min_margin)
         require(finite(p.tier) and p.tier >= 0, "pairs.tier", "must be >= 0", p.tier)
         require(p.replay >= 0, "pairs.replay", "must be >= 0", p.replay)
-        if p.replay and train_table is not None:
-            nll = train_table("dpo", self).get("dpo", {}).get("nll_weight", 0.0)
-            require(
-                nll > 0,
-                "pairs.replay",
-                "replay rows train only through the NLL term: set dpo.dpo.nll_weight > 0",
-                nll,
-            )
         e = self.eval
         for key in ("n_task_prompts", "n_judge_items", "limit"):
             require(getattr(e, key) >= 0, f"eval.{key}", "must be >= 0", getattr(e, key))
@@ -320,9 +312,14 @@ class LoopConfig:
             table = train_table(task, self) if train_table is not None else getattr(self, task)
             base = {"task": task, "model": {"init": "M"}, "data": {"train": "D"}}
             try:
-                from_dict(TrainConfig, merge(base, table)).validate(check_paths=False)
+                trainer = from_dict(TrainConfig, merge(base, table))
+                trainer.validate(check_paths=False)
             except ConfigError as err:
                 raise ConfigError(f"{task}.{err}") from None
+            if task == "dpo" and p.replay:  # the resolved DPO settings: the table's or the trainer's default
+                require(trainer.dpo.nll_weight > 0, "pairs.replay",
+                        "replay rows train only through the NLL term: set dpo.dpo.nll_weight > 0",
+                        trainer.dpo.nll_weight)  # fmt: skip
 
     def _validate_retrieval(self) -> None:
         """`[retrieval]`: a source for every use that is on, files that exist and read, a judge template that
