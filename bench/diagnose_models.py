@@ -27,6 +27,7 @@ from bench.common import device_name, versions
 from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import read_json, read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
+from srlm_fast.recipe.experiment import model_evaluations
 from srlm_fast.recipe.policy import Policy
 
 
@@ -77,8 +78,9 @@ def judge_spread(judgments: Path) -> dict:
 def prompt_stats(prompts: list[str]) -> dict:
     """What a prompt set asks, beside the task distribution: the families, the share of membership questions whose
     answer is "no", and the share of all numbers in them that are the ten most frequent values."""
-    families = collections.Counter(tasks.parse_prompt(p)[0] for p in prompts)
-    member = [p for p in prompts if tasks.parse_prompt(p)[0] == "member"]
+    family_of = [tasks.parse_prompt(p)[0] for p in prompts]
+    families = collections.Counter(family_of)
+    member = [p for p, f in zip(prompts, family_of) if f == "member"]
     numbers = collections.Counter(n for p in prompts for n in re.findall(r"\d+", p))
     return {
         "n": len(prompts),
@@ -93,8 +95,7 @@ def prompt_stats(prompts: list[str]) -> dict:
 def run_gains(run_dir: Path) -> dict:
     """A run's held-out accuracy per model (its eval/m<k>.json) and each model's gain over M1 with a paired 95%
     bootstrap interval over the prompts."""
-    evals = sorted((run_dir / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:]))
-    models = [read_json(p) for p in evals]
+    models = model_evaluations(run_dir)
     first = ER.outcomes(models[0], "correct") if models else None
     out = {}
     for m in models:

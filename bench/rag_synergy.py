@@ -34,6 +34,7 @@ from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.experiment import model_evaluations
 from srlm_fast.recipe.loop import run_loop
 from srlm_fast.recipe.task_families import DEFAULT_FAMILIES, KNOWLEDGE_FAMILY_NAMES
 
@@ -68,8 +69,7 @@ def arm_flags(arm: str) -> list[str]:
 def summarise(run_root: Path) -> list[dict]:
     """Per model M_k: held-out accuracy (all, knowledge families), judge/checker agreement."""
     out = []
-    for path in sorted((run_root / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:])):
-        m = json.loads(path.read_text())
+    for m in model_evaluations(run_root):
         fam = m.get("by_family", {})
         kb = [fam[f] for f in KNOWLEDGE_FAMILY_NAMES if f in fam]
         out.append({
@@ -103,10 +103,7 @@ def synergy(configs: dict[tuple[str, int], LoopConfig]) -> dict:
     evals = {}  # (arm, seed) -> list of per-model eval dicts (M1 .. M_last)
     masks = {}  # seed -> knowledge prompts among the held-out ones (every arm of a seed has the same prompts)
     for (arm, seed), cfg in configs.items():
-        paths = sorted(
-            (Path(cfg.runs_dir) / cfg.name / "eval").glob("m*.json"), key=lambda p: int(p.stem[1:])
-        )
-        evals[arm, seed] = [json.loads(p.read_text()) for p in paths]
+        evals[arm, seed] = model_evaluations(Path(cfg.runs_dir) / cfg.name)
         if seed not in masks:
             masks[seed] = _knowledge_mask(cfg)
 

@@ -279,14 +279,20 @@ def candidate_stats(iteration_dir: Path) -> dict[str, Any]:
     return out
 
 
-def collect_run(run_root: Path, iterations: int) -> dict[str, Any]:
-    """One run's trajectory: the evaluation of every model and the stats of every iteration."""
+def model_evaluations(run_root: Path, most: int | None = None) -> list[dict[str, Any]]:
+    """A run's eval/m1.json, m2.json, … in order, up to the first missing one (at most `most` of them)."""
     models = []
-    for k in range(1, iterations + 2):
-        path = run_root / "eval" / f"m{k}.json"
+    while most is None or len(models) < most:
+        path = run_root / "eval" / f"m{len(models) + 1}.json"
         if not path.exists():
             break
         models.append(json.loads(path.read_text()))
+    return models
+
+
+def collect_run(run_root: Path, iterations: int) -> dict[str, Any]:
+    """One run's trajectory: the evaluation of every model and the stats of every iteration."""
+    models = model_evaluations(run_root, iterations + 1)
     iters = []
     for t in range(1, iterations + 1):
         it = run_root / f"iter{t}"
