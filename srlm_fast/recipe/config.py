@@ -115,10 +115,14 @@ class PairSpec:
     min_margin: float = 0.0
     tier: float = 0.0
     length_control: bool = False
-    # Seed IFT examples added to every DPO round as replay rows (chosen = rejected = the seed response): their
+    # Seed examples added to every DPO round as replay rows (chosen = rejected = the seed response): their
     # DPO term is identically zero, so with dpo.dpo.nll_weight > 0 each is an SFT example. They keep what SFT
     # taught on the families a round's pairs leave out (InstructGPT's "PPO-ptx" mix, for DPO). 0: none.
     replay: int = 0
+    # Where replay rows come from: "sft", the whole SFT mix (instructions, judge and meta-judge examples,
+    # self-instruct shots), so DPO keeps every skill the loop's next round needs; "ift", the instruction
+    # examples only (session 6's lever: the self arm then forgot how to self-instruct and judge).
+    replay_source: Literal["sft", "ift"] = "sft"
 
 
 @dataclass

@@ -489,8 +489,8 @@ def select_pairs(it: Iteration) -> None:
         judge_rows = read_jsonl(it.dir / "judge_pairs.jsonl")[0]
         counts["judge_pairs"] = len(judge_rows)
         rows_out += judge_rows
-    if p.replay:  # seed IFT examples as NLL-only rows (see PairSpec.replay)
-        seed_rows = read_jsonl(it.run.seed / "ift.jsonl", required=("prompt", "response"))[0]
+    if p.replay:  # seed examples as NLL-only rows (see PairSpec.replay)
+        seed_rows = read_jsonl(it.run.seed / f"{p.replay_source}.jsonl", required=("prompt", "response"))[0]
         picked = random.Random(f"replay:{it.seed}").sample(seed_rows, min(p.replay, len(seed_rows)))
         rows_out += [{"prompt": r["prompt"], "chosen": r["response"], "rejected": r["response"], "replay": True}
                      for r in picked]  # fmt: skip

@@ -186,14 +186,28 @@ def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
     }  # fmt: skip
 
 
-def test_replay_adds_seed_examples_as_nll_only_rows_beside_the_pairs(tmp_path):
+@pytest.mark.parametrize("source", ["sft", "ift"])
+def test_replay_adds_seed_examples_as_nll_only_rows_beside_the_pairs(tmp_path, source):
     a = tasks.eval_prompts(1, seed=5)[0]
     rng = random.Random(0)
     right, wrong = task_eft.candidate(a, "correct", rng), task_eft.candidate(a, "wrong", rng)
-    it, _ = make_iteration(tmp_path, ScriptedPolicy(), "--pairs.replay=3", "--dpo.dpo.nll_weight=1.0")
-    seed = [{"prompt": f"What is {i} plus 1?", "response": str(i + 1)} for i in range(5)]
+    it, _ = make_iteration(
+        tmp_path,
+        ScriptedPolicy(),
+        "--pairs.replay=3",
+        f"--pairs.replay_source={source}",
+        "--dpo.dpo.nll_weight=1.0",
+    )
+    files = {  # disjoint, so the rows show which file they came from
+        "ift": [{"prompt": f"What is {i} plus 1?", "response": str(i + 1)} for i in range(5)],
+        "sft": [
+            {"prompt": f"Judge the response.\nInstruction: q{i}", "response": "Score: 5"} for i in range(5)
+        ],
+    }
     it.run.seed.mkdir(parents=True)
-    write_jsonl_atomic(it.run.seed / "ift.jsonl", seed)
+    for name, rows in files.items():
+        write_jsonl_atomic(it.run.seed / f"{name}.jsonl", rows)
+    seed = files[source]
     write_jsonl_atomic(
         it.dir / "judgments.jsonl", [{"prompt": a.prompt, "responses": [wrong, right], "scores": [1.0, 5.0]}]
     )
