@@ -2,8 +2,12 @@
 
 How a `Generator.generate` call runs:
 
-* One static KV cache of `rows × max_len` slots is allocated once (rows come from a memory budget). The slot of a
-  token is its position, so ragged prompts need no mask bookkeeping: a row simply attends to its slots ≤ position.
+* One static KV cache of `rows × length` slots, sized to the work and to a memory budget: its length is the
+  longest prompt + completion of the calls so far (rounded up to `CACHE_LEN_STEP`, at most `max_len`), its rows as
+  many as the budget holds at that length (at most `max_batch`). It grows when a call needs more and is otherwise
+  reused, so a judge whose prompts are 700 tokens long gets the rows of 700-token sequences, not of the model's
+  8,192-token context. The slot of a token is its position, so ragged prompts need no mask bookkeeping: a row
+  simply attends to its slots ≤ position.
 * **Active rows are always a contiguous prefix** `[0, B)` of the cache. When a row finishes, the highest active row
   is moved into the hole (a copy of its filled slots), so a decode step works on a plain view `cache[:, :B]`: no
   gather of the cache, no compute on dead rows, and static shapes are easy on GPU.
@@ -37,6 +41,7 @@ Request and result types live in `params.py`, the book-keeping of samples and ca
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Literal
@@ -53,6 +58,8 @@ from srlm_fast.model.llama import KVCache, Llama
 __all__ = ["Completion", "GenerationResult", "Generator", "Request", "SamplingParams", "sample_seed"]
 
 RUNNERS = ("packed", "model")
+CACHE_LEN_STEP = 256  # the cache's length grows in steps of this many slots (fewer reallocations)
+CPU_BUDGET_CAP = 4 << 30  # the default CPU budget: a quarter of the available memory, at most this
 _DONE = object()  # what `next` returns once the inner step generator is exhausted
 
 
@@ -67,6 +74,21 @@ def _has_dtensor(model: torch.nn.Module) -> bool:
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
+def available_memory_bytes() -> int:
+    """Memory the machine can still give this process (Linux's MemAvailable; else the free pages; else 16 GiB)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
 class Generator:
     """Batched, KV-cached sampling from a `Llama` (see the module docstring for how it works).
 
@@ -76,8 +98,9 @@ class Generator:
             enables stop strings and adds the chat template's end-of-turn ids to the stop tokens.
         max_batch: most rows (sequences) decoded at once.
         max_len: cache slots per row = the longest prompt + completion; default min(model max_seq_len, 8192).
-        memory_budget_bytes: cap on the KV cache; rows = min(max_batch, budget // bytes per row). Default: 4 GiB on
-            CPU, half of the free memory on CUDA.
+        memory_budget_bytes: cap on the KV cache; rows = min(max_batch, budget // bytes per row of the cache's
+            length). Default: a quarter of the available memory on CPU (at most 4 GiB), half of the free memory
+            on CUDA.
         prefix_reuse: prefill the requests' longest common prefix once (when >= `min_prefix_tokens`).
         runner: which weights `Llama.forward` runs on: "packed" (an inference copy with packed, K-major
             projections; "fast" is its old name), "model" (the model's own), or None = "model" for sharded models
@@ -134,14 +157,16 @@ class Generator:
             model, pack=runner == "packed", compile_decode=self.compiled, lm_head=self._lm_head_weight
         )
 
-        row_bytes = KVCache.bytes_per_token(self.config, self.dtype) * self.max_len
+        self.max_batch = max_batch
+        self._token_bytes = KVCache.bytes_per_token(self.config, self.dtype)
         if memory_budget_bytes is None:
             if self.device.type == "cuda":
                 free, _ = torch.cuda.mem_get_info(self.device)
                 memory_budget_bytes = free // 2
             else:
-                memory_budget_bytes = 4 << 30
-        self.rows = max(1, min(max_batch, memory_budget_bytes // row_bytes))
+                memory_budget_bytes = min(CPU_BUDGET_CAP, available_memory_bytes() // 4)
+        self.memory_budget_bytes = memory_budget_bytes
+        self.rows = self.rows_for(self.max_len)  # rows at any length; shorter calls may get more
         self.cache: KVCache | None = None
         self._prefix: tuple[tuple, KVCache] | None = None  # ((tokens, weights' version), its KV)
         self._lm_head: Tensor | None = None
@@ -156,6 +181,10 @@ class Generator:
         self.pad_id = int(getattr(tokenizer, "pad_id", 0) or 0) if tokenizer is not None else 0
 
     # ---- public API ----------------------------------------------------------------------------------------------
+    def rows_for(self, length: int) -> int:
+        """Cache rows of `length` slots that the memory budget holds (at least 1, at most `max_batch`)."""
+        return max(1, min(self.max_batch, self.memory_budget_bytes // (self._token_bytes * max(1, length))))
+
     def close(self) -> None:
         """Free the KV cache and the prefix buffer (the next call allocates them again)."""
         self.cache = None
@@ -264,13 +293,24 @@ class Generator:
         return results
 
     # ---- cache management ----------------------------------------------------------------------------------------
-    def _ensure_cache(self, rows_needed: int) -> KVCache:
-        rows = min(self.rows, rows_needed)
-        if self.compiled:
-            rows = self.rows  # static shapes: always decode every row
-        if self.cache is None or self.cache.batch < rows:
-            self.cache = None  # free the old one first
-            self.cache = KVCache.allocate(self.config, rows, self.max_len, self.dtype, self.device)
+    def _cache_len(self, seqs: list[list[Seq]]) -> int:
+        """Slots a call needs: its longest prompt + completion, rounded up to `CACHE_LEN_STEP`."""
+        longest = max(len(s.prompt) + s.max_new for group in seqs for s in group)
+        return min(self.max_len, -(-longest // CACHE_LEN_STEP) * CACHE_LEN_STEP)
+
+    def _ensure_cache(self, rows_needed: int, length: int) -> KVCache:
+        """A cache of at least `length` slots with as many of `rows_needed` rows as the budget holds there. It only
+        grows (to the longest call so far, and then to the most rows that length allows): calls of mixed lengths
+        reuse one allocation instead of trading it back and forth."""
+        old = self.cache
+        if self.compiled:  # static shapes: every row at full length, always decoded
+            rows, length = self.rows, self.max_len
+        else:
+            length = max(length, old.max_len if old is not None else 0)
+            rows = min(self.rows_for(length), max(rows_needed, old.batch if old is not None else 0))
+        if old is None or old.batch < rows or old.max_len < length:
+            self.cache = old = None  # free the old one first
+            self.cache = KVCache.allocate(self.config, rows, length, self.dtype, self.device)
             if self.compiled:
                 # CUDA graphs may mutate inputs in place only when their addresses are static.
                 for t in (*self.cache.k, *self.cache.v):
@@ -291,11 +331,11 @@ class Generator:
             pass
         return w
 
-    def _kv_len(self, max_pos: int) -> int:
+    def _kv_len(self, max_pos: int, cache_len: int) -> int:
         need = max_pos + 1
         if self.compiled:
-            return min(self.max_len, max(64, 1 << (need - 1).bit_length()))
-        return min(self.max_len, -(-need // self.kv_bucket) * self.kv_bucket)
+            return min(cache_len, max(64, 1 << (need - 1).bit_length()))
+        return min(cache_len, -(-need // self.kv_bucket) * self.kv_bucket)
 
     # ---- the engine ----------------------------------------------------------------------------------------------
     def _grad_mode(self):
@@ -307,7 +347,7 @@ class Generator:
     def dummy_forward(self) -> None:
         """One 1-token forward that changes nothing visible (lockstep ranks without work keep the collectives)."""
         with self._grad_mode():
-            cache = self._ensure_cache(1)
+            cache = self._ensure_cache(1, 1)
             ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)
             pos = torch.zeros(1, 1, dtype=torch.long, device=self.device)
             self._runner.forward(ids, pos, cache.rows(0, 1), 1, decode=False)
@@ -334,8 +374,8 @@ class Generator:
         total = sum(len(g) for g in seqs)
         if total == 0:
             return
-        cache = self._ensure_cache(total)
-        R = cache.batch if self.compiled else min(cache.batch, self.rows)
+        cache = self._ensure_cache(total, self._cache_len(seqs))
+        R = cache.batch
         dev = self.device
 
         P = shared_prefix_length(prompts, self.min_prefix_tokens) if self.prefix_reuse else 0
@@ -374,7 +414,7 @@ class Generator:
             # One decode step over the contiguous active rows [0, B).
             n_active = rows.n_active
             B = R if self.compiled else n_active
-            kv_len = self._kv_len(int(rows.pos[:n_active].max()))
+            kv_len = self._kv_len(int(rows.pos[:n_active].max()), cache.max_len)
             # Compiled: B is every row, and the step must get the very tensors marked static (a view of them is
             # a new input to the graph, and CUDA graphs would be skipped for its in-place cache writes).
             view = cache if cache.batch == B else cache.rows(0, B)

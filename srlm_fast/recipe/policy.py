@@ -62,8 +62,8 @@ class Policy:
         data_parallel: bool | None = None,
         chunk_requests: int | None = None,
     ) -> None:
-        """max_len: prompt + completion tokens per sequence (None: the model's context, at most 8192); the KV
-        cache holds max_len slots per row, so a shorter one fits more rows. data_parallel: split requests over
+        """max_len: the most prompt + completion tokens of a sequence (None: the model's context, at most 8192);
+        the KV cache is sized to the calls' longest sequence, not to max_len (`Generator`). data_parallel: split requests over
         the ranks of the default process group (None: when it has more than one rank). A sharded model always
         runs in lockstep. chunk_requests: requests per chunk (None: auto).
         """

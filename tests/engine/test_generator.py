@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srlm_fast.engine.generator import Generator, SamplingParams
+from srlm_fast.engine.generator import CACHE_LEN_STEP, Generator, SamplingParams
 from srlm_fast.engine.runtime import Runner, pack_for_inference
 from srlm_fast.model.config import PRESETS
 from srlm_fast.model.llama import CacheView, KVCache, build_model
@@ -395,6 +395,45 @@ def test_generate_command_writes_jsonl(tmp_path, tokenizer):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1] and all(len(r["completions"]) == 2 for r in rows)
     assert all(c["num_tokens"] <= 4 for r in rows for c in r["completions"])
+
+
+def cache_bytes(cache: KVCache) -> int:
+    return sum(t.numel() * t.element_size() for t in cache.k + cache.v)
+
+
+def test_cache_is_sized_to_the_calls_not_to_the_context(model):
+    """A budget of two full-context rows: short calls get a short cache with many more rows, a longer call grows
+    it (never past the budget), a short one after it reuses it, and the tokens are full-forward greedy throughout."""
+    context = model.config.max_seq_len
+    budget = KVCache.bytes_per_token(model.config, torch.float32) * context * 2
+    gen = Generator(model, max_batch=16, memory_budget_bytes=budget, sampler_impl="torch")
+    assert gen.rows == 2 and gen.rows_for(CACHE_LEN_STEP) == min(16, 2 * context // CACHE_LEN_STEP)
+
+    def check(prompts, n_new):
+        params = SamplingParams(max_new_tokens=n_new, temperature=0.0)
+        for p, r in zip(prompts, gen.generate(prompts, params)):
+            assert r.token_ids == greedy_reference(model, p, n_new)
+        assert cache_bytes(gen.cache) <= budget
+
+    short = prompts_of((5, 9, 3, 7, 11, 6, 8, 4), seed=3)
+    check(short, 12)
+    assert (gen.cache.batch, gen.cache.max_len) == (8, CACHE_LEN_STEP)  # 8 rows at once, not 2
+    check(prompts_of((300, 20, 41), seed=4), 8)  # 308 slots: the cache grows to two steps, and keeps the most
+    grown = (gen.cache.batch, gen.cache.max_len)  # rows (of the 8 it had) the budget holds at that length
+    assert grown == (gen.rows_for(2 * CACHE_LEN_STEP), 2 * CACHE_LEN_STEP) and grown[0] < 8
+    check(short[:3], 5)
+    assert (gen.cache.batch, gen.cache.max_len) == grown  # reused: a shorter call never shrinks it
+
+
+def test_default_cpu_budget_follows_the_machine(model, monkeypatch):
+    import srlm_fast.engine.generator as G
+
+    monkeypatch.setattr(G, "available_memory_bytes", lambda: 64 << 20)
+    assert Generator(model).memory_budget_bytes == 16 << 20  # a quarter of what is available
+    monkeypatch.setattr(G, "available_memory_bytes", lambda: 1 << 40)
+    assert Generator(model).memory_budget_bytes == G.CPU_BUDGET_CAP
+    monkeypatch.undo()  # the real one reads the machine
+    assert 0 < G.available_memory_bytes() < 1 << 50
 
 
 @pytest.mark.slow
