@@ -51,6 +51,7 @@ from srlm_fast.recipe import passage_instruct as PI
 from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import selfinstruct as SI
 from srlm_fast.recipe import task_eft, tasks
+from srlm_fast.recipe import task_reading as TR
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
 from srlm_fast.recipe.evidence import with_evidence
@@ -114,6 +115,8 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         # to read evidence lines; self-instruct keeps writing plain questions from the plain seed prompts).
         shown = grounding.prompts([x["prompt"] for x in ift])
         ift = [{**x, "prompt": p} for x, p in zip(ift, shown)]
+        if s.source == "tasks":  # questions about invented facts, answerable only by reading their evidence
+            ift += [{"prompt": p, "response": a} for p, a in TR.reading_examples(s.n_reading, seed, r.k)]
     shots = {"n_seed": cfg.selfinstruct.n_seed, "n_generated": cfg.selfinstruct.n_generated}
     si = [
         {"prompt": p, "response": x}

@@ -36,7 +36,8 @@ def _name(rng: random.Random) -> str:
     return text.capitalize()
 
 
-def _names(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+def invent_names(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+    """`n` new names (5-10 letters), none in `taken`; each is added to it."""
     out: list[str] = []
     while len(out) < n:
         name = _name(rng)
@@ -49,18 +50,20 @@ def _names(rng: random.Random, n: int, taken: set[str]) -> list[str]:
 def _build() -> tuple[dict[str, str], dict[str, str], tuple[str, ...]]:
     rng = random.Random(f"knowledge:{WORLD_SEED}")
     taken: set[str] = set()
-    places = _names(rng, N_PLACES, taken)
-    capitals = _names(rng, N_PLACES, taken)
-    rivers = _names(rng, N_RIVERS, taken)
+    places = invent_names(rng, N_PLACES, taken)
+    capitals = invent_names(rng, N_PLACES, taken)
+    rivers = invent_names(rng, N_RIVERS, taken)
     # Decoys: names that are no fact's answer, the wrong answers of the judge-training examples (a wrong answer
     # drawn from real capitals would name a held-out fact's city in SFT data).
-    decoys = tuple(_names(rng, 40, taken))
+    decoys = tuple(invent_names(rng, 40, taken))
     lengths = {r: str(rng.randint(100, 999)) for r in rivers}
     return dict(zip(places, capitals)), lengths, decoys
 
 
 #: place → its capital; river → its length in km (as a string, the task world's answers are strings).
 CAPITAL_OF, RIVER_KM, DECOY_NAMES = _build()
+#: Every name the corpus (and its decoys) uses: names invented elsewhere (`task_reading`) avoid them.
+WORLD_NAMES: frozenset[str] = frozenset([*CAPITAL_OF, *CAPITAL_OF.values(), *RIVER_KM, *DECOY_NAMES])
 
 
 def passage_id(family: str, entity: str) -> str:

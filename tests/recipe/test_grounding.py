@@ -187,6 +187,21 @@ def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
     assert len(ift) == 40 and all(p.startswith("Evidence: ") and "\nQuestion: " in p for p in ift)
 
 
+def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(tmp_path) -> None:
+    flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=40", "--seed_data.n_eft=10", "--seed_data.n_meft=5",
+             "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", *ON]  # fmt: skip
+    plain = build_seed_run(load_job_config(LoopConfig, None, [*flags, "--name=p"]))
+    reading = build_seed_run(
+        load_job_config(LoopConfig, None, [*flags, "--name=r", "--seed_data.n_reading=12"])
+    )
+    before, after = (read_jsonl(r.seed / "ift.jsonl")[0] for r in (plain, reading))
+    assert after[:40] == before and len(after) == 52
+    for row in after[40:]:
+        passages, _ = split_evidence(row["prompt"])
+        assert len(passages) == 2 and sum(row["response"] in p for p in passages) == 1
+    assert len(read_jsonl(reading.seed / "sft.jsonl")[0]) == len(read_jsonl(plain.seed / "sft.jsonl")[0]) + 12
+
+
 # ---- config ---------------------------------------------------------------------------------------------------
 
 
@@ -215,6 +230,8 @@ def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
             "retrieval.task_corpus: needs seed_data.source = 'tasks'",
         ),
         (["--retrieval.kind=sparse"], "retrieval.kind"),
+        (["--seed_data.n_reading=5"], "seed_data.n_reading: reading examples are evidence prompts"),
+        (["--seed_data.n_reading=-1"], "seed_data.n_reading: must be >= 0"),
     ],
 )
 def test_bad_retrieval_settings_are_config_errors(tmp_path, flags, message) -> None:
