@@ -28,10 +28,13 @@ Medians of wall time are the headline numbers; the minima (`*_min`) and, on a CP
 time (`*_cpu`) are given too: on a machine shared with other jobs, their time slices only ever stretch a
 single-threaded run's wall time, so the fastest run and the CPU time are the least disturbed estimates of the work
 (the before/after verdict uses the CPU-time ratio of the two engines' runs paired within each round).
-On CUDA the same runs go through the compiled decode step, and every decode row also gets its fraction of the
-memory-bandwidth roofline: bytes a step must read (all weights + the KV cache attended) × steps/s, over the
-device-to-device copy bandwidth measured in the same run (run `--preset llama-3.2-1b` for the 1B goal).
-Prints tables and writes bench/results/bench_generate-<device>.json.
+On CUDA the same runs go through the compiled decode step. On every device each decode row gets its fraction of
+the two bounds measured in the same run: memory (bytes a step must read, all weights + the KV cache attended,
+× steps/s, over a large copy's bandwidth) and compute (a step's matmul FLOPs × steps/s, over a square matmul's
+rate in the model's dtype). A real architecture is `--preset smollm2-135m` (random weights: the speed of a
+forward does not depend on their values), `--preset llama-3.2-1b` for the 1B goal on a GPU.
+Prints tables and writes bench/results/bench_generate-<device>.json (bench_generate-<preset>-<device>.json for a
+preset other than `debug`).
 """
 
 from __future__ import annotations
@@ -86,24 +89,39 @@ def hf_model(model, device: torch.device):
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
-    """Achievable memory bandwidth in bytes/s: a large device-to-device copy reads and writes every byte."""
+    """Achievable memory bandwidth in bytes/s: a large copy on the device reads and writes every byte."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     ms = common.time_ms(lambda: dst.copy_(src), device, warmup=2, iters=10)
     return 2 * nbytes / (ms / 1e3)
 
 
-def add_roofline(rows: list[dict], model, bandwidth: float) -> None:
-    """Each decode row's fraction of the bandwidth roofline: a decode step reads every weight once and each row's
-    KV cache up to its position (prompt + half the new tokens on average)."""
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    """Achievable matmul FLOP/s: an n × n × n product in `dtype`."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    ms = common.time_ms(lambda: a @ b, device, warmup=2, iters=5)
+    return 2 * n**3 / (ms / 1e3)
+
+
+def add_roofline(rows: list[dict], model, bandwidth: float, flops: float) -> None:
+    """Each decode row against both bounds. A decode step reads every weight once and each row's KV cache up to its
+    position (prompt + half the new tokens on average); it computes 2 FLOPs per weight of the blocks and the LM
+    head and 4 per attended (row, slot, query channel) per layer (scores and the weighted sum)."""
+    cfg = model.config
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    kv_per_token = KVCache.bytes_per_token(model.config, model.embed_tokens.weight.dtype)
+    matmul_weights = model.num_params() - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
+    kv_per_token = KVCache.bytes_per_token(cfg, model.embed_tokens.weight.dtype)
     for r in rows:
         context = r["prompt_len"] + r["new_tokens"] / 2
+        steps_s = r["ours_tok_s"] / r["batch"]
         step_bytes = weight_bytes + r["batch"] * context * kv_per_token
-        achieved = r["ours_tok_s"] / r["batch"] * step_bytes  # steps/s × bytes/step
-        r["roofline_fraction"] = achieved / bandwidth
-        r["achieved_GBps"] = achieved / 1e9
+        step_flops = r["batch"] * (
+            2 * matmul_weights + 4 * context * cfg.n_heads * cfg.head_size * cfg.n_layers
+        )
+        r["achieved_GBps"] = steps_s * step_bytes / 1e9
+        r["roofline_fraction"] = steps_s * step_bytes / bandwidth
+        r["achieved_GFLOPs"] = steps_s * step_flops / 1e9
+        r["compute_fraction"] = steps_s * step_flops / flops
 
 
 # ---- workloads: the same functions build them for this tree's engine and for the `--compare` subprocess's ----
@@ -518,9 +536,10 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     print(f"device: {common.device_name(device)}; threads {torch.get_num_threads()}; load {load0:.1f}")
-    bandwidth = copy_bandwidth(device) if device.type == "cuda" else None
-    if bandwidth is not None:
-        print(f"measured copy bandwidth: {bandwidth / 1e9:.0f} GB/s")
+    cuda = device.type == "cuda"
+    bandwidth = copy_bandwidth(device, 1 << 30 if cuda else 1 << 28)
+    flops = matmul_rate(device, dtype, 8192 if cuda else 1024)
+    print(f"measured copy bandwidth: {bandwidth / 1e9:.1f} GB/s; matmul ({dtype}): {flops / 1e9:.0f} GFLOP/s")
     servers: list[EngineServer] = []
     before = base_commit = None
     if args.compare:
@@ -565,7 +584,8 @@ def main() -> None:
             "num_params": model.num_params(),
             "engine_commit": engine_commit,
             "decode_settings": SETTINGS,
-            "copy_bandwidth_GBps": None if bandwidth is None else bandwidth / 1e9,
+            "copy_bandwidth_GBps": bandwidth / 1e9,
+            "matmul_GFLOPs": flops / 1e9,
             "judge_sampling": {"temperature": TEMPERATURE, "top_p": TOP_P},
             "native_sampler": sampler,
             "loadavg_before_after": [load0, os.getloadavg()[0]],
@@ -583,23 +603,29 @@ def main() -> None:
                 "on the same weights; each round of the round-robin times ours, transformers and it",
                 "table": comparison(decode + judge),
             }
-        return common.write_results("bench_generate", device, payload)
+        name = "bench_generate" if args.preset == "debug" else f"bench_generate-{args.preset}"
+        return common.write_results(name, device, payload)
 
     for part in args.parts:
         if part == "judge":
             judge += bench_judge(model, hf, device, 16 if args.quick else 64, args.iters, ours, before)
         else:
             rows = bench_decode(model, hf, device, batches, args.iters, part.split(":", 1)[1], ours, before)
-            if bandwidth is not None:
-                add_roofline(rows, model, bandwidth)
+            add_roofline(rows, model, bandwidth, flops)
             decode += rows
         write()
     for server in servers:
         server.close()
     path = write()
-    decode_columns = ["setting", "batch", "ours_tok_s", "hf_tok_s", "speedup"]
-    if bandwidth is not None:
-        decode_columns += ["achieved_GBps", "roofline_fraction"]
+    decode_columns = [
+        "setting",
+        "batch",
+        "ours_tok_s",
+        "hf_tok_s",
+        "speedup",
+        "roofline_fraction",
+        "compute_fraction",
+    ]
     if decode:
         print()
         common.print_table(decode, decode_columns)
