@@ -75,6 +75,45 @@ def judge_spread(judgments: Path) -> dict:
     }
 
 
+def _verdict(right: bool, other: bool) -> str:
+    return {(True, False): "right", (False, True): "wrong", (False, False): "both_wrong"}.get(
+        (right, other), "both_right"
+    )
+
+
+def vote_and_judge_pairs(judgments: Path) -> dict:
+    """Whether self-consistency would make better pairs than the self-judge on one iteration's candidates (graded
+    here, after the fact): the majority answer's accuracy beside pass@1, and the checker's verdicts on the pairs
+    "most-voted vs least-voted answer" (all, and with a strict majority) and "highest vs lowest judge score"."""
+    norm = lambda x: " ".join(x.lower().strip().rstrip(".").split())
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    pass1 = majority = n = 0
+    for row in read_jsonl(judgments, required=("prompt", "responses", "scores"))[0]:
+        responses, scores = row["responses"], row["scores"]
+        ok = [tasks.check(row["prompt"], x).status == "correct" for x in responses]
+        if not responses or tasks.parse_prompt(row["prompt"]) is None:
+            continue
+        n += 1
+        pass1 += sum(ok) / len(ok)
+        votes = collections.Counter(norm(x) for x in responses).most_common()
+        first = {}  # answer → its first candidate
+        for i, x in enumerate(responses):
+            first.setdefault(norm(x), i)
+        top = first[votes[0][0]]
+        majority += ok[top]
+        if votes[0][1] > votes[-1][1]:
+            verdict = _verdict(ok[top], ok[first[votes[-1][0]]])
+            counts["vote"][verdict] += 1
+            if votes[0][1] >= len(responses) / 2:
+                counts["vote_strict_majority"][verdict] += 1
+        scored = [i for i, x in enumerate(scores) if x is not None]
+        if len({scores[i] for i in scored}) > 1:
+            hi, lo = max(scored, key=lambda i: scores[i]), min(scored, key=lambda i: scores[i])
+            counts["judge"][_verdict(ok[hi], ok[lo])] += 1
+    return {"tasks": n, "pass_at_1": pass1 / max(1, n), "majority_accuracy": majority / max(1, n),
+            "pairs": {k: dict(v) for k, v in counts.items()}}  # fmt: skip
+
+
 def prompt_stats(prompts: list[str]) -> dict:
     """What a prompt set asks, beside the task distribution: the families, the share of membership questions whose
     answer is "no", and the share of all numbers in them that are the ten most frequent values."""
@@ -169,6 +208,12 @@ def main() -> None:
         print(
             f"judge: within-prompt score spread median {j['within_prompt_spread_median']}, max {j['within_prompt_spread_max']}"
         )
+        v = result["votes"] = vote_and_judge_pairs(Path(args.judgments))
+        print(
+            f"{v['tasks']} task prompts: pass@1 {v['pass_at_1']:.3f}, majority answer {v['majority_accuracy']:.3f}"
+        )
+        for kind, verdicts in v["pairs"].items():
+            print(f"  {kind} pairs: {verdicts}")
     if args.out:
         out = Path(args.out)
         doc = read_json(out) if out.exists() else {}
