@@ -880,6 +880,7 @@ for _key, _value, _expect in [
     ("sft.schedule.micro_batch_size", "0", "sft.schedule.micro_batch_size: must be >= 1"),
     ("dpo.dpo.beta", "0", "dpo.dpo.beta: must be > 0"),
     ("pairs.replay", "5", "pairs.replay: replay rows train only through the NLL term"),
+    ("pairs.min_votes", "9", "pairs.min_votes: must be in [0, candidates.n = 4]"),
     ("name", '"../up"', "name: must be a plain directory name"),
     ("device", "cuda:3", "device: device 'cuda:3'"),
 ]:

@@ -126,6 +126,9 @@ class PairSpec:
     # self-instruct shots), so DPO keeps every skill the loop's next round needs; "ift", the instruction
     # examples only (session 6's lever: the self arm then forgot how to self-instruct and judge).
     replay_source: Literal["sft", "ift"] = "sft"
+    # Self-consistency filter (recipe/pairs.py): keep a prompt's pair only if at least this many of its candidates
+    # give the chosen answer. For short answers (the task world, maths); 0: off.
+    min_votes: int = 0
 
 
 @dataclass
@@ -309,6 +312,8 @@ class LoopConfig:
         require(finite(p.min_margin) and p.min_margin >= 0, "pairs.min_margin", "must be >= 0", p.min_margin)
         require(finite(p.tier) and p.tier >= 0, "pairs.tier", "must be >= 0", p.tier)
         require(p.replay >= 0, "pairs.replay", "must be >= 0", p.replay)
+        require(0 <= p.min_votes <= self.candidates.n, "pairs.min_votes", f"must be in [0, candidates.n = "
+                f"{self.candidates.n}]", p.min_votes)  # fmt: skip
         e = self.eval
         for key in ("n_task_prompts", "n_judge_items", "limit"):
             require(getattr(e, key) >= 0, f"eval.{key}", "must be >= 0", getattr(e, key))

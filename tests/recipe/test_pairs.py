@@ -32,11 +32,36 @@ def test_drops_with_reasons() -> None:
     assert stats.to_dict() == {
         "prompts": 6,
         "pairs": 1,
-        "dropped": {"fewer_than_2_valid": 2, "tie": 1, "below_margin": 1, "same_text": 1},
+        "dropped": {"fewer_than_2_valid": 2, "tie": 1, "below_margin": 1, "same_text": 1, "few_votes": 0},
     }
     assert set(stats.to_dict()["dropped"]) == set(DROP_REASONS)
     # Without a margin the small gap is a pair.
     assert len(make_pairs(items, PairConfig())[0]) == 2
+
+
+def test_min_votes_keeps_a_pair_only_when_enough_candidates_give_the_chosen_answer() -> None:
+    responses = [
+        "42",
+        "17",
+        " 42.",
+        "Forty",
+        "42",
+        "9",
+    ]  # "42" three times (case, spaces, final period aside)
+    scores = [5.0, 1.0, 4.0, 3.0, 4.0, 2.0]
+    for min_votes, kept in [(0, True), (1, True), (3, True), (4, False)]:
+        result = select_pair(pc(scores, responses), PairConfig(min_votes=min_votes))
+        assert (result != "few_votes") is kept
+        if kept:
+            assert (result.chosen, result.rejected) == ("42", "17")  # the judge still picks the pair
+    lone = select_pair(pc([1.0, 5.0, 2.0, 2.0], ["7", "8", "7", "7"]), PairConfig(min_votes=2))
+    assert lone == "few_votes"  # the judge's favourite is a one-vote answer: not trusted
+    _, stats = make_pairs(
+        [pc(scores, responses), pc([1.0, 5.0, 2.0, 2.0], ["7", "8", "7", "7"])], PairConfig(min_votes=2)
+    )
+    assert stats.pairs == 1 and stats.dropped["few_votes"] == 1
+    with pytest.raises(ValueError, match="min_votes"):
+        PairConfig(min_votes=-1)
 
 
 def test_ties_at_the_top_pick_first_without_length_control() -> None:
