@@ -63,9 +63,9 @@ class Policy:
         chunk_requests: int | None = None,
     ) -> None:
         """max_len: the most prompt + completion tokens of a sequence (None: the model's context, at most 8192);
-        the KV cache is sized to the calls' longest sequence, not to max_len (`Generator`). data_parallel: split requests over
-        the ranks of the default process group (None: when it has more than one rank). A sharded model always
-        runs in lockstep. chunk_requests: requests per chunk (None: auto).
+        the KV cache is sized to the calls' longest sequence, not to max_len (`Generator`). data_parallel: split
+        requests over the ranks of the default process group (None: when it has more than one rank). A sharded
+        model always runs in lockstep. chunk_requests: requests per chunk (None: auto).
         """
         self.model = model.eval()
         self.tokenizer = tokenizer
