@@ -26,9 +26,11 @@ import torch
 from bench.common import device_name, versions
 from srlm_fast.eval import experiment_report as ER
 from srlm_fast.io import read_json, read_jsonl, write_json_atomic
+from srlm_fast.recipe import pairs as P
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.experiment import model_evaluations
 from srlm_fast.recipe.policy import Policy
+from srlm_fast.recipe.stage_checks import checked_pairs
 
 
 def accuracy_by_family(policy: Policy, prompts: list[str]) -> dict:
@@ -83,22 +85,23 @@ def _verdict(right: bool, other: bool) -> str:
 
 def vote_and_judge_pairs(judgments: Path) -> dict:
     """Whether self-consistency would make better pairs than the self-judge on one iteration's candidates (graded
-    here, after the fact): the majority answer's accuracy beside pass@1, and the checker's verdicts on the pairs
-    "most-voted vs least-voted answer" (all, and with a strict majority) and "highest vs lowest judge score"."""
-    norm = lambda x: " ".join(x.lower().strip().rstrip(".").split())
+    here, after the fact): the majority answer's accuracy beside pass@1, the checker's verdicts on the pairs
+    "most-voted vs least-voted answer" (all, and with a strict majority), and its verdicts on the loop's own pairs
+    of that judgment file (`pairs.make_pairs` with the default settings, graded by `checked_pairs`)."""
+    rows = read_jsonl(judgments, required=("prompt", "responses", "scores"))[0]
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     pass1 = majority = n = 0
-    for row in read_jsonl(judgments, required=("prompt", "responses", "scores"))[0]:
-        responses, scores = row["responses"], row["scores"]
-        ok = [tasks.check(row["prompt"], x).status == "correct" for x in responses]
+    for row in rows:
+        responses = row["responses"]
         if not responses or tasks.parse_prompt(row["prompt"]) is None:
             continue
+        ok = [tasks.check(row["prompt"], x).status == "correct" for x in responses]
         n += 1
         pass1 += sum(ok) / len(ok)
-        votes = collections.Counter(norm(x) for x in responses).most_common()
+        votes = collections.Counter(P.vote_key(x) for x in responses).most_common()
         first = {}  # answer → its first candidate
         for i, x in enumerate(responses):
-            first.setdefault(norm(x), i)
+            first.setdefault(P.vote_key(x), i)
         top = first[votes[0][0]]
         majority += ok[top]
         if votes[0][1] > votes[-1][1]:
@@ -106,12 +109,9 @@ def vote_and_judge_pairs(judgments: Path) -> dict:
             counts["vote"][verdict] += 1
             if votes[0][1] >= len(responses) / 2:
                 counts["vote_strict_majority"][verdict] += 1
-        scored = [i for i, x in enumerate(scores) if x is not None]
-        if len({scores[i] for i in scored}) > 1:
-            hi, lo = max(scored, key=lambda i: scores[i]), min(scored, key=lambda i: scores[i])
-            counts["judge"][_verdict(ok[hi], ok[lo])] += 1
+    judged, _ = P.make_pairs(P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows)
     return {"tasks": n, "pass_at_1": pass1 / max(1, n), "majority_accuracy": majority / max(1, n),
-            "pairs": {k: dict(v) for k, v in counts.items()}}  # fmt: skip
+            "pairs": {**{k: dict(v) for k, v in counts.items()}, "judge": checked_pairs(judged)}}  # fmt: skip
 
 
 def prompt_stats(prompts: list[str]) -> dict:
