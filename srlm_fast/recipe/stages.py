@@ -115,9 +115,8 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         # to read evidence lines; self-instruct keeps writing plain questions from the plain seed prompts).
         shown = grounding.prompts([x["prompt"] for x in ift])
         ift = [{**x, "prompt": p} for x, p in zip(ift, shown)]
-        if (
-            s.n_reading
-        ):  # questions about invented facts, answerable only from their evidence (task world only)
+        # Questions about invented facts, answerable only from their evidence (task world only: validated).
+        if s.n_reading:
             ift += [{"prompt": p, "response": a} for p, a in TR.reading_examples(s.n_reading, seed, r.k)]
     shots = {"n_seed": cfg.selfinstruct.n_seed, "n_generated": cfg.selfinstruct.n_generated}
     si = [
