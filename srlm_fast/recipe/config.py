@@ -76,6 +76,9 @@ class SelfInstructSpec:
     dedup_threshold: float = 0.8
     batch_size: int = 128
     generator: str | None = None  # a fixed checkpoint (as in the paper) instead of the current model
+    # Keep only prompts worded like a seed prompt: a word counts as wording if at least this many seed prompts use
+    # it (recipe/prompt_shapes.py). 0: off. For task worlds with a few wordings; free-form prompts have no shapes.
+    shape_min_count: int = 0
 
 
 @dataclass
@@ -280,6 +283,10 @@ class LoopConfig:
             require(getattr(si, key) >= 1, f"selfinstruct.{key}", "must be >= 1", getattr(si, key))
         require(si.n_generated >= 0, "selfinstruct.n_generated", "must be >= 0", si.n_generated)
         require(si.max_words >= si.min_words, "selfinstruct.max_words", "must be >= min_words", si.max_words)
+        require(si.shape_min_count >= 0, "selfinstruct.shape_min_count", "must be >= 0", si.shape_min_count)
+        require(not (si.shape_min_count and self.retrieval.selfinstruct), "selfinstruct.shape_min_count",
+                "filters wordings of seed prompts; questions written from passages (retrieval.selfinstruct) have "
+                "none", si.shape_min_count)  # fmt: skip
         require(finite(si.dedup_threshold) and 0 < si.dedup_threshold <= 1, "selfinstruct.dedup_threshold",
                 "must be in (0, 1]", si.dedup_threshold)  # fmt: skip
         if si.generator is not None:

@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from srlm_fast.recipe.prompt_shapes import PromptShapes
+
 FEWSHOT_HEADER = "Write one new task like these."
 TASK_PREFIX = "Task:"
 
 #: generate_fn(prompts, n, temperature, top_p, max_new_tokens, seed) -> n completions per prompt.
 GenerateFn = Callable[..., list[list[str]]]
 
-FILTER_REASONS = ("empty", "too_short", "too_long", "duplicate", "surplus")
+FILTER_REASONS = ("empty", "too_short", "too_long", "off_shape", "duplicate", "surplus")
 
 
 # ---------------------------------------------------------------- few-shot prompts and parsing
@@ -235,6 +237,8 @@ class SelfInstructConfig:
     dedup_threshold: float = 0.7
     batch_size: int = 64
     max_rounds: int = 50
+    # Keep only prompts worded like a seed prompt (recipe/prompt_shapes.py); None keeps every wording.
+    shapes: PromptShapes | None = None
 
 
 @dataclass
@@ -255,8 +259,8 @@ class SelfInstructStats:
         }
 
 
-def length_filter(prompt: str, config: SelfInstructConfig) -> str | None:
-    """The reason a parsed prompt fails the length bounds, or None if it passes."""
+def filter_reason(prompt: str, config: SelfInstructConfig) -> str | None:
+    """The reason a parsed prompt fails the length bounds or the shape filter, or None if it passes."""
     if not prompt:
         return "empty"
     n_words = len(prompt.split())
@@ -264,6 +268,8 @@ def length_filter(prompt: str, config: SelfInstructConfig) -> str | None:
         return "too_short"
     if n_words > config.max_words or len(prompt) > config.max_chars:
         return "too_long"
+    if config.shapes is not None and not config.shapes.matches(prompt):
+        return "off_shape"
     return None
 
 
@@ -274,7 +280,7 @@ def filter_prompts(
     passed = []
     for text in candidates:
         stats.generated += 1
-        reason = length_filter(text, config)
+        reason = filter_reason(text, config)
         if reason is None:
             passed.append(text)
         else:

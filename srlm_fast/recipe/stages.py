@@ -55,6 +55,7 @@ from srlm_fast.recipe import task_reading as TR
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import evaluate_model, judge_items
 from srlm_fast.recipe.evidence import with_evidence
+from srlm_fast.recipe.prompt_shapes import PromptShapes
 from srlm_fast.recipe.rundir import RunDir, copy_checkpoint, crash_point, kill_requested, log, progress
 from srlm_fast.recipe.seed_data import load_ift
 from srlm_fast.recipe.stage_checks import checked_candidates, checked_judge_pairs, checked_pairs
@@ -318,6 +319,7 @@ def self_instruct(it: Iteration) -> None:
         n_seed=s.n_seed, n_generated=s.n_generated, temperature=s.temperature, top_p=s.top_p,
         max_new_tokens=s.max_new_tokens, min_words=s.min_words, max_words=s.max_words,
         dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
+        shapes=PromptShapes(seed_prompts, s.shape_min_count) if s.shape_min_count else None,
     )  # fmt: skip
     generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
     rows = None

@@ -76,6 +76,7 @@ def test_filters_count_each_reason() -> None:
         "empty": 1,
         "too_short": 1,
         "too_long": 2,
+        "off_shape": 0,
         "duplicate": 2,
         "surplus": 0,
     }
