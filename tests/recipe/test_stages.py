@@ -105,6 +105,19 @@ def test_self_instruct_filters_the_stub_policys_prompts(tmp_path):
     assert counts["task_world_parseable"] == sum(tasks.parse_prompt(p) is not None for p in kept)
 
 
+def test_self_instruct_shape_filter_drops_prompts_worded_like_no_seed(tmp_path):
+    seeds = ["Give me a synonym for the word happy.", "Give me a synonym for the word tall.",
+             "Summarize the plot of Hamlet in one sentence.", "Summarize the plot of Macbeth in one sentence."]  # fmt: skip
+    wanted = ["Give me a synonym for the word quick.", "Summarize the plot of Othello in one sentence."]
+    policy = ScriptedPolicy([wanted[0], NEW_PROMPTS[0], "Give me a synonym for cats", wanted[1]])
+    it, _ = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=2", "--selfinstruct.batch_size=4",
+                           "--selfinstruct.shape_min_count=2")  # fmt: skip
+    write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in seeds])
+    S.self_instruct(it)
+    assert [r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]] == wanted
+    assert stats_of(it)["prompts"]["removed"] == {"off_shape": 2}
+
+
 def test_self_instruct_with_a_fixed_generator_leaves_m_t_unloaded(tmp_path):
     policy = ScriptedPolicy(NEW_PROMPTS)
     gen = tmp_path / "generator"
