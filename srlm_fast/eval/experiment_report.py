@@ -164,6 +164,12 @@ def summarize(results: dict) -> dict[str, Any]:
         summary["comparisons"]["self_minus_half_oracle"] = _seed_differences(
             results, seeds, last, "correct", ("self", 1.0), ("oracle", 0.5)
         )
+    if (
+        "self" in arms and "random" in arms
+    ):  # what the judge's information adds to DPO on the same kind of pairs
+        summary["comparisons"]["self_minus_random"] = _seed_differences(
+            results, seeds, last, "correct", ("self", 1.0), ("random", 1.0)
+        )
     if "self" in arms and "meta" in arms:
         summary["comparisons"]["meta_minus_self_agreement_gain"] = _seed_differences(
             results, seeds, last, "agree", ("meta", 1.0), ("self", 1.0)
@@ -200,6 +206,11 @@ def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[st
             lines.append(
                 f"- self gain − ½ oracle gain: {_fmt_interval(Interval(**comps['self_minus_half_oracle']))} points "
                 "(> 0: the self-judge reaches at least half the oracle's gain)"
+            )
+        if "self_minus_random" in comps:
+            lines.append(
+                f"- self gain − random gain: {_fmt_interval(Interval(**comps['self_minus_random']))} points "
+                "(> 0: the self-judge's scores carry information; the random arm shuffles them among the candidates)"
             )
         if "meta_minus_self_agreement_gain" in comps:
             lines.append(

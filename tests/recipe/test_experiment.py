@@ -88,6 +88,7 @@ def test_arms_share_m1_and_the_first_candidates_and_the_report_has_intervals(tmp
     lo, hi = arms["self"]["gain"]["low"], arms["self"]["gain"]["high"]
     assert 0 < lo < 0.2 < hi
     assert summary["comparisons"]["self_minus_half_oracle"]["value"] == pytest.approx(0.05)
+    assert summary["comparisons"]["self_minus_random"]["value"] == pytest.approx(0.2)
     it1 = arms["self"]["iterations"][0]
     assert it1["valid_prompts"] == 0.5 and it1["pass_at_1"] == 0.5 and it1["pass_at_n"] == 1.0
     md = (root / "experiment.md").read_text()
