@@ -39,6 +39,8 @@ class Progress:
         self.desc, self.enabled, self.interval_s, self.unit = desc, enabled, interval_s, unit
         self.stream = stream
         self.total = self.done = 0
+        # A muted scope counts but prints nothing: an enclosing scope while a nested one reports (Policy.progress).
+        self.muted = False
         self.t0 = self._last = time.perf_counter()
         self._bar = None
         self._lock = threading.Lock()
@@ -83,7 +85,7 @@ class Progress:
                 self._bar.update(n)
                 return
             now = time.perf_counter()
-            if self.enabled and now - self._last >= self.interval_s:
+            if self.enabled and not self.muted and now - self._last >= self.interval_s:
                 self._last = now
                 self._print()
 
@@ -91,7 +93,7 @@ class Progress:
         while not self._stop.wait(min(1.0, self.interval_s)):
             with self._lock:
                 now = time.perf_counter()
-                if now - self._last < self.interval_s:
+                if self.muted or now - self._last < self.interval_s:
                     continue
                 self._last = now
                 if self._bar is not None:

@@ -28,3 +28,16 @@ def test_disabled_progress_is_silent_and_durations_read_well():
     assert out.getvalue() == ""
     assert format_duration(75) == "1m15s" and format_duration(3 * 3600 + 120) == "3h02m"
     assert format_duration(float("inf")) == "?"
+
+
+def test_a_muted_scope_counts_but_prints_nothing():
+    out = io.StringIO()
+    with Progress("evaluate", interval_s=0.05, stream=out) as p:
+        p.muted = True  # a nested scope reports meanwhile
+        p.add_total(2)
+        time.sleep(0.3)
+        p.update(1)
+        assert out.getvalue() == ""
+        p.muted = False
+        time.sleep(0.3)
+    assert "evaluate: 1/2 requests" in out.getvalue().splitlines()[-1]

@@ -117,14 +117,19 @@ class Policy:
 
     @contextmanager
     def progress(self, desc: str, *, interval_s: float = 30.0) -> Iterator[Progress]:
-        """Report the requests of every call inside this scope under one description (on rank 0 only)."""
+        """Report the requests of every call inside this scope under one description (on rank 0 only). A nested
+        scope reports alone: the enclosing one is muted until it ends (its lines would repeat 0/0 meanwhile)."""
         outer = self._progress
+        if outer is not None:
+            outer.muted = True
         self._progress = Progress(desc, enabled=self.rank == 0, interval_s=interval_s)
         try:
             yield self._progress
         finally:
             self._progress.close()
             self._progress = outer
+            if outer is not None:
+                outer.muted = False
 
     # ---- requests in chunks, on one rank or many -------------------------------------------------------------
 

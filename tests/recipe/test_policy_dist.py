@@ -127,6 +127,18 @@ def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
     assert lines == ["3/5", "5/5", "7/7"]
 
 
+def test_a_nested_progress_scope_mutes_the_enclosing_one(ws, capsys):
+    policy = Policy.load(ws["sharp"], device="cpu")
+    with policy.progress("evaluate", interval_s=0.0) as outer:
+        with policy.progress("judging", interval_s=0.0):
+            assert outer.muted
+            policy.generate(PROMPTS[:2], n=1, max_new_tokens=2)
+        assert not outer.muted
+    out = capsys.readouterr().out
+    assert re.findall(r"^    judging: (\d+/\d+) requests", out, re.M) == ["2/2"]
+    assert "evaluate:" not in out
+
+
 def test_reference_logprobs_on_two_ranks_equal_one_process(ws, two_ranks, tmp_path):
     one = compute_reference_logprobs(ws["sharp"], ws["pairs"], tmp_path / "ref1.jsonl", max_seq_len=96,
                                      batch_size=4, device="cpu")  # fmt: skip
