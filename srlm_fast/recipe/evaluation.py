@@ -16,6 +16,7 @@ A policy is anything with `generate(prompts, n, temperature, top_p, max_new_toke
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,21 @@ def judge_vs_humans(
         ranked = read_oasst_trees(rankings)[: limit or None]
         with progress(policy, "judging human rankings"):
             out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
+        # "Prefer the longer reply" on the same prompts: the bar a judge must clear to be reading the replies.
+        out["rankings_length"] = evaluate_judge_on_rankings(
+            ranked, length_scores, perfect=float("inf")
+        ).to_dict()
     if pairs:
         labelled = read_hh_pairs(pairs).pairs[: limit or None]
         with progress(policy, "judging human pairs"):
             out["pairs"] = evaluate_judge_on_pairs(labelled, score_fn).to_dict()
+        out["pairs_length"] = evaluate_judge_on_pairs(labelled, length_scores).to_dict()
     return out
+
+
+def length_scores(items: Sequence[tuple[str, str]]) -> list[float]:
+    """The length baseline as a judge: every (instruction, response) scores its response's length in characters."""
+    return [float(len(response)) for _, response in items]
 
 
 def _greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
@@ -166,9 +177,12 @@ def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
     )
     if "rankings" in humans:
         result["human_rankings"] = humans["rankings"]
+        result["human_rankings_length_baseline"] = humans["rankings_length"]
         result["judge_pairwise_humans"] = humans["rankings"]["pairwise_accuracy"]
     if "pairs" in humans:
         result["human_pairs"] = humans["pairs"]
+        result["human_pairs_length_baseline"] = humans["pairs_length"]
+        result["judge_accuracy_human_pairs"] = humans["pairs"]["accuracy"]
     if e.prompts:
         result.update(versus_previous(cfg, run, k, policy))
     return result

@@ -34,7 +34,8 @@ COLUMNS = (
     ("pairs ✓:✗", "pairs_checked", "{}"),
     ("resp chars", "mean_response_chars", "{:.1f}"),
     # Shown only when the config asks for these evaluations:
-    ("judge~humans", "judge_pairwise_humans", "{:.1%}"),
+    ("judge~ranks", "judge_pairwise_humans", "{:.1%}"),  # pairwise accuracy on human-ranked replies
+    ("judge~pairs", "judge_accuracy_human_pairs", "{:.1%}"),  # accuracy on human chosen/rejected pairs
     ("win vs prev", "win_rate_vs_previous", "{:.1%}"),
 )
 
@@ -67,7 +68,8 @@ def summary_rows(cfg: LoopConfig, run: RunDir) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table; optional columns only when some row has them."""
-    optional = {"judge_pairwise_humans", "win_rate_vs_previous", "pairs_checked", "pass_at_1", "pass_at_n"}
+    optional = {"task_accuracy", "judge_agreement_own", "judge_pairwise_known", "judge_pairwise_humans",
+                "judge_accuracy_human_pairs", "win_rate_vs_previous", "pairs_checked", "pass_at_1", "pass_at_n"}  # fmt: skip
     columns = [c for c in COLUMNS if c[1] not in optional or any(c[1] in r for r in rows)]
     header = " | ".join(f"{name:>14}" for name, _, _ in columns)
     lines = [header, "-" * len(header)]

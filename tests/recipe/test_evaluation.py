@@ -9,6 +9,7 @@ import pytest
 
 from srlm_fast.cli import main
 from srlm_fast.config import load_job_config
+from srlm_fast.eval.readers import read_hh_pairs
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe import tasks
@@ -73,6 +74,12 @@ def test_eval_judge_and_the_loops_evaluation_give_the_same_numbers(judge_inputs,
     assert loop["human_rankings"] == cli["rankings"]
     assert loop["human_pairs"] == cli["pairs"]
     assert loop["judge_pairwise_humans"] == cli["rankings"]["pairwise_accuracy"]
+    assert loop["judge_accuracy_human_pairs"] == cli["pairs"]["accuracy"]
+    # The length baseline beside the judge, on the same pairs: the share where the human chose the longer reply.
+    hh = read_hh_pairs(d / "hh.jsonl").pairs[:2]
+    longer = [(len(p.chosen) > len(p.rejected)) + 0.5 * (len(p.chosen) == len(p.rejected)) for p in hh]
+    assert loop["human_pairs_length_baseline"]["accuracy_ties_half"] == pytest.approx(sum(longer) / len(hh))
+    assert loop["human_rankings_length_baseline"]["n_prompts"] == 2 == cli["rankings_length"]["n_prompts"]
     assert cli["rankings"]["n_prompts"] == 2 and cli["pairs"]["n_pairs"] + cli["pairs"]["n_invalid"] == 2
     if mode == "expected":  # the expected score always exists: real numbers, not an all-invalid tie
         assert cli["rankings"]["n_invalid"] == 0 and cli["rankings"]["pairwise_accuracy"] is not None
