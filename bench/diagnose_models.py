@@ -48,6 +48,28 @@ def accuracy_by_family(policy: Policy, prompts: list[str]) -> dict:
     }
 
 
+def sampled_accuracy(
+    policy: Policy, prompts: list[str], n: int, temperature: float = 0.7, top_p: float = 0.9
+) -> dict:
+    """n sampled answers per task prompt (the loop's candidate sampling): their accuracy (pass@1), pass@n, the
+    accuracy of their most frequent answer, and how concentrated they are (the share of samples that give the
+    most frequent answer). DPO towards a prompt's majority answer sharpens the distribution: the mode share and
+    the sampled accuracy rise even where greedy accuracy (already close to the mode) cannot."""
+    outs = policy.generate(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=32, seed=1)
+    pass1 = pass_n = majority = mode_share = 0.0
+    for prompt, answers in zip(prompts, outs):
+        ok = [tasks.check(prompt, a).status == "correct" for a in answers]
+        votes = collections.Counter(P.vote_key(a) for a in answers)
+        top, count = votes.most_common(1)[0]
+        pass1 += sum(ok) / n
+        pass_n += any(ok)
+        majority += ok[[P.vote_key(a) for a in answers].index(top)]
+        mode_share += count / n
+    m = max(1, len(prompts))
+    return {"n_samples": n, "temperature": temperature, "top_p": top_p, "pass_at_1": pass1 / m,
+            "pass_at_n": pass_n / m, "majority_accuracy": majority / m, "mode_share": mode_share / m}  # fmt: skip
+
+
 def judge_spread(judgments: Path) -> dict:
     """How far the self-judge's scores of one prompt's candidates lie apart, and its mean score of correct and of
     wrong candidates per family: a judge that reads the response spreads them; one that does not, does not."""
@@ -161,6 +183,8 @@ def main() -> None:
     ap.add_argument("--judgments", help="an iteration's judgments.jsonl: the self-judge's score spread")
     ap.add_argument("--runs", nargs="*", default=[], help="run directories: accuracy per model, gain over M1")
     ap.add_argument("--n", type=int, default=1000, help="held-out task-world prompts")
+    ap.add_argument("--samples", type=int, default=0, help="also sample this many answers per held-out prompt "
+                    "(T=0.7, top-p 0.9): sampled pass@1, pass@N, majority accuracy and mode share")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="of the held-out prompts (a run's seed)")
     ap.add_argument("--out", help="JSON results file; with --merge-key the result goes under that key")
     ap.add_argument("--merge-key", help="key of this result in --out (other keys are kept)")
@@ -181,9 +205,15 @@ def main() -> None:
         models[label or path] = {"checkpoint": path, "heldout": accuracy_by_family(policy, heldout)}
         if selfinstructed:
             models[label or path]["selfinstructed"] = accuracy_by_family(policy, selfinstructed)
+        if args.samples:
+            models[label or path]["sampled"] = sampled_accuracy(policy, heldout, args.samples)
         policy.close()
         row = models[label or path]
         line = f"{label or path:>28} held-out {row['heldout']['accuracy']:6.1%}"
+        if args.samples:
+            sm = row["sampled"]
+            line += (f"   sampled pass@1 {sm['pass_at_1']:6.1%} pass@{args.samples} {sm['pass_at_n']:6.1%} "
+                     f"majority {sm['majority_accuracy']:6.1%} mode share {sm['mode_share']:5.2f}")  # fmt: skip
         if selfinstructed:
             line += f"   self-instructed ({len(selfinstructed)}) {row['selfinstructed']['accuracy']:6.1%}"
         print(line, " ".join(f"{f}={v['accuracy']:.2f}" for f, v in row["heldout"]["by_family"].items()))
