@@ -25,6 +25,7 @@ def test_the_lever_config_changes_only_the_levers_and_validates() -> None:
     assert changed_keys(to_dict(LoopConfig()), to_dict(levers)) == [
         "candidates.n", "dpo.dpo", "dpo.optim", "dpo.schedule", "eval.n_task_prompts", "iterations",
         "pairs.replay", "seed_data.eft_mix", "seed_data.eft_reference", "seed_data.n_eft", "selfinstruct.n_prompts",
+        "selfinstruct.shape_min_count",
     ]  # fmt: skip
     assert levers.dpo == {
         "dpo": {"nll_weight": 1.0},
