@@ -164,9 +164,8 @@ def summarize(results: dict) -> dict[str, Any]:
         summary["comparisons"]["self_minus_half_oracle"] = _seed_differences(
             results, seeds, last, "correct", ("self", 1.0), ("oracle", 0.5)
         )
-    if (
-        "self" in arms and "random" in arms
-    ):  # what the judge's information adds to DPO on the same kind of pairs
+    # What the judge's information adds to DPO on the same kind of pairs.
+    if "self" in arms and "random" in arms:
         summary["comparisons"]["self_minus_random"] = _seed_differences(
             results, seeds, last, "correct", ("self", 1.0), ("random", 1.0)
         )

@@ -9,8 +9,8 @@ merge:
 Final punctuation is dropped. So "Does the list 16, 72, 55 contain 56?" has the shape `does the list _ contain _`.
 A truncated "Does the list 16, 80, 68, 36, 79?" has the shape `does the list _`, which no seed prompt has.
 
-Why a filter of its own (issue #15). A 4M-parameter model's self-instructed prompts are 85-95% tasks, but the
-other 5-15% yield about half of the preference pairs. Its answers to an ill-posed "Does the list 16, 80, 68?"
+Why a filter of its own (issue #15). A 4M-parameter model's self-instructed prompts are 85-96% tasks, but the
+other 4-15% yield about half of the preference pairs. Its answers to an ill-posed "Does the list 16, 80, 68?"
 split between yes and no, so they pass every vote threshold, and DPO trains one of them.
 - The model's own likelihood does not tell these prompts apart: they are fluent prefixes of real tasks (AUC 0.80,
   but no threshold keeps the tasks without the non-tasks).
