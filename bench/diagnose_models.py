@@ -17,6 +17,7 @@ import datetime as dt
 import re
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +49,15 @@ def accuracy_by_family(policy: Policy, prompts: list[str]) -> dict:
     }
 
 
+def votes_and_first(answers: Sequence[str]) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """The answers' vote counts, most voted first (`pairs.vote_key`), and each answer's first candidate index."""
+    keys = [P.vote_key(a) for a in answers]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    return collections.Counter(keys).most_common(), first
+
+
 def sampled_accuracy(
     policy: Policy, prompts: list[str], n: int, temperature: float = 0.7, top_p: float = 0.9
 ) -> dict:
@@ -59,11 +69,11 @@ def sampled_accuracy(
     pass1 = pass_n = majority = mode_share = 0.0
     for prompt, answers in zip(prompts, outs):
         ok = [tasks.check(prompt, a).status == "correct" for a in answers]
-        votes = collections.Counter(P.vote_key(a) for a in answers)
-        top, count = votes.most_common(1)[0]
+        votes, first = votes_and_first(answers)
+        top, count = votes[0]
         pass1 += sum(ok) / n
         pass_n += any(ok)
-        majority += ok[[P.vote_key(a) for a in answers].index(top)]
+        majority += ok[first[top]]
         mode_share += count / n
     m = max(1, len(prompts))
     return {"n_samples": n, "temperature": temperature, "top_p": top_p, "pass_at_1": pass1 / m,
@@ -120,10 +130,7 @@ def vote_and_judge_pairs(judgments: Path) -> dict:
         ok = [tasks.check(row["prompt"], x).status == "correct" for x in responses]
         n += 1
         pass1 += sum(ok) / len(ok)
-        votes = collections.Counter(P.vote_key(x) for x in responses).most_common()
-        first = {}  # answer → its first candidate
-        for i, x in enumerate(responses):
-            first.setdefault(P.vote_key(x), i)
+        votes, first = votes_and_first(responses)
         top = first[votes[0][0]]
         majority += ok[top]
         if votes[0][1] > votes[-1][1]:

@@ -33,6 +33,7 @@ from srlm_fast.eval.judge_agreement import (
     read_oasst_trees,
 )
 from srlm_fast.io import write_json_atomic
+from srlm_fast.recipe.evaluation import length_scores
 from srlm_fast.recipe.judge import JudgeConfig, JudgeTemplate
 from srlm_fast.recipe.policy import Policy
 
@@ -149,7 +150,7 @@ def main() -> int:
         with policy.progress("judging human rankings"):
             scores, secs = score(items)
         perfect = 4.5 if args.mode == "expected" else 5.0
-        lengths = [float(len(r)) for _, r in items]
+        lengths = length_scores(items)
         out["rankings"] = {
             "file": args.rankings,
             "n_trees": len(prompts),
@@ -168,18 +169,14 @@ def main() -> int:
         items = pair_items(pairs)
         with policy.progress("judging human pairs"):
             scores, secs = score(items)
+        lengths = length_scores(items)  # chosen, rejected, chosen, ... as the judge's scores
         out["pairs"] = {
             "file": args.pairs_file,
             "n_pairs": len(pairs),
             "seconds": round(secs, 1),
             "seconds_per_response": round(secs / len(items), 2),
             "judge": pair_report(scores[0::2], scores[1::2], args.n_boot, args.seed),
-            "length_baseline": pair_report(
-                [float(len(p.chosen)) for p in pairs],
-                [float(len(p.rejected)) for p in pairs],
-                args.n_boot,
-                args.seed,
-            ),
+            "length_baseline": pair_report(lengths[0::2], lengths[1::2], args.n_boot, args.seed),
             "scores": scores,
         }
         write_json_atomic(args.out, out)

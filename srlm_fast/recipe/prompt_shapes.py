@@ -74,6 +74,3 @@ class PromptShapes:
 
     def matches(self, prompt: str) -> bool:
         return self.shape(prompt) in self.shapes
-
-    def __len__(self) -> int:
-        return len(self.shapes)
