@@ -108,6 +108,31 @@ def _mean(xs: Sequence[float | None]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+PAIR_KINDS = ("right", "wrong", "both_correct", "both_wrong")
+
+
+def _by_family(results: dict, arm: str, seeds: Sequence[int], last: int) -> dict[str, dict]:
+    """Per task family, over the seeds with every model: each model's accuracy and the pairs' checker verdicts
+    summed over the iterations (means over seeds). Where the gain comes from, or why there is none: a family
+    with many ✓:✗ pairs and no gain was taught something other than the skill."""
+    complete = [s for s in seeds if len(_series(results, arm, s)) == last + 1]
+    per_model = [[m.get("by_family") or {} for m in _series(results, arm, s)] for s in complete]
+    families = sorted({f for models in per_model for m in models for f in m})
+    out = {}
+    for f in families:
+        pairs = {}
+        for kind in PAIR_KINDS:
+            per_seed = [
+                sum((it["candidates"].get("pairs_by_family") or {}).get(f, {}).get(kind, 0)
+                    for it in results["runs"][f"{arm}/{s}"].get("iterations", []))
+                for s in complete
+            ]  # fmt: skip
+            pairs[kind] = _mean(per_seed)
+        accuracy = [_mean([models[k].get(f) for models in per_model]) for k in range(last + 1)]
+        out[f] = {"accuracy": accuracy, "pairs": pairs}
+    return out
+
+
 def summarize(results: dict) -> dict[str, Any]:
     """Per arm: accuracy and agreement of M1 and the last model, the gains with intervals, per-seed gains, and the
     per-iteration candidate numbers; plus the comparisons between arms the experiment is for."""
@@ -159,6 +184,7 @@ def summarize(results: dict) -> dict[str, Any]:
             "agreement_gain": agree_gain.to_dict(),
             "per_seed": per_seed,
             "iterations": iters,
+            "by_family": _by_family(results, arm, seeds, last),
         }
     if "self" in arms and "oracle" in arms:
         summary["comparisons"]["self_minus_half_oracle"] = _seed_differences(
@@ -228,9 +254,29 @@ def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[st
                 f"{_num(it['pairs'])} | {_num(it['pairs_right'])}:{_num(it['pairs_wrong'])} | "
                 f"{_num(it['judge_pairs'])} | {_num(it['mean_chars'], 1)} |"
             )
+    lines += _family_table(summary)
     if plots:
         lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _family_table(summary: dict) -> list[str]:
+    rows = [(arm, f, v) for arm, a in summary["arms"].items() for f, v in a.get("by_family", {}).items()]
+    if not rows:
+        return []
+    lines = ["", "Per task family (means over seeds): accuracy of M1 and the last model, and the pairs of all "
+             "iterations by the checker's verdict (✓:✗ = correct preferred : wrong preferred).", "",
+             "| arm | family | M1 acc | last acc | Δ | pairs ✓:✗ | both ✓ | both ✗ |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, family, v in rows:
+        acc, pairs = v["accuracy"], v["pairs"]
+        first, final = (acc[0], acc[-1]) if acc else (None, None)
+        delta = final - first if first is not None and final is not None else None
+        lines.append(
+            f"| {arm} | {family} | {_pct(first)} | {_pct(final)} | {_fmt(delta)} | "
+            f"{_num(pairs['right'])}:{_num(pairs['wrong'])} | {_num(pairs['both_correct'])} | "
+            f"{_num(pairs['both_wrong'])} |"
+        )
+    return lines
 
 
 def _pct(x: float | None) -> str:

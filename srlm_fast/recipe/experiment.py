@@ -34,6 +34,7 @@ from srlm_fast.io import read_jsonl, write_json_atomic, write_text_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.loop import run_loop
+from srlm_fast.recipe.stage_checks import checked_pairs_by_family
 from srlm_fast.recipe.stages import train_table
 from srlm_fast.train.config import TrainConfig
 
@@ -251,7 +252,8 @@ def run_experiment(
 def candidate_stats(iteration_dir: Path) -> dict[str, Any]:
     """What the checker says about one iteration's candidates (reporting only; no stage reads it): pass@1 (mean
     fraction of correct candidates) and pass@N (fraction with at least one correct), over the prompts it can
-    parse; the fraction of self-instructed prompts that are tasks; mean candidate length."""
+    parse; the fraction of self-instructed prompts that are tasks; mean candidate length; the checker's verdicts
+    on the preference pairs per task family."""
     path = iteration_dir / "candidates.jsonl"
     if not path.exists():
         return {}
@@ -276,6 +278,9 @@ def candidate_stats(iteration_dir: Path) -> dict[str, Any]:
                 if v.parsed and s is not None:
                     (scores_ok if v.correct else scores_bad).append(float(s))
         out["scores_correct"], out["scores_wrong"] = scores_ok, scores_bad
+    ppath = iteration_dir / "pairs.jsonl"
+    if ppath.exists():
+        out["pairs_by_family"] = checked_pairs_by_family(read_jsonl(ppath)[0])
     return out
 
 

@@ -53,17 +53,39 @@ def checked_judge_pairs(
     return counts
 
 
+def pair_outcome(prompt: str, chosen: str, rejected: str) -> tuple[str, str | None]:
+    """What the checker says a preference pair teaches, and the task family of its prompt: `right` (chosen
+    correct, rejected wrong), `wrong` (the reverse), `both_correct`/`both_wrong` (no correctness signal: style or
+    length only), or `unparseable` (the prompt is no task it knows; family None)."""
+    c, r = tasks.check(prompt, chosen), tasks.check(prompt, rejected)
+    if not c.parsed:
+        return "unparseable", None
+    if c.correct != r.correct:
+        return ("right" if c.correct else "wrong"), c.family
+    return ("both_correct" if c.correct else "both_wrong"), c.family
+
+
+PAIR_OUTCOMES = ("right", "wrong", "both_correct", "both_wrong", "unparseable")
+
+
 def checked_pairs(pairs: list[P.Pair]) -> dict[str, int]:
     """The task world's checker on the preference pairs: what the judge's preferences can teach DPO about
-    correctness. `right`: chosen correct, rejected wrong; `wrong`: the reverse; `both_correct`/`both_wrong`: no
-    correctness signal (style or length only); `unparseable`: the self-instructed prompt is no task it knows."""
-    counts = dict.fromkeys(("right", "wrong", "both_correct", "both_wrong", "unparseable"), 0)
+    correctness (counts of each `pair_outcome`)."""
+    counts = dict.fromkeys(PAIR_OUTCOMES, 0)
     for pair in pairs:
-        chosen, rejected = tasks.check(pair.prompt, pair.chosen), tasks.check(pair.prompt, pair.rejected)
-        if not chosen.parsed:
-            counts["unparseable"] += 1
-        elif chosen.correct != rejected.correct:
-            counts["right" if chosen.correct else "wrong"] += 1
-        else:
-            counts["both_correct" if chosen.correct else "both_wrong"] += 1
+        counts[pair_outcome(pair.prompt, pair.chosen, pair.rejected)[0]] += 1
     return counts
+
+
+def checked_pairs_by_family(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """`pair_outcome` counts per task family of pairs.jsonl rows (replayed rows left out). A family's ✓:✗ can
+    look like signal and teach only a label prior: self-instructed membership questions are mostly "no", so a
+    judge that always prefers "no" gets them right without being able to check membership."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r.get("replay"):
+            continue
+        outcome, family = pair_outcome(r["prompt"], r["chosen"], r["rejected"])
+        if family is not None:
+            out.setdefault(family, dict.fromkeys(PAIR_OUTCOMES[:4], 0))[outcome] += 1
+    return dict(sorted(out.items()))

@@ -49,6 +49,7 @@ def fake_loop(calls: list):
             write_json_atomic(
                 path,
                 {"model": f"M{k}", "task_accuracy": correct.count("1") / N_PROMPTS, "judge_agreement_own": 0.6,
+                 "by_family": {"add": correct.count("1") / N_PROMPTS, "parity": 0.5},
                  "per_prompt": {"correct": correct, "agree": "1" * 120 + "0" * 79 + "-"}},
             )  # fmt: skip
         for t in range(1, cfg.iterations + 1):
@@ -63,6 +64,12 @@ def fake_loop(calls: list):
                 [{"prompt": "What is 2 plus 3?", "responses": ["5", "6"], "scores": [4.5, 1.0]}],
             )
             write_json_atomic(it / "stats.json", {"pairs": {"pairs": 1, "checker": {"right": 1, "wrong": 0}}})
+            write_jsonl_atomic(
+                it / "pairs.jsonl",
+                [{"prompt": "What is 2 plus 3?", "chosen": "5", "rejected": "6"},
+                 {"prompt": "What is 2 plus 3?", "chosen": "7", "rejected": "6"},
+                 {"prompt": "What is 2 plus 3?", "chosen": "6", "rejected": "5", "replay": True}],
+            )  # fmt: skip
         return root
 
     return run
@@ -91,8 +98,14 @@ def test_arms_share_m1_and_the_first_candidates_and_the_report_has_intervals(tmp
     assert summary["comparisons"]["self_minus_random"]["value"] == pytest.approx(0.2)
     it1 = arms["self"]["iterations"][0]
     assert it1["valid_prompts"] == 0.5 and it1["pass_at_1"] == 0.5 and it1["pass_at_n"] == 1.0
+    # Per family: each model's accuracy (means over seeds) and the non-replayed pairs of both iterations.
+    add = arms["self"]["by_family"]["add"]
+    assert add["accuracy"] == pytest.approx(ACC["self"])
+    assert add["pairs"] == {"right": 2, "wrong": 0, "both_correct": 0, "both_wrong": 2}
+    assert sorted(arms["self"]["by_family"]) == ["add", "parity"]
     md = (root / "experiment.md").read_text()
     assert "| self | 30.0% | 50.0% | +20.0 [" in md and "experiment_accuracy.png" in md
+    assert "| self | add | 30.0% | 50.0% | +20.0 | 2:0 | 0 | 2 |" in md
     for png in ("experiment_accuracy.png", "experiment_scores.png"):
         assert (root / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -171,7 +171,7 @@ def test_checker_counts_what_the_pairs_teach():
 
     from srlm_fast.recipe import task_eft, tasks
     from srlm_fast.recipe.pairs import Pair
-    from srlm_fast.recipe.stage_checks import checked_pairs
+    from srlm_fast.recipe.stage_checks import checked_pairs, checked_pairs_by_family
 
     rng = random.Random(0)
     task = tasks.eval_prompts(1, seed=3)[0]
@@ -192,6 +192,12 @@ def test_checker_counts_what_the_pairs_teach():
     assert checked_pairs(pairs) == {
         "right": 2, "wrong": 1, "both_correct": 1, "both_wrong": 1, "unparseable": 1,
     }  # fmt: skip
+    # Per family, from pairs.jsonl rows: the poem is no family, and a replayed row (SFT data) is not a pair.
+    rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    rows.append({"prompt": task.prompt, "chosen": wrong, "rejected": right, "replay": True})
+    assert checked_pairs_by_family(rows) == {
+        task.family: {"right": 2, "wrong": 1, "both_correct": 1, "both_wrong": 1},
+    }
 
 
 def test_checkpoint_copy_is_atomic_and_ignores_a_stale_partial_copy(tmp_path):
