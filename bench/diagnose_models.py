@@ -3,7 +3,8 @@ iteration's self-instructed prompts, and how much the self-judge's scores vary w
 behind bench/results/self_rewarding_diagnostics-cpu.json (issue #15); the checker is read here, after the fact.
 
     python bench/diagnose_models.py CKPT[=LABEL] ... [--prompts RUN/iter2/prompts.jsonl] \
-        [--judgments RUN/iter1/judgments.jsonl] [--n 1000] [--seed 0] [--out FILE --merge-key KEY]
+        [--judgments RUN/iter1/judgments.jsonl] [--candidates RUN/iter1/candidates.jsonl[=LABEL] ...] \
+        [--n 1000] [--seed 0] [--out FILE --merge-key KEY]
 
 Held-out accuracy on its own says whether a model improved; beside the accuracy on the self-instructed prompts it
 says whether what DPO learned carries over from the prompts the loop trained on to the task distribution.
@@ -32,6 +33,7 @@ from srlm_fast.recipe import tasks
 from srlm_fast.recipe.experiment import model_evaluations
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.stage_checks import checked_pairs
+from srlm_fast.recipe.task_families import BY_NAME
 
 
 def accuracy_by_family(policy: Policy, prompts: list[str]) -> dict:
@@ -160,6 +162,37 @@ def prompt_stats(prompts: list[str]) -> dict:
     }
 
 
+ANSWER_SOURCES = ("right", "other_prompt_number", "number_not_in_prompt", "not_one_number")
+
+
+def answer_sources(candidates: Path) -> dict[str, dict]:
+    """Per family whose answer is one number: the share of an iteration's candidates that give the right number,
+    another number of the prompt, a number that is not in the prompt, or not exactly one number. For the
+    selection families (larger, max, min) a number not in the prompt is invented: the habit that spreads from
+    `max` to `min` when DPO trains invented numbers as chosen answers."""
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for row in read_jsonl(candidates, required=("prompt", "responses"))[0]:
+        parsed = tasks.parse_prompt(row["prompt"])
+        if parsed is None or BY_NAME[parsed[0]].kind != "number":
+            continue
+        family, _, answer = parsed
+        in_prompt = {int(x) for x in re.findall(r"-?\d+", row["prompt"])}
+        for response in row["responses"]:
+            numbers = [int(x) for x in re.findall(r"-?\d+", response)]
+            if len(numbers) != 1:
+                source = "not_one_number"
+            elif numbers[0] == int(answer):
+                source = "right"
+            else:
+                source = "other_prompt_number" if numbers[0] in in_prompt else "number_not_in_prompt"
+            counts[family][source] += 1
+    out = {}
+    for family, c in sorted(counts.items()):
+        n = sum(c.values())
+        out[family] = {"n": n, **{k: c[k] / n for k in ANSWER_SOURCES}}
+    return out
+
+
 def run_gains(run_dir: Path) -> dict:
     """A run's held-out accuracy per model (its eval/m<k>.json) and each model's gain over M1 with a paired 95%
     bootstrap interval over the prompts."""
@@ -189,6 +222,8 @@ def main() -> None:
     )
     ap.add_argument("--judgments", help="an iteration's judgments.jsonl: the self-judge's score spread")
     ap.add_argument("--runs", nargs="*", default=[], help="run directories: accuracy per model, gain over M1")
+    ap.add_argument("--candidates", nargs="*", default=[], help="iterations' candidates.jsonl, optionally "
+                    "=LABEL: per family, where the candidates' numbers come from (answer_sources)")  # fmt: skip
     ap.add_argument("--n", type=int, default=1000, help="held-out task-world prompts")
     ap.add_argument("--samples", type=int, default=0, help="also sample this many answers per held-out prompt "
                     "(T=0.7, top-p 0.9): sampled pass@1, pass@N, majority accuracy and mode share")  # fmt: skip
@@ -239,6 +274,14 @@ def main() -> None:
                 iv = g["gain_over_m1"]
                 print(f"{label or path:>24} {model}: {g['accuracy']:6.1%}  gain {100 * iv['value']:+.1f} "
                       f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]")  # fmt: skip
+    if args.candidates:
+        result["answer_sources"] = {}
+        for spec in args.candidates:
+            path, _, label = spec.partition("=")
+            sources = result["answer_sources"][label or path] = answer_sources(Path(path))
+            for family, v in sources.items():
+                shares = " ".join(f"{k} {v[k]:.2f}" for k in ANSWER_SOURCES)
+                print(f"{label or path:>24} {family:>12} ({v['n']:5d}): {shares}")
     if args.judgments:
         result["judge"] = judge_spread(Path(args.judgments))
         j = result["judge"]
