@@ -27,9 +27,15 @@ def test_sampled_accuracy_counts_pass_at_1_pass_at_n_majority_and_mode_share():
 def test_answer_sources_tells_right_copied_invented_and_malformed_numbers(tmp_path):
     rows = [
         # max of 3, 9, 4 is 9: right, another number of the prompt, invented, two numbers, no number.
-        {"prompt": "What is the largest of 3, 9, 4?", "responses": ["9", "The answer is 4.", "17", "9 or 4", "big"]},
+        {
+            "prompt": "What is the largest of 3, 9, 4?",
+            "responses": ["9", "The answer is 4.", "17", "9 or 4", "big"],
+        },
         {"prompt": "Which is larger, 12 or 30?", "responses": ["30", "31"]},
-        {"prompt": "Sort from smallest to largest: 3, 1, 2.", "responses": ["1, 2, 3"]},  # no single-number answer
+        {
+            "prompt": "Sort from smallest to largest: 3, 1, 2.",
+            "responses": ["1, 2, 3"],
+        },  # no single-number answer
         {"prompt": "Write a poem.", "responses": ["7"]},  # no task
     ]
     path = tmp_path / "candidates.jsonl"
