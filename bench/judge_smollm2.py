@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import random
 import subprocess
 import sys
 import time
@@ -24,22 +23,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import device_name, versions
-from srlm_fast.eval.judge_agreement import (
-    agreement_from_scores,
-    pair_agreement,
-    pair_items,
-    ranked_items,
-    read_hh_pairs,
-    read_oasst_trees,
-)
+from srlm_fast.eval.judge_agreement import pair_items, ranked_items, read_hh_pairs, read_oasst_trees
+from srlm_fast.eval.judge_intervals import pair_report, ranking_report
 from srlm_fast.io import write_json_atomic
 from srlm_fast.recipe.evaluation import length_scores
 from srlm_fast.recipe.judge import JudgeConfig, JudgeTemplate
 from srlm_fast.recipe.policy import Policy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RANK_METRICS = ("pairwise_accuracy", "pairwise_accuracy_decided", "five_best", "top1", "exact_match", "spearman", "kendall_tau")  # fmt: skip
-PAIR_METRICS = ("accuracy", "accuracy_decided", "tie_rate")
 
 
 def _versions(*packages: str) -> dict[str, str | None]:
@@ -52,47 +43,6 @@ def _versions(*packages: str) -> dict[str, str | None]:
         except PackageNotFoundError:
             out[p] = None
     return out
-
-
-def bootstrap(n: int, stat, n_boot: int, seed: int) -> tuple[float | None, float | None]:
-    """2.5% / 97.5% percentiles of `stat(indices)` over resamples of range(n) with replacement."""
-    rng = random.Random(seed)
-    values = []
-    for _ in range(n_boot):
-        v = stat([rng.randrange(n) for _ in range(n)])
-        if v is not None:
-            values.append(v)
-    if not values:
-        return None, None
-    values.sort()
-    return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
-
-
-def ranked_report(prompts, scores, perfect: float, n_boot: int, seed: int) -> dict:
-    offsets, k = [], 0
-    for p in prompts:
-        offsets.append((k, k + len(p.responses)))
-        k += len(p.responses)
-
-    def metrics(idx):
-        ps = [prompts[i] for i in idx]
-        ss = [s for i in idx for s in scores[offsets[i][0] : offsets[i][1]]]
-        return agreement_from_scores(ps, ss, perfect=perfect).to_dict()
-
-    point = metrics(range(len(prompts)))
-    cis = {}
-    for name in RANK_METRICS:
-        cis[name] = bootstrap(len(prompts), lambda idx, name=name: metrics(idx)[name], n_boot, seed)
-    return {"metrics": point, "ci95": cis}
-
-
-def pair_report(chosen, rejected, n_boot: int, seed: int) -> dict:
-    def metrics(idx):
-        return pair_agreement([chosen[i] for i in idx], [rejected[i] for i in idx]).to_dict()
-
-    point = metrics(range(len(chosen)))
-    cis = {m: bootstrap(len(chosen), lambda idx, m=m: metrics(idx)[m], n_boot, seed) for m in PAIR_METRICS}
-    return {"metrics": point, "ci95": cis}
 
 
 def main() -> int:
@@ -157,8 +107,10 @@ def main() -> int:
             "n_responses": len(items),
             "seconds": round(secs, 1),
             "seconds_per_response": round(secs / len(items), 2),
-            "judge": ranked_report(prompts, scores, perfect, args.n_boot, args.seed),
-            "length_baseline": ranked_report(prompts, lengths, float("inf"), args.n_boot, args.seed),
+            "judge": ranking_report(prompts, scores, perfect=perfect, n_boot=args.n_boot, seed=args.seed),
+            "length_baseline": ranking_report(
+                prompts, lengths, perfect=float("inf"), n_boot=args.n_boot, seed=args.seed
+            ),
             "scores": scores,
         }
         write_json_atomic(args.out, out)
@@ -175,8 +127,8 @@ def main() -> int:
             "n_pairs": len(pairs),
             "seconds": round(secs, 1),
             "seconds_per_response": round(secs / len(items), 2),
-            "judge": pair_report(scores[0::2], scores[1::2], args.n_boot, args.seed),
-            "length_baseline": pair_report(lengths[0::2], lengths[1::2], args.n_boot, args.seed),
+            "judge": pair_report(scores[0::2], scores[1::2], n_boot=args.n_boot, seed=args.seed),
+            "length_baseline": pair_report(lengths[0::2], lengths[1::2], n_boot=args.n_boot, seed=args.seed),
             "scores": scores,
         }
         write_json_atomic(args.out, out)

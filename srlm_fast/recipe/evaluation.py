@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from srlm_fast.eval.judge_agreement import (
-    evaluate_judge_on_pairs,
-    evaluate_judge_on_rankings,
     head_to_head,
+    pair_items,
     pointwise_verdict_fn,
+    ranked_items,
     read_eval_prompts,
     read_hh_pairs,
     read_oasst_trees,
 )
+from srlm_fast.eval.judge_intervals import pair_report, ranking_report
 from srlm_fast.eval.task_world import per_prompt_outcomes, task_world_metrics
 from srlm_fast.eval.winrate import ScoreFn
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
@@ -67,25 +68,41 @@ def judge_vs_humans(
 ) -> dict[str, dict]:
     """The judge's agreement with human rankings (Table 4 of Yuan et al., 2024: pairwise accuracy, 5-best, ...)
     and with human chosen/rejected pairs. Returns `{"rankings": ..., "pairs": ...}`, a key per file given;
-    `limit`: at most this many prompts / pairs per file (0: all)."""
+    `limit`: at most this many prompts / pairs per file (0: all). Beside each, `<key>_ci95` (95% bootstrap
+    intervals over prompts / pairs, eval/judge_intervals.py), the length baseline on the same data
+    (`rankings_length`, `pairs_length`) and the judge's per-reply scores (`<key>_scores`)."""
     score_fn = judge_score_fn(policy, spec, seed)
-    out: dict[str, dict] = {}
+    out: dict[str, Any] = {}
     if rankings:
         # The expected score is continuous: a perfect 5 is anything at or above 4.5.
         perfect = 4.5 if spec.mode == "expected" else 5.0
         ranked = read_oasst_trees(rankings)[: limit or None]
+        items = ranked_items(ranked)
         with progress(policy, "judging human rankings"):
-            out["rankings"] = evaluate_judge_on_rankings(ranked, score_fn, perfect=perfect).to_dict()
+            scores = list(score_fn(items))
         # "Prefer the longer reply" on the same prompts: the bar a judge must clear to be reading the replies.
-        out["rankings_length"] = evaluate_judge_on_rankings(
-            ranked, length_scores, perfect=float("inf")
-        ).to_dict()
+        _add_report(out, "rankings", ranking_report(ranked, scores, perfect=perfect, seed=seed), scores)
+        length = ranking_report(ranked, length_scores(items), perfect=float("inf"), seed=seed)
+        _add_report(out, "rankings_length", length)
     if pairs:
         labelled = read_hh_pairs(pairs).pairs[: limit or None]
+        items = pair_items(labelled)
         with progress(policy, "judging human pairs"):
-            out["pairs"] = evaluate_judge_on_pairs(labelled, score_fn).to_dict()
-        out["pairs_length"] = evaluate_judge_on_pairs(labelled, length_scores).to_dict()
+            scores = list(score_fn(items))
+        if len(scores) != len(items):
+            raise ValueError(f"score_fn returned {len(scores)} scores for {len(items)} responses")
+        _add_report(out, "pairs", pair_report(scores[0::2], scores[1::2], seed=seed), scores)
+        lengths = length_scores(items)
+        _add_report(out, "pairs_length", pair_report(lengths[0::2], lengths[1::2], seed=seed))
     return out
+
+
+def _add_report(out: dict, key: str, report: dict, scores: list | None = None) -> None:
+    """`key`: the metrics; `key_ci95`: their 95% bootstrap intervals; `key_scores`: the per-reply scores (in
+    `ranked_items` / `pair_items` order), from which any metric can be recomputed."""
+    out[key], out[f"{key}_ci95"] = report["metrics"], report["ci95"]
+    if scores is not None:
+        out[f"{key}_scores"] = scores
 
 
 def length_scores(items: Sequence[tuple[str, str]]) -> list[float]:
@@ -175,14 +192,20 @@ def evaluate_model(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
     humans = judge_vs_humans(
         policy, cfg.judge, rankings=e.rankings, pairs=e.pairs, limit=e.limit, seed=cfg.seed
     )
-    if "rankings" in humans:
-        result["human_rankings"] = humans["rankings"]
-        result["human_rankings_length_baseline"] = humans["rankings_length"]
-        result["judge_pairwise_humans"] = humans["rankings"]["pairwise_accuracy"]
-    if "pairs" in humans:
-        result["human_pairs"] = humans["pairs"]
-        result["human_pairs_length_baseline"] = humans["pairs_length"]
-        result["judge_accuracy_human_pairs"] = humans["pairs"]["accuracy"]
+    for kind in ("rankings", "pairs"):
+        if kind in humans:
+            for suffix in ("", "_ci95", "_scores"):
+                result[f"human_{kind}{suffix}"] = humans[f"{kind}{suffix}"]
+            for suffix in ("", "_ci95"):
+                result[f"human_{kind}_length_baseline{suffix}"] = humans[f"{kind}_length{suffix}"]
+    # The headline numbers, and the same as {value, low, high}: report.md shows those with their interval.
+    for key, kind, metric in (("judge_pairwise_humans", "rankings", "pairwise_accuracy"),
+                              ("judge_accuracy_human_pairs", "pairs", "accuracy")):  # fmt: skip
+        if kind in humans:
+            value, (low, high) = humans[kind][metric], humans[f"{kind}_ci95"][metric]
+            result[key] = value
+            if value is not None:
+                result[f"{key}_ci95"] = {"value": value, "low": low, "high": high}
     if e.prompts:
         result.update(versus_previous(cfg, run, k, policy))
     return result

@@ -83,6 +83,19 @@ def test_eval_judge_and_the_loops_evaluation_give_the_same_numbers(judge_inputs,
     assert cli["rankings"]["n_prompts"] == 2 and cli["pairs"]["n_pairs"] + cli["pairs"]["n_invalid"] == 2
     if mode == "expected":  # the expected score always exists: real numbers, not an all-invalid tie
         assert cli["rankings"]["n_invalid"] == 0 and cli["rankings"]["pairwise_accuracy"] is not None
+    # Intervals and per-reply scores ride along, the same from both entry points.
+    assert (
+        loop["human_rankings_ci95"] == cli["rankings_ci95"] and loop["human_pairs_ci95"] == cli["pairs_ci95"]
+    )
+    assert len(loop["human_rankings_scores"]) == cli["rankings"]["n_responses"]
+    assert len(loop["human_pairs_scores"]) == 4
+    point, (low, high) = cli["rankings"]["pairwise_accuracy"], cli["rankings_ci95"]["pairwise_accuracy"]
+    assert point is None or low <= point <= high
+    if point is not None:  # report.md shows the headline numbers with their interval
+        assert loop["judge_pairwise_humans_ci95"] == {"value": point, "low": low, "high": high}
+    length_point = loop["human_pairs_length_baseline"]["accuracy"]
+    low, high = loop["human_pairs_length_baseline_ci95"]["accuracy"]
+    assert low <= length_point <= high
 
 
 class LengthJudge:
