@@ -248,9 +248,14 @@ def length_histograms(all_lengths: Sequence[Sequence[float]], *, n_bins: int = 1
 
 
 def write_report(
-    run_metrics: Sequence[dict], out_dir: str | os.PathLike, *, title: str = "srlm run report"
+    run_metrics: Sequence[dict],
+    out_dir: str | os.PathLike,
+    *,
+    title: str = "srlm run report",
+    stage_seconds: Sequence[tuple[str, float]] = (),
 ) -> Path:
-    """Write `report.md`, `report.json` and SVG plots for the per-iteration metrics; returns the .md path."""
+    """Write `report.md`, `report.json` and SVG plots for the per-iteration metrics, and the wall time of each
+    stage when given ((stage, seconds) in run order); returns the .md path."""
     out = Path(out_dir)
     labels = [_label(i, it) for i, it in enumerate(run_metrics)]
     series = collect_series(run_metrics)
@@ -309,6 +314,14 @@ def write_report(
         write_text_atomic(out / "lengths.svg", svg_histograms(panels))
         lines += ["", "![response lengths](lengths.svg)", ""]
 
+    if stage_seconds:
+        total = sum(sec for _, sec in stage_seconds)
+        lines += ["## Wall time per stage", "", "| stage | seconds | share |", "|---|---:|---:|"]
+        lines += (
+            [f"| {name} | {sec:.1f} | {sec / total:.0%} |" for name, sec in stage_seconds] if total else []
+        )
+        lines += [f"| all stages | {total:.1f} | |", ""]
+
     write_json_atomic(
         out / "report.json",
         {
@@ -317,6 +330,7 @@ def write_report(
             "metrics": {s.name: s.values for s in series},
             "intervals": {s.name: [s.lows, s.highs] for s in series if s.lows},
             "run_metrics": list(run_metrics),
+            "stage_seconds": [list(x) for x in stage_seconds],
         },
     )
     md = out / "report.md"

@@ -163,8 +163,9 @@ def stage(
     run.barrier()  # rank 0 has committed the artifact before any rank reads it in the next stage
     if not run.exists(artifact):
         raise RuntimeError(f"stage {name} finished without writing {artifact}")
-    run.on_main(lambda: _record_provenance(run, name, artifact, inputs))
-    log(f"    {name} took {time.perf_counter() - t0:.1f}s")
+    seconds = time.perf_counter() - t0
+    run.on_main(lambda: _record_provenance(run, name, artifact, inputs, seconds))
+    log(f"    {name} took {seconds:.1f}s")
     return True
 
 
@@ -189,10 +190,22 @@ def _records(run: RunDir) -> dict:
     return data
 
 
-def _record_provenance(run: RunDir, name: str, artifact: Path, inputs: list[Path]) -> None:
+def _record_provenance(
+    run: RunDir, name: str, artifact: Path, inputs: list[Path], seconds: float | None = None
+) -> None:
     records = _records(run)
-    records[run.rel(artifact)] = {"stage": name, "inputs": {run.rel(p): fingerprint(p) for p in inputs}}
+    record: dict[str, Any] = {"stage": name, "inputs": {run.rel(p): fingerprint(p) for p in inputs}}
+    if seconds is not None:
+        record["seconds"] = round(seconds, 1)
+    records[run.rel(artifact)] = record
     write_json_atomic(run.provenance, records)
+
+
+def stage_seconds(run: RunDir) -> list[tuple[str, float]]:
+    """(stage, wall seconds) of every stage this run computed, in the order they were made (a stage adopted or
+    shared from elsewhere has no time and is left out). A resumed run keeps each stage's first time."""
+    return [(r["stage"], r["seconds"]) for r in _records(run).values()
+            if isinstance(r, dict) and isinstance(r.get("seconds"), int | float)]  # fmt: skip
 
 
 def _check_provenance(run: RunDir, name: str, artifact: Path, inputs: list[Path]) -> None:
