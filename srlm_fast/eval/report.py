@@ -252,10 +252,10 @@ def write_report(
     out_dir: str | os.PathLike,
     *,
     title: str = "srlm run report",
-    stage_seconds: Sequence[tuple[str, float]] = (),
+    stage_costs: Sequence[dict] = (),
 ) -> Path:
-    """Write `report.md`, `report.json` and SVG plots for the per-iteration metrics, and the wall time of each
-    stage when given ((stage, seconds) in run order); returns the .md path."""
+    """Write `report.md`, `report.json` and SVG plots for the per-iteration metrics, and the wall time and peak
+    memory of each stage when given (`{stage, seconds, peak_rss_mb}` in run order); returns the .md path."""
     out = Path(out_dir)
     labels = [_label(i, it) for i, it in enumerate(run_metrics)]
     series = collect_series(run_metrics)
@@ -314,13 +314,19 @@ def write_report(
         write_text_atomic(out / "lengths.svg", svg_histograms(panels))
         lines += ["", "![response lengths](lengths.svg)", ""]
 
-    if stage_seconds:
-        total = sum(sec for _, sec in stage_seconds)
-        lines += ["## Wall time per stage", "", "| stage | seconds | share |", "|---|---:|---:|"]
-        lines += (
-            [f"| {name} | {sec:.1f} | {sec / total:.0%} |" for name, sec in stage_seconds] if total else []
-        )
-        lines += [f"| all stages | {total:.1f} | |", ""]
+    if stage_costs:
+        total = sum(c["seconds"] for c in stage_costs)
+        lines += [
+            "## Wall time per stage",
+            "",
+            "| stage | seconds | share | peak RSS so far |",
+            "|---|---:|---:|---:|",
+        ]
+        for c in stage_costs:
+            rss = f"{c['peak_rss_mb'] / 1024:.2f} GB" if c.get("peak_rss_mb") is not None else "–"
+            share = f"{c['seconds'] / total:.0%}" if total else "–"
+            lines.append(f"| {c['stage']} | {c['seconds']:.1f} | {share} | {rss} |")
+        lines += [f"| all stages | {total:.1f} | | |", ""]
 
     write_json_atomic(
         out / "report.json",
@@ -330,7 +336,7 @@ def write_report(
             "metrics": {s.name: s.values for s in series},
             "intervals": {s.name: [s.lows, s.highs] for s in series if s.lows},
             "run_metrics": list(run_metrics),
-            "stage_seconds": [list(x) for x in stage_seconds],
+            "stage_costs": list(stage_costs),
         },
     )
     md = out / "report.md"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -163,9 +164,9 @@ def stage(
     run.barrier()  # rank 0 has committed the artifact before any rank reads it in the next stage
     if not run.exists(artifact):
         raise RuntimeError(f"stage {name} finished without writing {artifact}")
-    seconds = time.perf_counter() - t0
-    run.on_main(lambda: _record_provenance(run, name, artifact, inputs, seconds))
-    log(f"    {name} took {seconds:.1f}s")
+    cost = {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": peak_rss_mb()}
+    run.on_main(lambda: _record_provenance(run, name, artifact, inputs, cost))
+    log(f"    {name} took {cost['seconds']:.1f}s")
     return True
 
 
@@ -191,20 +192,34 @@ def _records(run: RunDir) -> dict:
 
 
 def _record_provenance(
-    run: RunDir, name: str, artifact: Path, inputs: list[Path], seconds: float | None = None
+    run: RunDir, name: str, artifact: Path, inputs: list[Path], cost: dict | None = None
 ) -> None:
     records = _records(run)
     record: dict[str, Any] = {"stage": name, "inputs": {run.rel(p): fingerprint(p) for p in inputs}}
-    if seconds is not None:
-        record["seconds"] = round(seconds, 1)
-    records[run.rel(artifact)] = record
+    records[run.rel(artifact)] = {**record, **(cost or {})}
     write_json_atomic(run.provenance, records)
 
 
-def stage_seconds(run: RunDir) -> list[tuple[str, float]]:
-    """(stage, wall seconds) of every stage this run computed, in the order they were made (a stage adopted or
-    shared from elsewhere has no time and is left out). A resumed run keeps each stage's first time."""
-    return [(r["stage"], r["seconds"]) for r in _records(run).values()
+def peak_rss_mb() -> int:
+    """The largest resident set this process (or a finished child of it) has had so far, in MB (Linux: KB units)."""
+    return (
+        max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        // 1024
+    )
+
+
+def stage_costs(run: RunDir | Path) -> list[dict]:
+    """{stage, seconds, peak_rss_mb} of every stage a run (a RunDir or a run directory's path) computed, in the
+    order they were made (a stage adopted or shared from elsewhere has none and is left out). `peak_rss_mb` is the
+    process's peak so far when the stage ended, so the stage where it jumps is the one that needed the memory. A
+    resumed run keeps each stage's first numbers; the peak restarts with the process."""
+    if isinstance(run, RunDir):
+        records = _records(run)
+    else:
+        path = Path(run) / PROVENANCE
+        records = read_json(path) if path.is_file() else {}
+    return [{"stage": r["stage"], "seconds": r["seconds"], "peak_rss_mb": r.get("peak_rss_mb")}
+            for r in records.values()
             if isinstance(r, dict) and isinstance(r.get("seconds"), int | float)]  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from srlm_fast.config import ConfigError, to_dict
 from srlm_fast.eval.report import write_report
 from srlm_fast.io import read_jsonl
 from srlm_fast.recipe.config import LoopConfig
-from srlm_fast.recipe.rundir import RunDir, log, stage_seconds
+from srlm_fast.recipe.rundir import RunDir, log, stage_costs
 
 COLUMNS = (
     ("model", "model", "{}"),
@@ -97,7 +97,7 @@ def write_run_report(cfg: LoopConfig, run: RunDir, wall_s: float | None) -> None
             m["lengths"] = [len(x) for jr in jrows for x in jr["responses"]]
         metrics.append(m)
     title = f"srlm run `{cfg.name}`" + (f" ({wall_s / 60:.1f} min)" if wall_s else "")
-    write_report(metrics, run.root, title=title, stage_seconds=stage_seconds(run))
+    write_report(metrics, run.root, title=title, stage_costs=stage_costs(run))
 
 
 def report_progress(cfg: LoopConfig, run: RunDir, wandb_run) -> None:

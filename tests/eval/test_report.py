@@ -84,11 +84,15 @@ def test_write_report(tmp_path: Path) -> None:
         assert (again / name).read_bytes() == (tmp_path / name).read_bytes()
 
 
-def test_stage_wall_times_are_tabulated_with_their_shares(tmp_path: Path) -> None:
-    md = write_report(RUN, tmp_path, stage_seconds=[("SFT → M1", 30.0), ("iter1: judge", 10.0)]).read_text()
-    assert "| SFT → M1 | 30.0 | 75% |" in md and "| iter1: judge | 10.0 | 25% |" in md
-    assert "| all stages | 40.0 | |" in md
-    assert json.loads((tmp_path / "report.json").read_text())["stage_seconds"][0] == ["SFT → M1", 30.0]
+def test_stage_wall_times_are_tabulated_with_their_shares_and_memory(tmp_path: Path) -> None:
+    costs = [
+        {"stage": "SFT → M1", "seconds": 30.0, "peak_rss_mb": 2048},
+        {"stage": "iter1: judge", "seconds": 10.0},
+    ]
+    md = write_report(RUN, tmp_path, stage_costs=costs).read_text()
+    assert "| SFT → M1 | 30.0 | 75% | 2.00 GB |" in md and "| iter1: judge | 10.0 | 25% | – |" in md
+    assert "| all stages | 40.0 | | |" in md
+    assert json.loads((tmp_path / "report.json").read_text())["stage_costs"][0]["seconds"] == 30.0
     assert "Wall time per stage" not in write_report(RUN, tmp_path / "none").read_text()
 
 

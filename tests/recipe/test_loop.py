@@ -74,15 +74,15 @@ def test_end_to_end_writes_every_artifact_and_a_report(reference_run):
         assert (reference_run / rel).is_file(), rel
     report = (reference_run / "report.md").read_text()
     assert "M1" in report and "M2" in report
-    # Every stage's wall time, from the provenance records, in run order.
-    from srlm_fast.recipe.rundir import RunDir, stage_seconds
+    # Every stage's wall time and the peak memory so far, from the provenance records, in run order.
+    from srlm_fast.recipe.rundir import RunDir, stage_costs
 
     cfg = load_job_config(LoopConfig, None, [f"--runs_dir={reference_run.parent}", "--name=ref", *SMOKE])
-    timed = stage_seconds(RunDir(cfg))
-    assert [n for n, _ in timed][:3] == ["seed data", "tokenizer", "random M0"] and all(
-        s >= 0 for _, s in timed
-    )
-    assert "iter1: DPO → M2" in [n for n, _ in timed] and "| iter1: DPO → M2 |" in report
+    costs = stage_costs(RunDir(cfg))
+    names = [c["stage"] for c in costs]
+    assert names[:3] == ["seed data", "tokenizer", "random M0"] and "iter1: DPO → M2" in names
+    assert all(c["seconds"] >= 0 for c in costs) and costs[-1]["peak_rss_mb"] >= costs[0]["peak_rss_mb"] > 0
+    assert "| iter1: DPO → M2 |" in report
     if any(a.startswith("--eval.prompts=") for a in SMOKE):
         m2 = json.loads((reference_run / "eval" / "m2.json").read_text())
         assert m2["vs_previous"]["n"] == 3  # M2 against M1 on 3 MT-Bench prompts, both orders
