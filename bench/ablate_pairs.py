@@ -7,13 +7,16 @@ M2, as the loop does:
 
 `--keep right,wrong` ("abstain": the judge abstains exactly where no pair carries a correctness signal: both
 answers wrong, or no task) or `--keep right` ("precise": only the pairs preferring a right answer to a wrong one).
-The same M1, prompts, candidates, judgments and replay rows are reused (hard links). The loop overrides must be
-the source run's own (its config is checked on resume); `--iterations=1` is implied.
+`--subsample N` then keeps a random N of those pairs (seeded by the run's seed): with an oracle arm as the source,
+whether its gain needs its number of pairs or only their content. The same M1, prompts, candidates, judgments and
+replay rows are reused (hard links). The loop overrides must be the source run's own (its config is checked on
+resume); `--iterations=1` is implied.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from pathlib import Path
 
@@ -30,12 +33,18 @@ SHARED = ("seed", "tokenizer", "m0", "m1", "eval/m1.json",
           "iter1/prompts.jsonl", "iter1/candidates.jsonl", "iter1/judgments.jsonl")  # fmt: skip
 
 
-def kept_pairs(rows: list[dict], keep: set[str]) -> tuple[list[dict], int]:
-    """The pairs.jsonl rows whose checker outcome is in `keep` (replay rows always), and how many were removed."""
-    kept = [
-        r for r in rows if r.get("replay") or pair_outcome(r["prompt"], r["chosen"], r["rejected"])[0] in keep
-    ]
-    return kept, len(rows) - len(kept)
+def kept_pairs(
+    rows: list[dict], keep: set[str], subsample: int | None = None, seed: int = 0
+) -> tuple[list[dict], int]:
+    """The pairs.jsonl rows whose checker outcome is in `keep` (at most `subsample` of them, drawn at random, in
+    their order) and every replay row, and how many pairs were removed."""
+    kept = [i for i, r in enumerate(rows)
+            if not r.get("replay") and pair_outcome(r["prompt"], r["chosen"], r["rejected"])[0] in keep]  # fmt: skip
+    if subsample is not None and subsample < len(kept):
+        kept = sorted(random.Random(f"ablate:{seed}").sample(kept, subsample))
+    chosen = set(kept)
+    out = [r for i, r in enumerate(rows) if r.get("replay") or i in chosen]
+    return out, len(rows) - len(out)
 
 
 def main() -> None:
@@ -61,9 +70,11 @@ def main() -> None:
     print("shared:", share_artifacts(src, dst, SHARED, iter1_stats=False), flush=True)
     if not (dst / "iter1" / "pairs.jsonl").exists():
         stats = read_json(src / "iter1" / "stats.json")
-        rows, removed = kept_pairs(read_jsonl(src / "iter1" / "pairs.jsonl")[0], keep)
+        rows, removed = kept_pairs(
+            read_jsonl(src / "iter1" / "pairs.jsonl")[0], keep, args.subsample, cfg.seed
+        )
         pairs = {**stats["pairs"], "pairs": stats["pairs"]["pairs"] - removed, "removed_by_checker": removed,
-                 "kept_outcomes": sorted(keep)}  # fmt: skip
+                 "kept_outcomes": sorted(keep), "subsample": args.subsample}  # fmt: skip
         kept_stats = {k: v for k, v in stats.items() if k in ("prompts", "candidates", "judge")}
         write_json_atomic(dst / "iter1" / "stats.json", {**kept_stats, "pairs": pairs})
         write_jsonl_atomic(dst / "iter1" / "pairs.jsonl", rows)
