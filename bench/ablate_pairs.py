@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument(
         "--out-dir", required=True, help="where the ablated run goes (as <out-dir>/<source name>)"
     )
+    ap.add_argument("--subsample", type=int, help="keep a random N of the kept pairs")
     args, overrides = ap.parse_known_args()
     keep = set(args.keep.split(","))
     if unknown := keep - set(PAIR_OUTCOMES):
