@@ -79,6 +79,7 @@ __all__ = [
     "pair_items",
     "pointwise_verdict_fn",
     "ranked_items",
+    "ranked_judgments",
     "read_alpaca_eval",
     "read_eval_prompts",
     "read_hh_pairs",
@@ -99,10 +100,8 @@ def ranked_items(prompts: Sequence[RankedPrompt]) -> list[tuple[str, str]]:
     return [(p.instruction, r) for p in prompts for r in p.responses]
 
 
-def agreement_from_scores(
-    prompts: Sequence[RankedPrompt], scores: Sequence[float | None], *, perfect: float = 5.0
-) -> AgreementMetrics:
-    """Judge agreement from scores given in the flattened order of `ranked_items(prompts)`."""
+def ranked_judgments(prompts: Sequence[RankedPrompt], scores: Sequence[float | None]) -> list[RankedJudgment]:
+    """Per prompt, its human ranks and the judge's scores, from scores in the flattened `ranked_items` order."""
     want = sum(len(p.responses) for p in prompts)
     if len(scores) != want:
         raise ValueError(f"{len(scores)} scores for {want} responses")
@@ -110,7 +109,14 @@ def agreement_from_scores(
     for p in prompts:
         items.append(RankedJudgment(p.ranks, list(scores[k : k + len(p.responses)])))
         k += len(p.responses)
-    return judge_agreement(items, perfect=perfect)
+    return items
+
+
+def agreement_from_scores(
+    prompts: Sequence[RankedPrompt], scores: Sequence[float | None], *, perfect: float = 5.0
+) -> AgreementMetrics:
+    """Judge agreement from scores given in the flattened order of `ranked_items(prompts)`."""
+    return judge_agreement(ranked_judgments(prompts, scores), perfect=perfect)
 
 
 def evaluate_judge_on_rankings(

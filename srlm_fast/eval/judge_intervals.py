@@ -12,7 +12,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from srlm_fast.eval.metrics import RankedJudgment, judge_agreement, pair_agreement
+from srlm_fast.eval.judge_agreement import ranked_judgments
+from srlm_fast.eval.metrics import judge_agreement, pair_agreement
 from srlm_fast.eval.readers import RankedPrompt
 
 N_BOOT = 2000
@@ -48,13 +49,7 @@ def ranking_report(
     seed: int = 0,
 ) -> dict:
     """Table-4 metrics of scores given in `ranked_items(prompts)` order, with their intervals over prompts."""
-    want = sum(len(p.responses) for p in prompts)
-    if len(scores) != want:
-        raise ValueError(f"{len(scores)} scores for {want} responses")
-    per_prompt, k = [], 0
-    for p in prompts:
-        per_prompt.append(RankedJudgment(p.ranks, list(scores[k : k + len(p.responses)])))
-        k += len(p.responses)
+    per_prompt = ranked_judgments(prompts, scores)
 
     def metrics(idx: Sequence[int]) -> dict:
         return judge_agreement([per_prompt[i] for i in idx], perfect=perfect).to_dict()
