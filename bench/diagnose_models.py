@@ -193,6 +193,11 @@ def answer_sources(candidates: Path) -> dict[str, dict]:
     return out
 
 
+def labelled(specs: Sequence[str]) -> list[tuple[Path, str]]:
+    """PATH[=LABEL] arguments as (path, label), the path itself where no label is given."""
+    return [(Path(path), label or path) for path, _, label in (spec.partition("=") for spec in specs)]
+
+
 def run_gains(run_dir: Path) -> dict:
     """A run's held-out accuracy per model (its eval/m<k>.json) and each model's gain over M1 with a paired 95%
     bootstrap interval over the prompts."""
@@ -266,22 +271,18 @@ def main() -> None:
             print(f"{name} prompts: member answer 'no' {st['member_answer_no']:.0%}, "
                   f"top-10 numbers {st['top10_number_share']:.0%} of {st['distinct_numbers']} distinct")  # fmt: skip
     if args.runs:
-        result["runs"] = {}
-        for spec in args.runs:
-            path, _, label = spec.partition("=")
-            gains = result["runs"][label or path] = run_gains(Path(path))
+        result["runs"] = {label: run_gains(path) for path, label in labelled(args.runs)}
+        for label, gains in result["runs"].items():
             for model, g in gains.items():
                 iv = g["gain_over_m1"]
-                print(f"{label or path:>24} {model}: {g['accuracy']:6.1%}  gain {100 * iv['value']:+.1f} "
+                print(f"{label:>24} {model}: {g['accuracy']:6.1%}  gain {100 * iv['value']:+.1f} "
                       f"[{100 * iv['low']:+.1f}, {100 * iv['high']:+.1f}]")  # fmt: skip
     if args.candidates:
-        result["answer_sources"] = {}
-        for spec in args.candidates:
-            path, _, label = spec.partition("=")
-            sources = result["answer_sources"][label or path] = answer_sources(Path(path))
+        result["answer_sources"] = {label: answer_sources(path) for path, label in labelled(args.candidates)}
+        for label, sources in result["answer_sources"].items():
             for family, v in sources.items():
                 shares = " ".join(f"{k} {v[k]:.2f}" for k in ANSWER_SOURCES)
-                print(f"{label or path:>24} {family:>12} ({v['n']:5d}): {shares}")
+                print(f"{label:>24} {family:>12} ({v['n']:5d}): {shares}")
     if args.judgments:
         result["judge"] = judge_spread(Path(args.judgments))
         j = result["judge"]
