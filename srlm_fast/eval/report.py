@@ -323,7 +323,7 @@ def write_report(
             "|---|---:|---:|---:|",
         ]
         for c in stage_costs:
-            rss = f"{c['peak_rss_mb'] / 1024:.2f} GB" if c.get("peak_rss_mb") is not None else "–"
+            rss = f"{c['peak_rss_mb'] / 1024:.2f} GiB" if c.get("peak_rss_mb") is not None else "–"
             share = f"{c['seconds'] / total:.0%}" if total else "–"
             lines.append(f"| {c['stage']} | {c['seconds']:.1f} | {share} | {rss} |")
         lines += [f"| all stages | {total:.1f} | | |", ""]

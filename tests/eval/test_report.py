@@ -90,7 +90,7 @@ def test_stage_wall_times_are_tabulated_with_their_shares_and_memory(tmp_path: P
         {"stage": "iter1: judge", "seconds": 10.0},
     ]
     md = write_report(RUN, tmp_path, stage_costs=costs).read_text()
-    assert "| SFT → M1 | 30.0 | 75% | 2.00 GB |" in md and "| iter1: judge | 10.0 | 25% | – |" in md
+    assert "| SFT → M1 | 30.0 | 75% | 2.00 GiB |" in md and "| iter1: judge | 10.0 | 25% | – |" in md
     assert "| all stages | 40.0 | | |" in md
     assert json.loads((tmp_path / "report.json").read_text())["stage_costs"][0]["seconds"] == 30.0
     assert "Wall time per stage" not in write_report(RUN, tmp_path / "none").read_text()
