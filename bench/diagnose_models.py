@@ -168,8 +168,9 @@ ANSWER_SOURCES = ("right", "other_prompt_number", "number_not_in_prompt", "not_o
 def answer_sources(candidates: Path) -> dict[str, dict]:
     """Per family whose answer is one number: the share of an iteration's candidates that give the right number,
     another number of the prompt, a number that is not in the prompt, or not exactly one number. For the
-    selection families (larger, max, min) a number not in the prompt is invented: the habit that spreads from
-    `max` to `min` when DPO trains invented numbers as chosen answers."""
+    selection families (larger, max, min) a number not in the prompt is invented: M1 answers most `max` prompts
+    so, and `min` drifts that way over the iterations (why is open: the both-wrong `max` pairs are not the main
+    cause, see the README's ablations)."""
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for row in read_jsonl(candidates, required=("prompt", "responses"))[0]:
         parsed = tasks.parse_prompt(row["prompt"])
