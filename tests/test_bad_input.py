@@ -871,6 +871,7 @@ for _key, _value, _expect in [
     ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
     ("selfinstruct.shape_min_count", "-1", "selfinstruct.shape_min_count: must be >= 0"),
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
+    ("seed_data.eft_blind", "1.5", "seed_data.eft_blind: must be in [0, 1]"),
     ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),
     ("retrieval.k", "0", "retrieval.k: must be >= 1, got 0"),
     ("retrieval.candidates", "true", "retrieval: candidates/judge/selfinstruct need a source"),

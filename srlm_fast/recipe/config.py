@@ -48,6 +48,10 @@ class SeedSpec:
     # task world: the judge writes its own answer before the score ("Answer: 76\nScore: 1"), reference-guided
     # grading as MT-Bench's judge does for maths; the score then compares two answers instead of verifying one
     eft_reference: bool = False
+    # task world: the share of wrong (score 1) judge examples whose answer ignores the prompt (the answer to
+    # another task of the family: task_eft.blind_answer), the error an undertrained M1 makes, instead of a near
+    # miss (the other element of the list)
+    eft_blind: float = 0.0
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
@@ -270,6 +274,8 @@ class LoopConfig:
             require(getattr(d, key) >= 0, f"seed_data.{key}", "must be >= 0", getattr(d, key))
         require(len(d.eft_mix) == 6 and all(w >= 0 for w in d.eft_mix) and sum(d.eft_mix) > 0,
                 "seed_data.eft_mix", "must be 6 non-negative weights (scores 0..5), not all 0", d.eft_mix)  # fmt: skip
+        require(finite(d.eft_blind) and 0 <= d.eft_blind <= 1, "seed_data.eft_blind", "must be in [0, 1]",
+                d.eft_blind)  # fmt: skip
         require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
         require(not d.n_reading or (self.retrieval.candidates and d.source == "tasks"), "seed_data.n_reading",
                 "reading examples are evidence prompts of the task world: needs retrieval.candidates = true and "

@@ -93,6 +93,7 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
                 mix=s.eft_mix,
                 evidence=judge_evidence,
                 reference=s.eft_reference,
+                blind=s.eft_blind,
             )
         ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.

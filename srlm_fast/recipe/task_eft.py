@@ -99,6 +99,24 @@ def candidate(task: Task, quality: str, rng: random.Random) -> str:
     raise ValueError(f"unknown quality {quality!r}; expected one of {QUALITIES}")
 
 
+def blind_answer(task: Task, rng: random.Random) -> str:
+    """A wrong answer that ignores the prompt: the answer to another task of the same family.
+
+    It is the error an undertrained model makes, answering from the family's answers alone: "Which is larger, 37
+    or 82?" gets 71, "Name the capital of Norway" gets Tokyo (M1 of the embedded default gives a number that is
+    not in the prompt to ~95% of its wrong `max` and `larger` answers). The family's own `wrong` makes near misses
+    instead (the other element, a sort with one swap), so a judge trained on those alone never sees the errors
+    it will judge in the loop. Telling a number that occurs in the prompt from one that does not is a token
+    match for the judge, while the actor has to produce the number: a gap between verifying and generating.
+    """
+    fam = BY_NAME[task.family]
+    for _ in range(20):
+        other = make_task(fam, fam.sample(rng), 0)
+        if other is not None and other.answer != task.answer:
+            return other.answer
+    return fam.wrong(dict(task.params), task.answer, rng)
+
+
 #: How many EFT examples of each score (0..5) one cycle of `eft_examples` makes. The judge's job inside the loop
 #: is to tell the model's right answers from its wrong ones, and those are bare answers: scores 5 and 1 get three
 #: times the examples of the style rungs (off-topic, partial, fluffy, padded), which keep the rubric's ladder.
@@ -106,9 +124,12 @@ EFT_MIX: tuple[int, ...] = (1, 3, 1, 1, 1, 3)
 
 
 def _graded_candidates(
-    n: int, seed: int, families: Sequence[str] | None, mix: Sequence[int], stream: str
+    n: int, seed: int, families: Sequence[str] | None, mix: Sequence[int], stream: str, blind: float = 0.0
 ) -> list[tuple[Task, int, str]]:
-    """n (task, score, candidate) triples, scores in proportion `mix`, each re-graded by the checker."""
+    """n (task, score, candidate) triples, scores in proportion `mix`, each re-graded by the checker; a share
+    `blind` of the wrong (score 1) candidates are prompt-blind (`blind_answer`) instead of near misses."""
+    if not 0.0 <= blind <= 1.0:
+        raise ValueError(f"blind must be in [0, 1], got {blind}")
     if len(mix) != len(QUALITIES) or min(mix) < 0 or not sum(mix):
         raise ValueError(f"mix needs {len(QUALITIES)} non-negative counts, not all 0; got {tuple(mix)}")
     cycle = [score for score, count in enumerate(mix) for _ in range(count)]
@@ -118,8 +139,10 @@ def _graded_candidates(
     while len(out) < n:
         task = next(tasks)
         score = cycle[len(out) % len(cycle)]
+        # `blind and`: with blind = 0 no random number is drawn, so the examples stay those of earlier versions.
+        is_blind = score == 1 and blind and rng.random() < blind
         for _ in range(10):
-            cand = candidate(task, QUALITIES[score], rng)
+            cand = blind_answer(task, rng) if is_blind else candidate(task, QUALITIES[score], rng)
             if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
                 out.append((task, score, cand))
                 break
@@ -136,6 +159,7 @@ def eft_examples(
     verdicts: bool = False,
     evidence: Callable[[list[tuple[str, str]]], list[list[str]]] | None = None,
     reference: bool = False,
+    blind: float = 0.0,
 ) -> list[EFTExample]:
     """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
 
@@ -149,9 +173,10 @@ def eft_examples(
     `reference`: the judgment starts with the task's answer (`Answer: ...`), so the
     judge learns to solve the task first and then compare (the loop's expected-mode judge writes everything up
     to `Score:` greedily, its own answer included, before the score distribution is read).
+    `blind`: the share of wrong answers that ignore the prompt (`blind_answer`) rather than near misses.
     """
     template = template or JudgeTemplate.compact()
-    graded = _graded_candidates(n, seed, families, mix, "eft")
+    graded = _graded_candidates(n, seed, families, mix, "eft", blind)
     passages = evidence([(t.prompt, c) for t, _, c in graded]) if evidence else [None] * len(graded)
     out = [
         EFTExample(

@@ -140,6 +140,35 @@ def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
     assert mean_len["correct"] < mean_len["padded"] < mean_len["fluffy"]
 
 
+def test_blind_wrong_answers_ignore_the_prompt() -> None:
+    """`blind`: that share of the wrong examples answer another task of the family (a number from no list of the
+    prompt, another country's capital); blind = 0 draws no random number, so the examples stay as they were."""
+    plain = task_eft.eft_examples(600, seed=2)
+    assert [e.to_dict() for e in task_eft.eft_examples(600, seed=2, blind=0.0)] == [
+        e.to_dict() for e in plain
+    ]
+    blind = task_eft.eft_examples(600, seed=2, blind=1.0)
+    assert Counter(e.score for e in blind) == Counter(e.score for e in plain)
+    wrong = [e for e in blind if e.score == 1]
+    for e in wrong:
+        assert not tasks.check(e.instruction, e.candidate).correct
+
+    # The near misses of `max`/`min`/`larger` are mostly other numbers of the prompt; blind answers mostly not.
+    def from_prompt(examples: list) -> float:
+        picked = [e for e in examples if e.score == 1 and e.family in ("max", "min", "larger")]
+        inside = [e.candidate in e.instruction.replace(",", " ").replace("?", " ").split() for e in picked]
+        return sum(inside) / len(inside)
+
+    assert from_prompt(plain) > 0.6 and from_prompt(blind) < 0.2
+    # Each family's blind answer is an answer of that family: a capital for a capital question.
+    capitals = set(task_families.CAPITALS.values())
+    assert all(e.candidate in capitals for e in wrong if e.family == "capital")
+    half = task_eft.eft_examples(600, seed=2, blind=0.5)
+    assert 0.2 < from_prompt(half) < 0.6
+    with pytest.raises(ValueError, match="blind"):
+        task_eft.eft_examples(6, blind=1.5)
+
+
 def test_ift_examples_are_correct() -> None:
     for ex in tasks.ift_examples(300, seed=9):
         assert tasks.check(ex.prompt, ex.response).correct
