@@ -2,7 +2,7 @@
 `--compare REV`) the engine of an earlier revision, all timed round-robin in the same run.
 
     python bench/bench_generate.py [--preset debug] [--device auto|cpu|cuda] [--iters 3] [--threads 2] [--quick]
-                                   [--parts ...] [--compare REV]
+                                   [--parts ...] [--compare REV] [--tag TAG]
 
 1. Decode: new tokens per second for batch 1, 16, 64 (prompt 32 random tokens, 128 new tokens; T=0.7 with top-p
    0.9, and plain T=1.0; no stop tokens so every row generates all 128), for our `Generator` and for
@@ -519,6 +519,9 @@ def main() -> None:
         metavar="REV",
         help="also time the engine of git revision REV, round-robin with ours and transformers",
     )
+    ap.add_argument(
+        "--tag", help="appended to the results file's name, so a run of some parts keeps another run's file"
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the --compare subprocess
     ap.add_argument("--serve-weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -604,6 +607,8 @@ def main() -> None:
                 "table": comparison(decode + judge),
             }
         name = "bench_generate" if args.preset == "debug" else f"bench_generate-{args.preset}"
+        if args.tag:
+            name += f"-{args.tag}"
         return common.write_results(name, device, payload)
 
     for part in args.parts:
