@@ -18,7 +18,7 @@ from srlm_fast.device import resolve_device
 from srlm_fast.model.checkpoint import is_checkpoint_dir
 from srlm_fast.model.config import PRESETS
 from srlm_fast.model.tokenizer import SPECIAL_TOKENS
-from srlm_fast.recipe.judge import JudgeTemplate
+from srlm_fast.recipe.judge import GROUNDED_VARIANT, NAMED_TEMPLATES, JudgeTemplate
 from srlm_fast.recipe.task_families import FAMILY_NAMES
 from srlm_fast.retrieval.base import read_manifest
 from srlm_fast.train.config import TrainConfig
@@ -97,7 +97,9 @@ class CandidateSpec:
 class JudgeSpec:
     mode: Literal["sample", "expected"] = "expected"
     k: int = 3
-    template: str = "compact"  # "compact", "full", "grounded" (retrieval.judge) or a path to a template file
+    # "compact", "full", their grounded variants "grounded" and "full_grounded" (retrieval.judge; chosen for you
+    # from "compact" and "full"), or a path to a template file
+    template: str = "compact"
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 40
@@ -304,7 +306,7 @@ class LoopConfig:
         j = self.judge
         require(j.k >= 1, "judge.k", "must be >= 1", j.k)
         require(j.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1", j.max_new_tokens)
-        if j.template not in ("compact", "full", "grounded"):
+        if j.template not in NAMED_TEMPLATES:
             require(
                 Path(j.template).is_file(), "judge.template", "compact, full or a template file", j.template
             )
@@ -382,12 +384,13 @@ class LoopConfig:
                 "the meta-judge has no grounded rubric yet: judge.meta = false",
             )
             t = self.judge.template
-            grounded = t == "grounded" or (
-                t not in ("compact", "full", "meta") and JudgeTemplate.load(t).is_grounded
+            grounded = t in GROUNDED_VARIANT.values() or (
+                t not in NAMED_TEMPLATES and JudgeTemplate.load(t).is_grounded
             )
-            require(t == "compact" or grounded, "judge.template",
-                    "retrieval.judge needs 'compact' (its grounded variant is used) or a template with {evidence}", t)  # fmt: skip
-        elif self.judge.template == "grounded":
+            require(t in GROUNDED_VARIANT or grounded, "judge.template",
+                    "retrieval.judge needs 'compact' or 'full' (their grounded variants are used) or a template "
+                    "with {evidence}", t)  # fmt: skip
+        elif self.judge.template in GROUNDED_VARIANT.values():
             raise ConfigError(
-                "judge.template: 'grounded' reads retrieved evidence; needs retrieval.judge = true"
+                f"judge.template: '{self.judge.template}' reads retrieved evidence; needs retrieval.judge = true"
             )

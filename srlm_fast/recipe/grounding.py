@@ -23,6 +23,7 @@ from pathlib import Path
 from srlm_fast.recipe import task_knowledge
 from srlm_fast.recipe.config import JudgeSpec, LoopConfig
 from srlm_fast.recipe.evidence import clip, with_evidence
+from srlm_fast.recipe.judge import GROUNDED_VARIANT
 from srlm_fast.recipe.rundir import RunDir, log
 from srlm_fast.retrieval.base import Retriever
 from srlm_fast.retrieval.corpus import read_corpus
@@ -92,7 +93,7 @@ def load_grounding(cfg: LoopConfig, run: RunDir) -> Grounding | None:
 
 
 def judge_spec(cfg: LoopConfig) -> JudgeSpec:
-    """The judge settings of the run: with `retrieval.judge` the compact rubric becomes its grounded variant."""
-    if cfg.retrieval.judge and cfg.judge.template == "compact":
-        return dataclasses.replace(cfg.judge, template="grounded")
+    """The judge settings of the run: with `retrieval.judge` a shipped rubric becomes its grounded variant."""
+    if cfg.retrieval.judge and cfg.judge.template in GROUNDED_VARIANT:
+        return dataclasses.replace(cfg.judge, template=GROUNDED_VARIANT[cfg.judge.template])
     return cfg.judge

@@ -36,6 +36,9 @@ CRITERIA: tuple[str, ...] = ("Relevant", "Substantial", "Correct", "Direct", "Pe
 CORRECT_THRESHOLD = 3.0
 
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "templates" / "judge_rubric.txt"
+#: The paper-style rubric that also reads retrieved evidence: its 3rd point asks that what the response states be
+#: supported by the evidence (a criterion replaced, not added: the 0-5 scale stays), for real checkpoints.
+GROUNDED_TEMPLATE_PATH = DEFAULT_TEMPLATE_PATH.with_name("judge_rubric_grounded.txt")
 
 #: The compact rubric for the tiny default model: the same five additive criteria, named, in 17 tokens (the full
 #: rubric's 250 would be most of every judge prompt: in SFT the compact rubric is a third of a judge example).
@@ -65,6 +68,11 @@ GROUNDED_TEMPLATE_TEXT = (
     "Instruction: {instruction}\n"
     "Response: {response}"
 )
+
+#: The template names `judge.template` accepts (anything else is a template file's path).
+NAMED_TEMPLATES: tuple[str, ...] = ("compact", "full", "grounded", "full_grounded")
+#: What each shipped rubric becomes when the judge reads retrieved evidence (`retrieval.judge`).
+GROUNDED_VARIANT: dict[str, str] = {"compact": "grounded", "full": "full_grounded"}
 
 _PLACEHOLDER_RE = re.compile(r"\{(instruction|response|evidence)\}")
 
@@ -124,7 +132,7 @@ class JudgeTemplate:
 
     @classmethod
     def from_spec(cls, spec: str) -> JudgeTemplate:
-        """`"compact"`, `"full"`, `"meta"`, or a path to a template file (for config values)."""
+        """A name of `NAMED_TEMPLATES`, `"meta"`, or a path to a template file (for config values)."""
         if spec == "compact":
             return cls.compact()
         if spec == "full":
@@ -133,12 +141,19 @@ class JudgeTemplate:
             return cls.meta()
         if spec == "grounded":
             return cls.grounded()
+        if spec == "full_grounded":
+            return cls.full_grounded()
         return cls.load(spec)
 
     @classmethod
     def grounded(cls) -> JudgeTemplate:
         """The compact rubric that also reads retrieved evidence (`retrieval.judge`)."""
         return cls(GROUNDED_TEMPLATE_TEXT, name="grounded")
+
+    @classmethod
+    def full_grounded(cls) -> JudgeTemplate:
+        """The paper-style rubric that also reads retrieved evidence (`retrieval.judge` with `full`)."""
+        return cls(read_text(GROUNDED_TEMPLATE_PATH).strip("\n"), name="full_grounded")
 
     @property
     def is_grounded(self) -> bool:

@@ -38,6 +38,7 @@ import torch
 from srlm_fast import distributed as D
 from srlm_fast.device import resolve_device
 from srlm_fast.recipe import grounding as G
+from srlm_fast.recipe import judge as J
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.policy import Policy
@@ -94,7 +95,7 @@ def _index(cfg: LoopConfig, run: RunDir) -> Path | None:
 
 def _template_file(cfg: LoopConfig) -> str | None:
     """The judge template's file, when the config names one (an input of the stages that render it)."""
-    return None if cfg.judge.template in ("compact", "full", "grounded") else cfg.judge.template
+    return None if cfg.judge.template in J.NAMED_TEMPLATES else cfg.judge.template
 
 
 def _run_claimed(cfg: LoopConfig, run: RunDir, policy_factory: PolicyFactory) -> Path:

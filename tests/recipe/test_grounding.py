@@ -18,7 +18,7 @@ from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_knowledge, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evidence import NO_EVIDENCE, question_of, split_evidence, with_evidence
-from srlm_fast.recipe.judge import JudgeResult, JudgeTemplate
+from srlm_fast.recipe.judge import DEFAULT_TEMPLATE_PATH, GROUNDED_VARIANT, JudgeResult, JudgeTemplate
 from srlm_fast.recipe.rundir import RunDir
 from tests.recipe.test_stages import ScriptedPolicy, make_iteration
 
@@ -68,6 +68,42 @@ def test_grounded_judge_template() -> None:
         JudgeTemplate("Rubric.\n{evidence}{evidence}\n{instruction}\n{response}")
     with pytest.raises(ValueError, match="at most one {evidence}"):
         JudgeTemplate("Rubric.\n{instruction}\n{evidence}\n{response}")
+
+
+def test_full_grounded_template_is_the_full_rubric_reading_evidence() -> None:
+    full, grounded = JudgeTemplate.full(), JudgeTemplate.from_spec("full_grounded")
+    assert not full.is_grounded and grounded.is_grounded and grounded.name == "full_grounded"
+    out = grounded.render("Q?", "A.", ["p one", "p two"])
+    assert out.startswith(grounded.prefix) and "supported by the evidence" in grounded.prefix
+    assert "\nEvidence: p one\nEvidence: p two\n\nUser: Q?\n\nResponse: A.\n" in out
+    # The same five additive points and the same closing line as the full rubric: the scale stays 0-5.
+    for text in (full.text, grounded.text):
+        assert [f"Add {n} point" in text for n in ("1", "a 2nd", "a 3rd", "a 4th", "a 5th")] == [True] * 5
+        assert text.rstrip().endswith('"Score: <total points>".')
+    assert {name: JudgeTemplate.from_spec(v).is_grounded for name, v in GROUNDED_VARIANT.items()} == {
+        "compact": True,
+        "full": True,
+    }
+
+
+@pytest.mark.parametrize("rubric", ["compact", "full"])
+def test_retrieval_judge_switches_a_shipped_rubric_to_its_grounded_variant(rubric: str) -> None:
+    cfg = load_job_config(LoopConfig, None, [f"--judge.template={rubric}"])
+    assert G.judge_spec(cfg).template == rubric  # retrieval off: the rubric as configured
+    cfg = load_job_config(
+        LoopConfig,
+        None,
+        [f"--judge.template={rubric}", "--retrieval.task_corpus=true", "--retrieval.judge=true"],
+    )
+    cfg.validate()
+    assert G.judge_spec(cfg).template == GROUNDED_VARIANT[rubric]
+
+
+def test_a_grounded_rubric_without_retrieval_is_refused() -> None:
+    for name in GROUNDED_VARIANT.values():
+        cfg = load_job_config(LoopConfig, None, [f"--judge.template={name}"])
+        with pytest.raises(ConfigError, match=f"judge.template: '{name}' reads retrieved evidence"):
+            cfg.validate()
 
 
 # ---- retrieval off: nothing changes ---------------------------------------------------------------------------
@@ -217,7 +253,11 @@ def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(t
             ["--retrieval.kind=dense", "--retrieval.task_corpus=true"],
             "retrieval.embedder: a dense index needs",
         ),
-        ([*ON, "--judge.template=full"], "judge.template: retrieval.judge needs 'compact'"),
+        # A template file without {evidence} (the full rubric's own file): "full" by name gets its grounded variant.
+        (
+            [*ON, f"--judge.template={DEFAULT_TEMPLATE_PATH}"],
+            "judge.template: retrieval.judge needs 'compact' or 'full'",
+        ),
         ([*ON, "--judge.meta=true"], "retrieval.judge: the meta-judge has no grounded rubric"),
         (["--judge.template=grounded"], "judge.template: 'grounded' reads retrieved evidence"),
         (['--seed_data.families=["nope"]'], r"seed_data.families: unknown families \['nope'\]"),
