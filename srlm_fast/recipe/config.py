@@ -63,6 +63,9 @@ class SeedSpec:
     # task world with retrieval.candidates: instruction examples about freshly invented facts, answered from their
     # evidence lines (recipe/task_reading.py), so M1 learns to read evidence instead of memorising the corpus
     n_reading: int = 0
+    # task world with retrieval.judge: judge examples about freshly invented facts, right or wrong only by their
+    # evidence (recipe/task_reading.py), so the grounded judge learns to check the evidence, not its memory
+    n_judge_reading: int = 0
 
 
 @dataclass
@@ -272,7 +275,7 @@ class LoopConfig:
         for key in ("ift_files", "eft_files"):
             for i, f in enumerate(getattr(d, key)):
                 require(Path(f).is_file(), f"seed_data.{key}[{i}]", "no such file", f)
-        for key in ("n_ift", "n_eft", "n_selfinstruct", "n_reading"):
+        for key in ("n_ift", "n_eft", "n_selfinstruct", "n_reading", "n_judge_reading"):
             require(getattr(d, key) >= 0, f"seed_data.{key}", "must be >= 0", getattr(d, key))
         require(len(d.eft_mix) == 6 and all(w >= 0 for w in d.eft_mix) and sum(d.eft_mix) > 0,
                 "seed_data.eft_mix", "must be 6 non-negative weights (scores 0..5), not all 0", d.eft_mix)  # fmt: skip
@@ -282,6 +285,9 @@ class LoopConfig:
         require(not d.n_reading or (self.retrieval.candidates and d.source == "tasks"), "seed_data.n_reading",
                 "reading examples are evidence prompts of the task world: needs retrieval.candidates = true and "
                 "seed_data.source = 'tasks'", d.n_reading)  # fmt: skip
+        require(not d.n_judge_reading or (self.retrieval.judge and d.source == "tasks"), "seed_data.n_judge_reading",
+                "judge reading examples are grounded judge prompts of the task world: needs retrieval.judge = true "
+                "and seed_data.source = 'tasks'", d.n_judge_reading)  # fmt: skip
         unknown = [f for f in d.families if f not in FAMILY_NAMES]
         require(
             not unknown, "seed_data.families", f"unknown families {unknown}; known: {', '.join(FAMILY_NAMES)}"

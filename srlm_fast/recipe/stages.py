@@ -96,6 +96,11 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
                 blind=s.eft_blind,
             )
         ]
+        if s.n_judge_reading:  # validated: retrieval.judge is on, so `template` is grounded
+            eft += [
+                {"prompt": p, "response": j}
+                for p, j in TR.judge_reading_examples(s.n_judge_reading, seed, template, r.k, s.eft_reference)
+            ]
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [
             {"prompt": e.prompt, "response": e.response}

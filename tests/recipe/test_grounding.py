@@ -238,6 +238,22 @@ def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(t
     assert len(read_jsonl(reading.seed / "sft.jsonl")[0]) == len(read_jsonl(plain.seed / "sft.jsonl")[0]) + 12
 
 
+def test_judge_reading_examples_join_the_judge_examples(tmp_path) -> None:
+    flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=10", "--seed_data.n_eft=10", "--seed_data.n_meft=5",
+             "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", "--retrieval.task_corpus=true",
+             "--retrieval.judge=true"]  # fmt: skip
+    plain = build_seed_run(load_job_config(LoopConfig, None, [*flags, "--name=p"]))
+    reading = build_seed_run(
+        load_job_config(LoopConfig, None, [*flags, "--name=r", "--seed_data.n_judge_reading=8"])
+    )
+    before, after = (read_jsonl(r.seed / "eft.jsonl")[0] for r in (plain, reading))
+    assert after[:10] == before[:10] and after[18:] == before[10:] and len(after) == len(before) + 8
+    for row in after[10:18]:
+        assert row["prompt"].startswith(JudgeTemplate.grounded().prefix)
+        assert row["response"] in ("Score: 5", "Score: 1")
+    assert len(read_jsonl(reading.seed / "sft.jsonl")[0]) == len(read_jsonl(plain.seed / "sft.jsonl")[0]) + 8
+
+
 # ---- config ---------------------------------------------------------------------------------------------------
 
 
@@ -272,6 +288,7 @@ def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(t
         (["--retrieval.kind=sparse"], "retrieval.kind"),
         (["--seed_data.n_reading=5"], "seed_data.n_reading: reading examples are evidence prompts"),
         (["--seed_data.n_reading=-1"], "seed_data.n_reading: must be >= 0"),
+        (["--seed_data.n_judge_reading=5"], "seed_data.n_judge_reading: judge reading examples are grounded"),
     ],
 )
 def test_bad_retrieval_settings_are_config_errors(tmp_path, flags, message) -> None:
