@@ -10,6 +10,11 @@ M1 and the prompts): `self − ½·oracle` > 0 is the claim "the self-judge reac
 Per-prompt outcomes come from each evaluation's `per_prompt` strings (`correct`: "1"/"0" per prompt; `agree`:
 "1"/"0" per judged prompt, "-" where the judge gave no score). Without them the intervals are left out.
 
+Agreement moves with the model's accuracy: a judge that calls every answer wrong agrees on 1 − accuracy of them,
+so it "improves" as the model gets worse. The judge's balanced accuracy on the same answers (the mean of its
+hit rate on right answers and its rejection rate on wrong ones; 0.5 for any judge that does not look) is
+reported beside it, from the same strings.
+
 Plots (matplotlib, imported when writing; PNG): accuracy and judge agreement per model with 95% bands, one line
 per arm; the candidates' pass@1 / pass@N and the pairs' ✓:✗ per iteration; histograms of the judge's scores of
 correct and wrong candidates per iteration (self arm).
@@ -35,6 +40,20 @@ def outcomes(model_eval: dict, key: str) -> np.ndarray | None:
     if text is None:
         return None
     return np.array([np.nan if c == "-" else float(c) for c in text])
+
+
+def balanced_accuracy(model_eval: dict) -> float | None:
+    """The judge's balanced accuracy on the model's own answers (see the module docstring), or None without
+    per-prompt outcomes or without both right and wrong answers."""
+    correct, agree = outcomes(model_eval, "correct"), outcomes(model_eval, "agree")
+    if correct is None or agree is None:
+        return None
+    judged = ~np.isnan(correct) & ~np.isnan(agree)
+    right, agreed = correct[judged] == 1, agree[judged] == 1
+    says_right = agreed == right  # an agreeing verdict is the checker's; a disagreeing one its opposite
+    if not right.any() or right.all():
+        return None
+    return float((says_right[right].mean() + (~says_right[~right]).mean()) / 2)
 
 
 def stratified_bootstrap(per_seed: Sequence[np.ndarray], n_boot: int = N_BOOT, seed: int = 0) -> Interval:
@@ -144,6 +163,7 @@ def summarize(results: dict) -> dict[str, Any]:
         complete = [s for s, r in zip(seeds, rows) if len(r) == last + 1]
         acc = [[m.get("task_accuracy") for m in r] for r in rows]
         agree = [[m.get("judge_agreement_own") for m in r] for r in rows]
+        balanced = [[balanced_accuracy(m) for m in r] for r in rows]
         gain = stratified_bootstrap(_paired(results, arm, "correct", 0, last, complete))
         agree_gain = stratified_bootstrap(_paired(results, arm, "agree", 0, last, complete))
         per_seed = {}
@@ -182,6 +202,9 @@ def summarize(results: dict) -> dict[str, Any]:
             else [],
             "gain": gain.to_dict(),
             "agreement_gain": agree_gain.to_dict(),
+            "judge_balanced_accuracy": [_mean(col) for col in zip(*balanced)]
+            if balanced and all(len(b) == last + 1 for b in balanced)
+            else [],
             "per_seed": per_seed,
             "iterations": iters,
             "by_family": _by_family(results, arm, seeds, last),
@@ -208,11 +231,12 @@ def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[st
     lines.append(
         f"Seeds {', '.join(map(str, seeds))}; {last} iterations (M1 → M{last + 1}). Accuracy: checker accuracy of "
         "greedy answers to held-out task-world prompts; agreement: the judge's verdict (score ≥ 3) equals the "
-        "checker's on the model's own answers. Gains in points with 95% bootstrap intervals over prompts "
-        "(pooled: stratified by seed)."
+        "checker's on the model's own answers; balanced: the judge's mean of its hit rate on right and its "
+        "rejection rate on wrong answers (0.5: it does not tell them apart; agreement moves with accuracy, this "
+        "does not). Gains in points with 95% bootstrap intervals over prompts (pooled: stratified by seed)."
     )
-    lines += ["", "| arm | M1 acc | last acc | gain [95% CI] | per-seed gains | agreement M1 → last | Δ agreement [95% CI] |",
-              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| arm | M1 acc | last acc | gain [95% CI] | per-seed gains | agreement M1 → last | Δ agreement [95% CI] "
+              "| judge balanced M1 → last |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, a in summary["arms"].items():
         acc, agr = a["accuracy"], a["agreement"]
         per_seed = "; ".join(
@@ -222,7 +246,7 @@ def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[st
             f"| {arm} | {_pct(acc[0] if acc else None)} | {_pct(acc[-1] if acc else None)} | "
             f"{_fmt_interval(Interval(**a['gain']))} | {per_seed or '–'} | "
             f"{_pct(agr[0] if agr else None)} → {_pct(agr[-1] if agr else None)} | "
-            f"{_fmt_interval(Interval(**a['agreement_gain']))} |"
+            f"{_fmt_interval(Interval(**a['agreement_gain']))} | {_bal(a['judge_balanced_accuracy'])} |"
         )
     comps = summary["comparisons"]
     if comps:
@@ -241,7 +265,8 @@ def format_markdown(results: dict, summary: dict, title: str, plots: Sequence[st
             lines.append(
                 f"- meta − self, gain in judge agreement: "
                 f"{_fmt_interval(Interval(**comps['meta_minus_self_agreement_gain']))} points "
-                "(> 0: the judge's agreement rises faster with the meta-judge)"
+                "(> 0: the judge's agreement rises faster with the meta-judge; read it beside the balanced accuracy, "
+                "which a falling accuracy does not raise)"
             )
     lines += ["", "Per iteration (means over seeds): valid = self-instructed prompts that are tasks; pass@1 / pass@N "
               "of the candidates on those; pairs ✓:✗ = pairs preferring the correct : the wrong answer (checker).",
@@ -277,6 +302,12 @@ def _family_table(summary: dict) -> list[str]:
             f"{_num(pairs['both_wrong'])} |"
         )
     return lines
+
+
+def _bal(series: Sequence[float | None]) -> str:
+    if not series:
+        return "–"
+    return f"{_num(series[0], 2)} → {_num(series[-1], 2)}"
 
 
 def _pct(x: float | None) -> str:

@@ -150,6 +150,9 @@ def evaluate_task_world(cfg: LoopConfig, policy, grounding: Grounding | None = N
     return {
         "task_accuracy": own_m["accuracy"],
         "judge_agreement_own": own_m["judge_checker_agreement"],
+        # Across prompts, the chance that a right answer scores above a wrong one: unlike agreement, it does not
+        # move with the model's accuracy (a judge that calls everything wrong agrees more as the model worsens).
+        "judge_auc_own": own_m["judge_auc"],
         "judge_agreement_known": known_m["judge_checker_agreement"],
         "judge_pairwise_known": known_m["judge_pairwise_accuracy"],
         "invalid_judgments": own_m["n_invalid_scores"] + known_m["n_invalid_scores"],

@@ -139,3 +139,4 @@ def test_task_world_evaluation_records_every_prompts_outcome_in_order(tmp_path):
     out = evaluate_task_world(cfg, Oracle())
     assert out["per_prompt"] == {"correct": "10" * 10, "agree": "10" * 10}
     assert out["task_accuracy"] == 0.5 and out["judge_agreement_own"] == 0.5
+    assert out["judge_auc_own"] == 0.5  # equal scores for right and wrong answers: no information

@@ -103,11 +103,25 @@ def test_arms_share_m1_and_the_first_candidates_and_the_report_has_intervals(tmp
     assert add["accuracy"] == pytest.approx(ACC["self"])
     assert add["pairs"] == {"right": 2, "wrong": 0, "both_correct": 0, "both_wrong": 2}
     assert sorted(arms["self"]["by_family"]) == ["add", "parity"]
+    assert len(arms["self"]["judge_balanced_accuracy"]) == 3
     md = (root / "experiment.md").read_text()
     assert "| self | 30.0% | 50.0% | +20.0 [" in md and "experiment_accuracy.png" in md
     assert "| self | add | 30.0% | 50.0% | +20.0 | 2:0 | 0 | 2 |" in md
     for png in ("experiment_accuracy.png", "experiment_scores.png"):
         assert (root / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_balanced_accuracy_does_not_move_with_the_models_accuracy():
+    def evaluation(correct: str, agree: str) -> dict:
+        return {"per_prompt": {"correct": correct, "agree": agree}}
+
+    # A judge that calls every answer wrong: agreement is 1 - accuracy (0.75, then 0.25), balanced stays 0.5.
+    assert ER.balanced_accuracy(evaluation("1000", "0111")) == 0.5
+    assert ER.balanced_accuracy(evaluation("1110", "0001")) == 0.5
+    # Right on every right answer, on one of two wrong ones; unjudged ("-") and unparsed prompts left out.
+    assert ER.balanced_accuracy(evaluation("11000-", "1110-1")) == pytest.approx((1 + 1 / 2) / 2)
+    assert ER.balanced_accuracy(evaluation("0000", "1111")) is None  # no right answer: undefined
+    assert ER.balanced_accuracy({}) is None
 
 
 def test_stratified_bootstrap_averages_seeds_and_ignores_missing():
