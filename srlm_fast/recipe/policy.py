@@ -45,6 +45,30 @@ def _request_seed(seed: int, i: int) -> int:
     return (seed * 1_000_003 + i) % (2**62)
 
 
+def score_tokens(tokenizer: Tokenizer) -> tuple[dict[str, int], list[int]]:
+    """The tokens whose probabilities after `Score:` are the judge's score distribution, and the tokens to append
+    to `Score:` before reading them (the "gap").
+
+    A byte-level BPE like ours has " 4" as one token, and "Score: 4" ends in it: the digits are read right after
+    `Score:`, alone ("4") or with their space (" 4"). Tokenizers that split digits from the space before them
+    (SmolLM2's, Llama 3's, SentencePiece's) write "Score: 4" as `Score`, `:`, ` `, `4`: right after `Score:` the
+    model expects the space, so its space is appended and the digit read after it. Read at the space, the digits
+    hold ~0.1% of the probability and their renormalised distribution is noise.
+    """
+    digits = range(MIN_SCORE, MAX_SCORE + 1)
+    spaced = [tokenizer.encode(f" {d}") for d in digits]
+    gap = spaced[0][:-1]
+    if gap and all(len(s) == len(gap) + 1 and s[:-1] == gap for s in spaced):
+        return {str(d): s[-1] for d, s in zip(digits, spaced)}, gap
+    single: dict[str, int] = {}
+    for d in digits:
+        for text in (str(d), f" {d}"):
+            ids = tokenizer.encode(text)
+            if len(ids) == 1:
+                single[text] = ids[0]
+    return single, []
+
+
 def _multi_rank() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -83,13 +107,7 @@ class Policy:
         self.chunk_requests = chunk_requests
         self._rows = self._rows_on_every_rank()
         self._progress: Progress | None = None
-        # Score digits may be tokenised alone ("4") or with the space before them (" 4"): read both.
-        self._score_tokens: dict[str, int] = {}
-        for d in range(MIN_SCORE, MAX_SCORE + 1):
-            for text in (str(d), f" {d}"):
-                ids = tokenizer.encode(text)
-                if len(ids) == 1:
-                    self._score_tokens[text] = ids[0]
+        self._score_tokens, self._score_gap = score_tokens(tokenizer)
 
     @classmethod
     def load(
@@ -247,7 +265,7 @@ class Policy:
             head = t[0]
             cut = head.find(SCORE_MARKER)
             head = head[: cut + len(SCORE_MARKER)] if cut >= 0 else head.rstrip() + "\n" + SCORE_MARKER
-            forced.append(prompt_ids + self.tokenizer.encode(head))
+            forced.append(prompt_ids + self.tokenizer.encode(head) + self._score_gap)
             index.append(i)
         out: list[Mapping[str, float]] = [{} for _ in ids]
         keep = [j for j, f in enumerate(forced) if len(f) < self.max_len]
