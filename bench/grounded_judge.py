@@ -22,6 +22,11 @@ Metrics per condition: agreement (score >= 3 exactly when the checker says corre
 question), pairwise accuracy (the right answer scored above the wrong one; ties count half) and the mean score of
 right and wrong answers; the differences grounded − ungrounded and gold − ungrounded, paired by question. All with
 95% bootstrap intervals over questions. Per-item scores are kept, so every number can be recomputed.
+
+`--baseline FILE` (this script's output for another checkpoint, on the same questions): also the difference between
+this checkpoint's grounded judge and that one's ungrounded judge, paired by question. That compares two trained
+judges, each judging the way it was trained (the loop's `retrieval.judge` on and off), rather than one judge with
+and without the evidence it was or was not trained to read.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import device_name, versions
 from srlm_fast.eval.judge_intervals import bootstrap_intervals
-from srlm_fast.io import write_json_atomic
+from srlm_fast.io import read_json, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import JudgeSpec
 from srlm_fast.recipe.evaluation import judge_items
@@ -113,6 +118,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--baseline", help="another checkpoint's results on the same questions (see the docstring)"
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.threads:
@@ -198,6 +206,28 @@ def main() -> int:
         d = out[f"{cond}_minus_ungrounded"]
         print(f"{cond} - ungrounded: agreement {d['agreement']:+.3f} {d['ci95']['agreement']}, "
               f"pairwise {d['pairwise_accuracy']:+.3f} {d['ci95']['pairwise_accuracy']}")  # fmt: skip
+    if args.baseline:
+        base = read_json(args.baseline)
+        if [base.get(k) for k in ("questions", "split", "bootstrap")] != [
+            out[k] for k in ("questions", "split", "bootstrap")
+        ]:
+            raise SystemExit(f"{args.baseline}: judged other questions (questions, split or seed differ)")
+        theirs = base["conditions"]["ungrounded"]
+
+        def versus(idx: Sequence[int]) -> dict:
+            a = condition_metrics(*scores["grounded"], idx)
+            b = condition_metrics(theirs["scores_right"], theirs["scores_wrong"], idx)
+            return {k: a[k] - b[k] for k in a}
+
+        out["grounded_minus_baseline_ungrounded"] = {
+            "baseline": args.baseline,
+            **versus(range(n)),
+            "ci95": bootstrap_intervals(
+                n, versus, ("agreement", "pairwise_accuracy"), args.n_boot, args.seed
+            ),
+        }
+        d = out["grounded_minus_baseline_ungrounded"]
+        print(f"grounded - baseline's ungrounded: agreement {d['agreement']:+.3f} {d['ci95']['agreement']}")
     out["prompts_skipped_too_long"] = policy.skipped_too_long
     write_json_atomic(args.out, out)
     print(f"wrote {args.out}")

@@ -14,10 +14,10 @@ held-out fact's question needs.
 
 Judge reading examples (`seed_data.n_judge_reading`) do the same for the grounded judge: the grounded rubric over
 an invented fact's evidence, its question and an answer, right (`Score: 5`) or wrong (`Score: 1`: another name of
-the evidence or a new one; a length off by a few km). A judge trained only on the corpus's facts learns which
-answers it remembers: SmolLM2-135M trained so ranked held-out right answers above wrong ones 98% of the time with
-evidence, yet scored the right ones 1.3 of 5 (bench/grounded_judge.py). Here only the evidence tells right from
-wrong.
+the evidence or a new one; a length off by a few km). Only the evidence tells right from wrong, where a judge
+trained on the corpus's facts alone might learn which answers it remembers. Measured on SmolLM2-135M
+(bench/grounded_judge.py, held-out facts): not needed there. Trained with 600 of them its grounded judge agrees with
+the checker on 96.0%, without them on 96.8%. They stay opt-in for models that memorise rather than read.
 """
 
 from __future__ import annotations
