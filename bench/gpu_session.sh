@@ -71,11 +71,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 # The project itself, without touching the machine's torch (no dependency resolution, no downloads). Should the
 # editable install fail there (an old setuptools, a read-only environment), the source tree is put on the path
-# instead: `srlm_kernels` is the folder kernels/ under another name, so a link to it does.
+# instead (the repository root holds `srlm_kernels/` and `srlm_fast/`).
 step "install" 25 "$PY" -m pip install -q --no-deps --no-build-isolation -e .
 if ! "$PY" -c "import srlm_kernels, srlm_fast" 2>/dev/null; then
-    mkdir -p /tmp/srlm-src && ln -sfn "$PWD/kernels" /tmp/srlm-src/srlm_kernels
-    export PYTHONPATH="$PWD:/tmp/srlm-src${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     echo "editable install unusable: running from the source tree (PYTHONPATH=$PYTHONPATH)" | tee -a "$LOG"
 fi
 if [ "$MODE" != bench ]; then

@@ -3,7 +3,7 @@
     python bench/tune_lce_tiles.py                         # CUDA only: the Llama-3-8B head at 8k tokens, bf16
     python bench/tune_lce_tiles.py --shape 4096 4096 128256 --grid full
 
-The kernels' GPU tiles (`_gpu_blocks` in kernels/cross_entropy_triton.py) were chosen without a GPU: the largest
+The kernels' GPU tiles (`_gpu_blocks` in srlm_kernels/cross_entropy_triton.py) were chosen without a GPU: the largest
 that compile for sm_90 without register spills. This sweep times candidates through the same public call the
 trainer makes, one config at a time via `GPU_TILES_OVERRIDE` (BLOCK_N, BLOCK_V, BLOCK_D, num_warps, num_stages);
 a config that does not compile or does not fit (shared memory) is recorded with its error. The winner belongs in

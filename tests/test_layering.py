@@ -38,7 +38,7 @@ def _modules() -> dict[str, Path]:
     for path in sorted((REPO / "srlm_fast").rglob("*.py")):
         parts = path.relative_to(REPO).with_suffix("").parts
         mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    for path in sorted((REPO / "kernels").glob("*.py")):
+    for path in sorted((REPO / "srlm_kernels").glob("*.py")):
         name = "srlm_kernels" if path.stem == "__init__" else f"srlm_kernels.{path.stem}"
         mods[name] = path
     return mods

@@ -1,6 +1,6 @@
 """Triton kernels for srlm-fast (standalone: never imports srlm_fast).
 
-Public API (see kernels/README.md):
+Public API (see srlm_kernels/README.md):
 - `fused_linear_cross_entropy`: LM-head cross-entropy without materialising the logits.
 - `fused_linear_logprobs`: per-token log p(target) from hidden states, the same way.
 - `fused_linear_dpo_loss`, `dpo_loss`, `DPOOutput`: DPO / IPO / hinge losses (+ IRPO NLL term).
