@@ -107,7 +107,8 @@ def blind_answer(task: Task, rng: random.Random) -> str:
     not in the prompt to ~95% of its wrong `max` and `larger` answers). The family's own `wrong` makes near misses
     instead (the other element, a sort with one swap), so a judge trained on those alone never sees the errors
     it will judge in the loop. Telling a number that occurs in the prompt from one that does not is a token
-    match for the judge, while the actor has to produce the number: a gap between verifying and generating.
+    match for the judge, while the actor has to produce the number: a gap between verifying and generating, in
+    principle. Measured (README, `seed_data.eft_blind`): the 4M-parameter judge does not learn even that.
     """
     fam = BY_NAME[task.family]
     for _ in range(20):
