@@ -65,6 +65,7 @@ class SeedSpec:
     n_reading: int = 0
     # task world with retrieval.judge: judge examples about freshly invented facts, right or wrong only by their
     # evidence (recipe/task_reading.py), so the grounded judge learns to check the evidence, not its memory
+    # (measured not to matter for SmolLM2-135M, whose grounded judge reads without them)
     n_judge_reading: int = 0
 
 
