@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import random
 import statistics
 import sys
@@ -55,7 +56,7 @@ from srlm_fast.recipe.grounding import Grounding
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, GROUNDED_VARIANT
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.task_families import BY_NAME, KNOWLEDGE_FAMILY_NAMES
-from srlm_fast.recipe.task_knowledge import CAPITAL_OF, RIVER_KM, corpus_rows, passage_id
+from srlm_fast.recipe.task_knowledge import corpus_rows, passage_id
 from srlm_fast.retrieval.corpus import Passage
 from srlm_fast.retrieval.index import new_retriever
 
@@ -67,11 +68,8 @@ def knowledge_questions(n: int, split: str, seed: int) -> list[tasks.Task]:
     if split == "eval":
         return tasks.eval_prompts(n, seed, KNOWLEDGE_FAMILY_NAMES)
     rng = random.Random(f"grounded-judge:{seed}")
-    out = []
-    for name, table, field in (("kb_capital", CAPITAL_OF, "place"), ("kb_river", RIVER_KM, "river")):
-        fam = BY_NAME[name]
-        for entity in sorted(table):
-            out.append(tasks.make_task(fam, {field: entity}, rng.randrange(len(fam.templates))))
+    facts = sorted(tasks.knowledge_facts(), key=lambda f: (f[0].name, f[1]))  # by family, then entity
+    out = [tasks.make_task(fam, fields, rng.randrange(len(fam.templates))) for fam, _, fields in facts]
     rng.shuffle(out)
     return out[:n]
 
@@ -86,17 +84,22 @@ def wrong_answer(task: tasks.Task, rng: random.Random) -> str:
     raise RuntimeError(f"no wrong answer found for {task.prompt!r}")
 
 
+@functools.cache
+def _corpus_texts() -> dict[str, str]:
+    return {r["id"]: r["text"] for r in corpus_rows()}
+
+
 def gold_passage(task: tasks.Task) -> str:
+    """The knowledge corpus passage that states `task`'s fact."""
     params = dict(task.params)
-    entity = params.get("place") or params["river"]
-    return next(r["text"] for r in corpus_rows() if r["id"] == passage_id(task.family, entity))
+    return _corpus_texts()[passage_id(task.family, params.get("place") or params["river"])]
 
 
 def condition_metrics(
     right: Sequence[float | None], wrong: Sequence[float | None], idx: Sequence[int]
 ) -> dict:
-    """Agreement, pairwise accuracy and mean scores over the questions `idx` (an unscored answer counts as
-    disagreeing and as a lost pair)."""
+    """Agreement and pairwise accuracy over the questions `idx` (an unscored answer counts as disagreeing and as a
+    lost pair)."""
     agree = pairs = 0.0
     for i in idx:
         r, w = right[i], wrong[i]
@@ -131,7 +134,7 @@ def main() -> int:
     rng = random.Random(f"grounded-judge-wrong:{args.seed}")
     answers = [(q.answer, wrong_answer(q, rng)) for q in questions]
     retriever = new_retriever("bm25")
-    retriever.index([Passage(r["id"], r["text"], r["title"]) for r in corpus_rows()])
+    retriever.index([Passage(**r) for r in corpus_rows()])
     grounding = Grounding(retriever, k=args.k, max_words=64)
     items = [(q.prompt, a) for q, pair in zip(questions, answers) for a in pair]  # right, wrong, right, ...
     evidence = {

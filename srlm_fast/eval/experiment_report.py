@@ -194,17 +194,11 @@ def summarize(results: dict) -> dict[str, Any]:
             )
         summary["arms"][arm] = {
             "seeds_complete": complete,
-            "accuracy": [_mean(col) for col in zip(*acc)]
-            if acc and all(len(a) == last + 1 for a in acc)
-            else [],
-            "agreement": [_mean(col) for col in zip(*agree)]
-            if agree and all(len(a) == last + 1 for a in agree)
-            else [],
+            "accuracy": _model_means(acc, last + 1),
+            "agreement": _model_means(agree, last + 1),
             "gain": gain.to_dict(),
             "agreement_gain": agree_gain.to_dict(),
-            "judge_balanced_accuracy": [_mean(col) for col in zip(*balanced)]
-            if balanced and all(len(b) == last + 1 for b in balanced)
-            else [],
+            "judge_balanced_accuracy": _model_means(balanced, last + 1),
             "per_seed": per_seed,
             "iterations": iters,
             "by_family": _by_family(results, arm, seeds, last),
@@ -302,6 +296,13 @@ def _family_table(summary: dict) -> list[str]:
             f"{_num(pairs['both_wrong'])} |"
         )
     return lines
+
+
+def _model_means(per_seed: Sequence[Sequence[float | None]], n_models: int) -> list[float | None]:
+    """Per model, the mean over seeds of one metric; [] unless every seed has all `n_models` models."""
+    if not per_seed or any(len(s) != n_models for s in per_seed):
+        return []
+    return [_mean(col) for col in zip(*per_seed)]
 
 
 def _bal(series: Sequence[float | None]) -> str:

@@ -153,17 +153,23 @@ def train_prompts(n: int, seed: int = 0, families: Sequence[str] | None = None) 
     return list(seen)
 
 
+def knowledge_facts() -> list[tuple[Family, str, dict[str, str]]]:
+    """Every fact of the knowledge corpus (recipe/task_knowledge.py) as (family, entity, its question's fields)."""
+    out = []
+    for fam in KNOWLEDGE_FAMILIES:
+        table, field = (CAPITAL_OF, "place") if fam.name == "kb_capital" else (RIVER_KM, "river")
+        out += [(fam, entity, {field: entity}) for entity in table]
+    return out
+
+
 def heldout_passage_ids() -> frozenset[str]:
     """The knowledge corpus ids (recipe/task_knowledge.py) of every held-out knowledge fact: the passages SFT
     data must not show (the loop's retriever keeps them, so held-out questions can be answered from evidence)."""
     out = set()
-    for fam in KNOWLEDGE_FAMILIES:
-        table = CAPITAL_OF if fam.name == "kb_capital" else RIVER_KM
-        field = "place" if fam.name == "kb_capital" else "river"
-        for entity in table:
-            task = make_task(fam, {field: entity}, 0)
-            if task is not None and is_heldout(task):
-                out.add(passage_id(fam.name, entity))
+    for fam, entity, fields in knowledge_facts():
+        task = make_task(fam, fields, 0)
+        if task is not None and is_heldout(task):
+            out.add(passage_id(fam.name, entity))
     return frozenset(out)
 
 
