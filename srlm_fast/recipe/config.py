@@ -72,6 +72,11 @@ class SeedSpec:
 @dataclass
 class SelfInstructSpec:
     n_prompts: int = 300
+    # Where an iteration's prompts come from: "model" (self-instruct, the paper) or "seed" (n_prompts drawn from
+    # the seed prompts, none twice across iterations; NeMo-Aligner's self-rewarding trains on a fixed prompt set).
+    # "seed" isolates what the judge teaches from what self-instruct writes, for a model that cannot self-instruct
+    # the task world's wordings (SmolLM2 SFT'd on the knowledge families, README).
+    source: Literal["model", "seed"] = "model"
     temperature: float = 0.6
     top_p: float = 0.9
     max_new_tokens: int = 32
@@ -195,6 +200,10 @@ class RetrievalSpec:
     k: int = 2  # passages per prompt
     max_words: int = 64  # each passage cut to this many words
     candidates: bool = False  # candidates (and the SFT data's IFT prompts) get the prompt's top-k passages
+    # With `candidates`: the SFT data's instruction examples carry evidence too, so M1 knows the format before its
+    # first candidate. false: M1 never answers with evidence in SFT, and only the loop can teach it to (the
+    # experiment "can self-rewarding teach a model to use retrieved evidence", README).
+    sft_evidence: bool = True
     judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
     # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
     selfinstruct: bool = False
@@ -202,6 +211,11 @@ class RetrievalSpec:
     @property
     def enabled(self) -> bool:
         return self.candidates or self.judge or self.selfinstruct
+
+    @property
+    def evidence_in_sft(self) -> bool:
+        """Whether the SFT data's instruction prompts carry evidence."""
+        return self.candidates and self.sft_evidence
 
     @property
     def builds_index(self) -> bool:
@@ -283,8 +297,9 @@ class LoopConfig:
         require(finite(d.eft_blind) and 0 <= d.eft_blind <= 1, "seed_data.eft_blind", "must be in [0, 1]",
                 d.eft_blind)  # fmt: skip
         require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
-        require(not d.n_reading or (self.retrieval.candidates and d.source == "tasks"), "seed_data.n_reading",
-                "reading examples are evidence prompts of the task world: needs retrieval.candidates = true and "
+        require(not d.n_reading or (self.retrieval.evidence_in_sft and d.source == "tasks"), "seed_data.n_reading",
+                "reading examples are evidence prompts of the task world: needs retrieval.candidates = true, "
+                "retrieval.sft_evidence = true and "
                 "seed_data.source = 'tasks'", d.n_reading)  # fmt: skip
         require(not d.n_judge_reading or (self.retrieval.judge and d.source == "tasks"), "seed_data.n_judge_reading",
                 "judge reading examples are grounded judge prompts of the task world: needs retrieval.judge = true "
@@ -299,6 +314,9 @@ class LoopConfig:
         require(si.n_generated >= 0, "selfinstruct.n_generated", "must be >= 0", si.n_generated)
         require(si.max_words >= si.min_words, "selfinstruct.max_words", "must be >= min_words", si.max_words)
         require(si.shape_min_count >= 0, "selfinstruct.shape_min_count", "must be >= 0", si.shape_min_count)
+        require(si.source in ("model", "seed"), "selfinstruct.source", "'model' or 'seed'", si.source)
+        require(not (si.source == "seed" and self.retrieval.selfinstruct), "selfinstruct.source",
+                "'seed' draws seed prompts; retrieval.selfinstruct writes questions from passages", si.source)  # fmt: skip
         require(not (si.shape_min_count and self.retrieval.selfinstruct), "selfinstruct.shape_min_count",
                 "filters wordings of seed prompts; questions written from passages (retrieval.selfinstruct) have "
                 "none", si.shape_min_count)  # fmt: skip

@@ -75,11 +75,14 @@ M1_ARTIFACTS = ("seed", "tokenizer", "m0", "m1")
 
 def m1_inputs(cfg: LoopConfig) -> dict[str, Any]:
     d = to_dict(cfg)
+    # What retrieval in generation does to M1 is only whether its instruction examples carry evidence.
+    retrieval = {k: v for k, v in d["retrieval"].items() if k not in ("candidates", "sft_evidence")}
+    retrieval["evidence_in_sft"] = cfg.retrieval.evidence_in_sft
     return {
         # The SFT settings as the trainer gets them (the from-scratch defaults under the config's table), so an
         # M1 made under other defaults is not taken for this one.
         "seed": d["seed"], "model": d["model"], "seed_data": d["seed_data"], "sft": train_table("sft", cfg),
-        "retrieval": d.get("retrieval"), "judge": {"template": d["judge"]["template"]},
+        "retrieval": retrieval, "judge": {"template": d["judge"]["template"]},
         "selfinstruct": {k: d["selfinstruct"][k] for k in ("n_seed", "n_generated")},
     }  # fmt: skip
 

@@ -117,7 +117,7 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         for path in s.eft_files:
             eft += read_jsonl(path, required=("prompt", "response"))[0]
         seed_prompts = [x["prompt"] for x in ift[: s.n_seed_prompts]]
-    if grounding is not None and r.candidates:
+    if grounding is not None and r.evidence_in_sft:
         # Every instruction example in the evidence format, as the loop's candidates will be prompted (M1 learns
         # to read evidence lines; self-instruct keeps writing plain questions from the plain seed prompts).
         shown = grounding.prompts([x["prompt"] for x in ift])
@@ -327,6 +327,9 @@ def self_instruct(it: Iteration) -> None:
         dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
         shapes=PromptShapes(seed_prompts, s.shape_min_count) if s.shape_min_count else None,
     )  # fmt: skip
+    if s.source == "seed":
+        _seed_pool_prompts(it, seed_prompts, earlier)
+        return
     generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
     rows = None
     try:
@@ -368,6 +371,20 @@ def self_instruct(it: Iteration) -> None:
     log(
         f"    kept {len(prompts)} of {si_stats.generated} generated prompts; removed {dict(si_stats.removed)}"
     )
+
+
+def _seed_pool_prompts(it: Iteration, seed_prompts: list[str], earlier: list[str]) -> None:
+    """selfinstruct.source = "seed": n_prompts seed prompts that no earlier iteration drew → prompts.jsonl."""
+    used = set(earlier)
+    pool = [p for p in seed_prompts if p not in used]
+    prompts = random.Random(f"seed-pool:{it.seed}").sample(pool, min(it.cfg.selfinstruct.n_prompts, len(pool)))
+    counts = {"source": "seed", "pool": len(pool), "kept": len(prompts)}
+    if it.cfg.seed_data.source == "tasks":
+        counts["task_world_parseable"] = sum(tasks.parse_prompt(p) is not None for p in prompts)
+    it.save_stats("prompts", counts)
+    if it.run.is_main:
+        write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
+    log(f"    drew {len(prompts)} of {len(pool)} unused seed prompts (selfinstruct.source = 'seed')")
 
 
 def sample_candidates(it: Iteration) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.recipe import experiment as X
 from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import passage_instruct as PI
 from srlm_fast.recipe import stages as S
@@ -236,6 +237,31 @@ def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(t
         passages, _ = split_evidence(row["prompt"])
         assert len(passages) == 2 and sum(row["response"] in p for p in passages) == 1
     assert len(read_jsonl(reading.seed / "sft.jsonl")[0]) == len(read_jsonl(plain.seed / "sft.jsonl")[0]) + 12
+
+
+def test_sft_evidence_off_keeps_m1s_seed_data_plain_while_candidates_read_evidence(tmp_path) -> None:
+    """`retrieval.sft_evidence = false`: the seed data is the judge-only run's, byte for byte (so an M1 trained
+    without evidence in its answers is reused, `--m1-from`), and the loop still prompts candidates with evidence."""
+    flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=40", "--seed_data.n_eft=10", "--seed_data.n_meft=5",
+             "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", "--retrieval.task_corpus=true",
+             "--retrieval.judge=true"]  # fmt: skip
+    judge_only = load_job_config(LoopConfig, None, [*flags, "--name=j"])
+    taught = load_job_config(LoopConfig, None, [*flags, "--name=g", "--retrieval.candidates=true"])
+    untaught = load_job_config(
+        LoopConfig, None, [*flags, "--name=u", "--retrieval.candidates=true", "--retrieval.sft_evidence=false"]
+    )
+    runs = {name: build_seed_run(cfg) for name, cfg in (("j", judge_only), ("g", taught), ("u", untaught))}
+    sft = {name: (run.seed / "sft.jsonl").read_bytes() for name, run in runs.items()}
+    assert sft["u"] == sft["j"] != sft["g"]
+    assert not any("Evidence: " in r["prompt"] for r in read_jsonl(runs["u"].seed / "ift.jsonl")[0])
+    assert X.m1_inputs(untaught) == X.m1_inputs(judge_only) != X.m1_inputs(taught)
+    with pytest.raises(ConfigError, match="seed_data.n_reading"):
+        load_job_config(LoopConfig, None, [*flags, "--retrieval.candidates=true", "--retrieval.sft_evidence=false",
+                                           "--seed_data.n_reading=4"]).validate()  # fmt: skip
+    it, policy = _grounded_iteration(tmp_path / "loop", "--retrieval.task_corpus=true",
+                                     "--retrieval.candidates=true", "--retrieval.sft_evidence=false")  # fmt: skip
+    S.sample_candidates(it)
+    assert all(p.startswith("Evidence: ") for p in policy.generate_calls[0]["prompts"])
 
 
 def test_judge_reading_examples_join_the_judge_examples(tmp_path) -> None:

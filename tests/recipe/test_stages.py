@@ -129,6 +129,20 @@ def test_self_instruct_with_a_fixed_generator_leaves_m_t_unloaded(tmp_path):
     assert len(read_jsonl(it.dir / "prompts.jsonl")[0]) == 3
 
 
+def test_self_instruct_from_the_seed_pool_generates_nothing_and_never_draws_a_prompt_twice(tmp_path):
+    pool = [f"Give me a synonym for the word {w}." for w in ("happy", "tall", "quick", "small", "bright")]
+    policy = ScriptedPolicy(NEW_PROMPTS)
+    drawn = []
+    for t in (1, 2, 3):
+        it, loaded = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=2", "--selfinstruct.source=seed", t=t)
+        write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in pool])
+        S.self_instruct(it)
+        drawn.append([r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]])
+        assert loaded == [] and policy.generate_calls == []  # no model is loaded or sampled
+    assert [len(d) for d in drawn] == [2, 2, 1] and sorted(sum(drawn, [])) == sorted(pool)
+    assert it.stats["prompts"] == {"source": "seed", "pool": 1, "kept": 1, "task_world_parseable": 0}
+
+
 def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
     policy = ScriptedPolicy(score_of=lambda p, r: None if r.endswith("answer 2") else float(len(r) % 6))
     it, loaded = make_iteration(tmp_path, policy, "--candidates.n=3", "--candidates.temperature=0.9",
