@@ -377,7 +377,9 @@ def _seed_pool_prompts(it: Iteration, seed_prompts: list[str], earlier: list[str
     """selfinstruct.source = "seed": n_prompts seed prompts that no earlier iteration drew → prompts.jsonl."""
     used = set(earlier)
     pool = [p for p in seed_prompts if p not in used]
-    prompts = random.Random(f"seed-pool:{it.seed}").sample(pool, min(it.cfg.selfinstruct.n_prompts, len(pool)))
+    prompts = random.Random(f"seed-pool:{it.seed}").sample(
+        pool, min(it.cfg.selfinstruct.n_prompts, len(pool))
+    )
     counts = {"source": "seed", "pool": len(pool), "kept": len(prompts)}
     if it.cfg.seed_data.source == "tasks":
         counts["task_world_parseable"] = sum(tasks.parse_prompt(p) is not None for p in prompts)

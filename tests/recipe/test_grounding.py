@@ -248,7 +248,9 @@ def test_sft_evidence_off_keeps_m1s_seed_data_plain_while_candidates_read_eviden
     judge_only = load_job_config(LoopConfig, None, [*flags, "--name=j"])
     taught = load_job_config(LoopConfig, None, [*flags, "--name=g", "--retrieval.candidates=true"])
     untaught = load_job_config(
-        LoopConfig, None, [*flags, "--name=u", "--retrieval.candidates=true", "--retrieval.sft_evidence=false"]
+        LoopConfig,
+        None,
+        [*flags, "--name=u", "--retrieval.candidates=true", "--retrieval.sft_evidence=false"],
     )
     runs = {name: build_seed_run(cfg) for name, cfg in (("j", judge_only), ("g", taught), ("u", untaught))}
     sft = {name: (run.seed / "sft.jsonl").read_bytes() for name, run in runs.items()}

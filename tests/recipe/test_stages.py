@@ -134,12 +134,14 @@ def test_self_instruct_from_the_seed_pool_generates_nothing_and_never_draws_a_pr
     policy = ScriptedPolicy(NEW_PROMPTS)
     drawn = []
     for t in (1, 2, 3):
-        it, loaded = make_iteration(tmp_path, policy, "--selfinstruct.n_prompts=2", "--selfinstruct.source=seed", t=t)
+        it, loaded = make_iteration(
+            tmp_path, policy, "--selfinstruct.n_prompts=2", "--selfinstruct.source=seed", t=t
+        )
         write_jsonl_atomic(it.run.seed / "seed_prompts.jsonl", [{"prompt": p} for p in pool])
         S.self_instruct(it)
         drawn.append([r["prompt"] for r in read_jsonl(it.dir / "prompts.jsonl")[0]])
         assert loaded == [] and policy.generate_calls == []  # no model is loaded or sampled
-    assert [len(d) for d in drawn] == [2, 2, 1] and sorted(sum(drawn, [])) == sorted(pool)
+    assert [len(d) for d in drawn] == [2, 2, 1] and sorted(p for d in drawn for p in d) == sorted(pool)
     assert it.stats["prompts"] == {"source": "seed", "pool": 1, "kept": 1, "task_world_parseable": 0}
 
 
