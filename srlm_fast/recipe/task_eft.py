@@ -29,8 +29,8 @@ from srlm_fast.recipe.judge import (
     meta_instruction,
     meta_score,
 )
-from srlm_fast.recipe.task_families import BY_NAME, FAMILIES
-from srlm_fast.recipe.tasks import Task, check, iter_tasks, make_task
+from srlm_fast.recipe.task_families import BY_NAME, FAMILIES, KNOWLEDGE_FAMILY_NAMES
+from srlm_fast.recipe.tasks import Task, check, is_heldout, iter_tasks, make_task
 
 FLUFF_OPEN = ("Great question!", "Sure, happy to help.", "Let me think about this.", "Good one!")
 FLUFF_CLOSE = ("Hope this helps!", "Let me know if you need more.", "Have a nice day!", "Glad to help!")
@@ -106,14 +106,19 @@ def blind_answer(task: Task, rng: random.Random) -> str:
     or 82?" gets 71, "Name the capital of Norway" gets Tokyo (M1 of the embedded default gives a number that is
     not in the prompt to ~95% of its wrong `max` and `larger` answers). The family's own `wrong` makes near misses
     instead (the other element, a sort with one swap), so a judge trained on those alone never sees the errors
-    it will judge in the loop. Telling a number that occurs in the prompt from one that does not is a token
+    it will judge in the loop. In the knowledge families it is another training fact's answer, which the judge's
+    retrieved evidence then states about another entity: the actor's error when it copies the wrong evidence line
+    ("Gityres is the capital of Pozisil" → "Gityres" for Dulem's capital). Telling a number that occurs in the prompt from one that does not is a token
     match for the judge, while the actor has to produce the number: a gap between verifying and generating, in
     principle. Measured (README, `seed_data.eft_blind`): the 4M-parameter judge does not learn even that.
     """
     fam = BY_NAME[task.family]
+    # A knowledge fact's answer exists only in the corpus: another held-out fact's answer in SFT data would leak it.
+    # (Only there, so the original families' examples stay those measured.)
+    knowledge = fam.name in KNOWLEDGE_FAMILY_NAMES
     for _ in range(20):
         other = make_task(fam, fam.sample(rng), 0)
-        if other is not None and other.answer != task.answer:
+        if other is not None and other.answer != task.answer and not (knowledge and is_heldout(other)):
             return other.answer
     return fam.wrong(dict(task.params), task.answer, rng)
 

@@ -7,6 +7,7 @@ import pytest
 
 from srlm_fast.recipe import task_eft, task_families, tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, JudgeTemplate, parse_score
+from srlm_fast.recipe.task_families import KNOWLEDGE_FAMILY_NAMES
 
 
 def test_deterministic_from_seed() -> None:
@@ -140,6 +141,10 @@ def test_eft_scores_order_by_quality_and_agree_with_checker() -> None:
     assert mean_len["correct"] < mean_len["padded"] < mean_len["fluffy"]
 
 
+def _knowledge_tasks() -> list:
+    return [tasks.make_task(fam, fields, 0) for fam, _, fields in tasks.knowledge_facts()]
+
+
 def test_blind_wrong_answers_ignore_the_prompt() -> None:
     """`blind`: that share of the wrong examples answer another task of the family (a number from no list of the
     prompt, another country's capital); blind = 0 draws no random number, so the examples stay as they were."""
@@ -163,6 +168,12 @@ def test_blind_wrong_answers_ignore_the_prompt() -> None:
     # Each family's blind answer is an answer of that family: a capital for a capital question.
     capitals = set(task_families.CAPITALS.values())
     assert all(e.candidate in capitals for e in wrong if e.family == "capital")
+    # In the knowledge families: another training fact's answer (the corpus states it about another entity), never
+    # a held-out fact's, which SFT data must not show.
+    kb = task_eft.eft_examples(400, seed=2, families=KNOWLEDGE_FAMILY_NAMES, blind=1.0)
+    training = {t.answer for t in _knowledge_tasks() if not tasks.is_heldout(t)}
+    kb_wrong = [e.candidate for e in kb if e.score == 1]
+    assert len(kb_wrong) > 50 and set(kb_wrong) <= training
     half = task_eft.eft_examples(600, seed=2, blind=0.5)
     assert 0.2 < from_prompt(half) < 0.6
     with pytest.raises(ValueError, match="blind"):
