@@ -9,7 +9,9 @@ checkpoint (a real pretrained one in particular: the 4M-parameter default does n
 
 Items: knowledge questions (`kb_capital`, `kb_river`: invented lands and rivers whose facts exist only in the task
 world's corpus, recipe/task_knowledge.py), one wording each, each with its right answer and one wrong answer of the
-family (a decoy city that is no fact's answer; a length off by 1-3 or 10 km). `--split all` takes every fact (for a
+family (a decoy city that is no fact's answer; a length off by 1-3 or 10 km), or with `--wrong other` another
+training fact's answer (`task_eft.blind_answer`): the error of an actor that copies the wrong evidence line, which
+the judge's retrieved evidence then states about another entity. `--split all` takes every fact (for a
 model that never trained on the task world, every fact is unseen); `eval` only the held-out ones.
 
 Conditions, each in the judge's `expected` mode (greedy up to `Score:`, then the probability-weighted digit):
@@ -55,6 +57,7 @@ from srlm_fast.recipe.evaluation import judge_items
 from srlm_fast.recipe.grounding import Grounding
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD, GROUNDED_VARIANT
 from srlm_fast.recipe.policy import Policy
+from srlm_fast.recipe.task_eft import blind_answer
 from srlm_fast.recipe.task_families import BY_NAME, KNOWLEDGE_FAMILY_NAMES
 from srlm_fast.recipe.task_knowledge import corpus_rows, passage_id
 from srlm_fast.retrieval.corpus import Passage
@@ -74,11 +77,15 @@ def knowledge_questions(n: int, split: str, seed: int) -> list[tasks.Task]:
     return out[:n]
 
 
-def wrong_answer(task: tasks.Task, rng: random.Random) -> str:
-    """The family's wrong answer for `task`, redrawn until the checker calls it wrong."""
+def wrong_answer(task: tasks.Task, rng: random.Random, kind: str = "near") -> str:
+    """A wrong answer for `task` (`near`: the family's; `other`: another fact's answer), redrawn until the checker
+    calls it wrong."""
     fam = BY_NAME[task.family]
     for _ in range(20):
-        answer = fam.wrong(dict(task.params), task.answer, rng)
+        if kind == "other":
+            answer = blind_answer(task, rng)
+        else:
+            answer = fam.wrong(dict(task.params), task.answer, rng)
         if not tasks.check(task.prompt, answer).correct:
             return answer
     raise RuntimeError(f"no wrong answer found for {task.prompt!r}")
@@ -116,6 +123,9 @@ def main() -> int:
     ap.add_argument("--rubric", choices=sorted(GROUNDED_VARIANT), default="compact")
     ap.add_argument("--questions", type=int, default=150)
     ap.add_argument("--split", choices=("all", "eval"), default="all")
+    ap.add_argument("--wrong", choices=("near", "other"), default="near",
+                    help="near: the family's wrong answer (a decoy city, a length off by a few km); other: another "
+                    "fact's answer")  # fmt: skip
     ap.add_argument("--k", type=int, default=2, help="retrieved passages per judged answer")
     ap.add_argument("--max-new-tokens", type=int, default=48, help="judge's greedy text before `Score:`")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -132,7 +142,7 @@ def main() -> int:
     template = {c: args.rubric if c == "ungrounded" else GROUNDED_VARIANT[args.rubric] for c in CONDITIONS}
     questions = knowledge_questions(args.questions, args.split, args.seed)
     rng = random.Random(f"grounded-judge-wrong:{args.seed}")
-    answers = [(q.answer, wrong_answer(q, rng)) for q in questions]
+    answers = [(q.answer, wrong_answer(q, rng, args.wrong)) for q in questions]
     retriever = new_retriever("bm25")
     retriever.index([Passage(**r) for r in corpus_rows()])
     grounding = Grounding(retriever, k=args.k, max_words=64)
@@ -155,6 +165,7 @@ def main() -> int:
         "command": "python " + " ".join(sys.argv),
         "questions": len(questions),
         "split": args.split,
+        "wrong": args.wrong,
         "families": dict(sorted(Counter(q.family for q in questions).items())),
         "retrieval": {"kind": "bm25", "k": args.k, "gold_passage_retrieved": retrieved_gold},
         "judge": {"mode": "expected", "max_new_tokens": args.max_new_tokens},
@@ -211,9 +222,8 @@ def main() -> int:
               f"pairwise {d['pairwise_accuracy']:+.3f} {d['ci95']['pairwise_accuracy']}")  # fmt: skip
     if args.baseline:
         base = read_json(args.baseline)
-        if [base.get(k) for k in ("questions", "split", "bootstrap")] != [
-            out[k] for k in ("questions", "split", "bootstrap")
-        ]:
+        same = ("questions", "split", "bootstrap", "wrong")
+        if [base.get(k, "near" if k == "wrong" else None) for k in same] != [out[k] for k in same]:
             raise SystemExit(f"{args.baseline}: judged other questions (questions, split or seed differ)")
         theirs = base["conditions"]["ungrounded"]
 

@@ -27,6 +27,14 @@ def test_wrong_answers_are_wrong_and_gold_passages_state_the_fact():
         assert q.answer in gold_passage(q)
 
 
+def test_other_wrong_answers_are_other_facts_answers_stated_in_their_passages():
+    rng = random.Random(0)
+    answers = set(CAPITAL_OF.values()) | set(RIVER_KM.values())
+    for q in knowledge_questions(60, "eval", seed=1):
+        wrong = wrong_answer(q, rng, "other")
+        assert not tasks.check(q.prompt, wrong).correct and wrong in answers
+
+
 def test_condition_metrics():
     right, wrong = [4.0, 2.0, 3.0, None], [1.0, 2.5, 3.0, 1.0]
     m = condition_metrics(right, wrong, range(4))
