@@ -870,6 +870,8 @@ for _key, _value, _expect in [
     ("selfinstruct.top_p", "0", "selfinstruct.top_p: must be in (0, 1]"),
     ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
     ("selfinstruct.shape_min_count", "-1", "selfinstruct.shape_min_count: must be >= 0"),
+    ("selfinstruct.source", '"corpus"', "selfinstruct.source"),
+    ("pairs.min_chosen", "-1", "pairs.min_chosen: must be >= 0"),
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
     ("seed_data.eft_blind", "1.5", "seed_data.eft_blind: must be in [0, 1]"),
     ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),

@@ -147,6 +147,10 @@ class PairSpec:
     # Self-consistency filter (recipe/pairs.py): keep a prompt's pair only if at least this many of its candidates
     # give the chosen answer. For short answers (the task world, maths); 0: off.
     min_votes: int = 0
+    # Keep a pair only if the judge scores its chosen response at least this (0: off). With 3, the judge's own
+    # "correct" threshold, a prompt whose candidates the judge calls all wrong gives no pair: DPO would otherwise
+    # train the least bad wrong answer (README, the evidence experiment on SmolLM2). Reads no checker.
+    min_chosen: float = 0.0
 
 
 @dataclass
@@ -351,6 +355,7 @@ class LoopConfig:
         p = self.pairs
         require(finite(p.min_margin) and p.min_margin >= 0, "pairs.min_margin", "must be >= 0", p.min_margin)
         require(finite(p.tier) and p.tier >= 0, "pairs.tier", "must be >= 0", p.tier)
+        require(finite(p.min_chosen) and p.min_chosen >= 0, "pairs.min_chosen", "must be >= 0", p.min_chosen)
         require(p.replay >= 0, "pairs.replay", "must be >= 0", p.replay)
         require(0 <= p.min_votes <= self.candidates.n, "pairs.min_votes", f"must be in [0, candidates.n = "
                 f"{self.candidates.n}]", p.min_votes)  # fmt: skip

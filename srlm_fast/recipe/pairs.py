@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 EPS = 1e-9
 
-DROP_REASONS = ("fewer_than_2_valid", "tie", "below_margin", "same_text", "few_votes")
+DROP_REASONS = ("fewer_than_2_valid", "tie", "below_margin", "same_text", "few_votes", "chosen_below")
 
 
 def vote_key(response: str) -> str:
@@ -62,12 +62,14 @@ class PromptCandidates:
 @dataclass(frozen=True)
 class PairConfig:
     """min_margin: the least chosen-minus-rejected score kept; tier: ρ above; length_control: Meta-Rewarding;
-    min_votes: the fewest candidates that must give the chosen answer (0 or 1: no check)."""
+    min_votes: the fewest candidates that must give the chosen answer (0 or 1: no check); min_chosen: the least
+    score of the chosen response (0: no check)."""
 
     min_margin: float = 0.0
     tier: float = 0.0
     length_control: bool = False
     min_votes: int = 0
+    min_chosen: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tier < 0.5:
@@ -76,6 +78,8 @@ class PairConfig:
             raise ValueError(f"pairs min_margin must be >= 0, got {self.min_margin}")
         if self.min_votes < 0:
             raise ValueError(f"pairs min_votes must be >= 0, got {self.min_votes}")
+        if self.min_chosen < 0:
+            raise ValueError(f"pairs min_chosen must be >= 0, got {self.min_chosen}")
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,9 @@ def select_pair(
         return "below_margin"
     if item.responses[chosen] == item.responses[rejected]:
         return "same_text"
+    if scores[chosen] < config.min_chosen - EPS:
+        # Every candidate of this prompt is bad by the judge's own verdict: the "best" of them would be trained.
+        return "chosen_below"
     if config.min_votes > 1:
         key = vote_key(item.responses[chosen])
         if sum(vote_key(r) == key for r in item.responses) < config.min_votes:

@@ -511,7 +511,9 @@ def select_pairs(it: Iteration) -> None:
     rows = read_jsonl(it.dir / "judgments.jsonl")[0]
     items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
     p = it.cfg.pairs
-    pairs, pstats = P.make_pairs(items, P.PairConfig(p.min_margin, p.tier, p.length_control, p.min_votes))
+    pairs, pstats = P.make_pairs(
+        items, P.PairConfig(p.min_margin, p.tier, p.length_control, p.min_votes, p.min_chosen)
+    )
     counts = pstats.to_dict()
     if it.cfg.seed_data.source == "tasks":
         counts["checker"] = checked_pairs(pairs)

@@ -32,7 +32,14 @@ def test_drops_with_reasons() -> None:
     assert stats.to_dict() == {
         "prompts": 6,
         "pairs": 1,
-        "dropped": {"fewer_than_2_valid": 2, "tie": 1, "below_margin": 1, "same_text": 1, "few_votes": 0},
+        "dropped": {
+            "fewer_than_2_valid": 2,
+            "tie": 1,
+            "below_margin": 1,
+            "same_text": 1,
+            "few_votes": 0,
+            "chosen_below": 0,
+        },
     }
     assert set(stats.to_dict()["dropped"]) == set(DROP_REASONS)
     # Without a margin the small gap is a pair.
@@ -62,6 +69,16 @@ def test_min_votes_keeps_a_pair_only_when_enough_candidates_give_the_chosen_answ
     assert stats.pairs == 1 and stats.dropped["few_votes"] == 1
     with pytest.raises(ValueError, match="min_votes"):
         PairConfig(min_votes=-1)
+
+
+def test_min_chosen_drops_a_prompt_whose_best_candidate_the_judge_calls_bad() -> None:
+    good, bad = pc([4.5, 1.0, 2.0]), pc([2.9, 0.5, 1.0], prompt="all bad")
+    pairs, stats = make_pairs([good, bad], PairConfig(min_chosen=3.0))
+    assert [p.prompt for p in pairs] == ["p"] and stats.dropped["chosen_below"] == 1
+    assert select_pair(pc([3.0, 0.0]), PairConfig(min_chosen=3.0)).chosen == "r0"  # at the threshold: kept
+    assert len(make_pairs([good, bad], PairConfig())[0]) == 2  # off by default
+    with pytest.raises(ValueError, match="min_chosen"):
+        PairConfig(min_chosen=-1.0)
 
 
 def test_ties_at_the_top_pick_first_without_length_control() -> None:

@@ -210,7 +210,7 @@ def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
     stats = stats_of(it)
     assert stats["prompts"] == {"kept": 4}
     assert stats["pairs"] == {
-        "prompts": 4, "pairs": 2, "dropped": {"fewer_than_2_valid": 1, "tie": 1, "below_margin": 0, "same_text": 0, "few_votes": 0},
+        "prompts": 4, "pairs": 2, "dropped": {"fewer_than_2_valid": 1, "tie": 1, "below_margin": 0, "same_text": 0, "few_votes": 0, "chosen_below": 0},
         "checker": {"right": 1, "wrong": 1, "both_correct": 0, "both_wrong": 0, "unparseable": 0},
     }  # fmt: skip
 
