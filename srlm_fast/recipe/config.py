@@ -50,7 +50,8 @@ class SeedSpec:
     eft_reference: bool = False
     # task world: the share of wrong (score 1) judge examples whose answer ignores the prompt (the answer to
     # another task of the family: task_eft.blind_answer), the error an undertrained M1 makes, instead of a near
-    # miss (the other element of the list)
+    # miss (the other element of the list). In the knowledge families: another training fact's answer, which a
+    # grounded judge must learn to reject (loop-smollm2-135m-evidence-cpu.toml)
     eft_blind: float = 0.0
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
