@@ -64,7 +64,12 @@ def run_loop(cfg: LoopConfig, policy_factory: PolicyFactory | None = None) -> Pa
     )
     info = D.init_distributed(cfg.device, timeout_s=DIST_TIMEOUT_S) if distributed else D.DistInfo()
     try:
-        return _run(cfg, RunDir(cfg, info), policy_factory or default_policy_factory(cfg, info))
+        root = _run(cfg, RunDir(cfg, info), policy_factory or default_policy_factory(cfg, info))
+        # Every rank reaches the teardown together: a gloo rank that destroys its group while rank 0 still writes
+        # the report was seen to abort at exit ("terminate called without an active exception", CI 2026-12-06).
+        # Not on an error: a barrier there would wait for a rank that may be gone.
+        D.barrier(info)
+        return root
     finally:
         D.shutdown(info)
 
