@@ -315,10 +315,13 @@ class Iteration:
 
 def self_instruct(it: Iteration) -> None:
     """New prompts from few-shot seed prompts, filtered and de-duplicated against earlier iterations' prompts
-    and the held-out evaluation prompts → prompts.jsonl."""
+    and the held-out evaluation prompts → prompts.jsonl; with selfinstruct.source = "seed", unused seed prompts."""
     cfg, run, s = it.cfg, it.run, it.cfg.selfinstruct
     seed_prompts = [r["prompt"] for r in read_jsonl(run.seed / "seed_prompts.jsonl")[0]]
     earlier = [r["prompt"] for k in range(1, it.t) for r in read_jsonl(run.iteration(k) / "prompts.jsonl")[0]]
+    if s.source == "seed":
+        _seed_pool_prompts(it, seed_prompts, earlier)
+        return
     fams = cfg.seed_data.families or None
     held_out = [task.prompt for task in tasks.eval_prompts(cfg.eval.n_task_prompts, cfg.seed, fams)]
     si_cfg = SI.SelfInstructConfig(
@@ -327,9 +330,6 @@ def self_instruct(it: Iteration) -> None:
         dedup_threshold=s.dedup_threshold, batch_size=s.batch_size,
         shapes=PromptShapes(seed_prompts, s.shape_min_count) if s.shape_min_count else None,
     )  # fmt: skip
-    if s.source == "seed":
-        _seed_pool_prompts(it, seed_prompts, earlier)
-        return
     generator = it.policy_factory(Path(s.generator)) if s.generator else it.policy()
     rows = None
     try:
@@ -384,6 +384,7 @@ def _seed_pool_prompts(it: Iteration, seed_prompts: list[str], earlier: list[str
     if it.cfg.seed_data.source == "tasks":
         counts["task_world_parseable"] = sum(tasks.parse_prompt(p) is not None for p in prompts)
     it.save_stats("prompts", counts)
+    crash_point("prompts")
     if it.run.is_main:
         write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": p} for p in prompts])
     log(f"    drew {len(prompts)} of {len(pool)} unused seed prompts (selfinstruct.source = 'seed')")

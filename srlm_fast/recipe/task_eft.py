@@ -106,11 +106,13 @@ def blind_answer(task: Task, rng: random.Random) -> str:
     or 82?" gets 71, "Name the capital of Norway" gets Tokyo (M1 of the embedded default gives a number that is
     not in the prompt to ~95% of its wrong `max` and `larger` answers). The family's own `wrong` makes near misses
     instead (the other element, a sort with one swap), so a judge trained on those alone never sees the errors
-    it will judge in the loop. In the knowledge families it is another training fact's answer, which the judge's
-    retrieved evidence then states about another entity: the actor's error when it copies the wrong evidence line
-    ("Gityres is the capital of Pozisil" → "Gityres" for Dulem's capital). Telling a number that occurs in the prompt from one that does not is a token
+    it will judge in the loop. Telling a number that occurs in the prompt from one that does not is a token
     match for the judge, while the actor has to produce the number: a gap between verifying and generating, in
     principle. Measured (README, `seed_data.eft_blind`): the 4M-parameter judge does not learn even that.
+
+    In the knowledge families it is another training fact's answer, which the judge's retrieved evidence then
+    states about another entity: the actor's error when it copies the wrong evidence line ("Gityres is the capital
+    of Pozisil" → "Gityres" for Dulem's capital). A grounded SmolLM2 judge learns to reject it (README).
     """
     fam = BY_NAME[task.family]
     # A knowledge fact's answer exists only in the corpus: another held-out fact's answer in SFT data would leak it.
