@@ -89,5 +89,19 @@ def error_message(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
+def entry(argv: list[str] | None = None) -> None:
+    """The `srlm` console script: `main`, then exit with its code.
+
+    A torchrun worker exits without the interpreter's teardown, where torch's leftover gloo threads can abort
+    a finished job (see `distributed.exit_without_teardown`).
+    """
+    code = main(argv)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # launched by torchrun (torch is imported by now)
+        from srlm_fast.distributed import exit_without_teardown
+
+        exit_without_teardown(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1,6 +1,9 @@
 """`srlm` foundation subcommands, run as a user would (in-process through the entry point)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +78,21 @@ def test_errors_are_one_line_messages(tmp_path, capsys):
 def test_unknown_arguments_are_refused():
     with pytest.raises(SystemExit):
         main(["presets", "--bogus"])
+
+
+@pytest.mark.parametrize("torchrun_env", [False, True])
+def test_the_console_script_exits_with_the_command_code_and_its_whole_output(torchrun_env):
+    # Under torchrun `entry` leaves through os._exit: the piped output must still be flushed, the code kept.
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    if torchrun_env:
+        env.update(RANK="0", WORLD_SIZE="1")
+    script = "import sys; from srlm_fast.cli import entry; entry(sys.argv[1:])"
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "presets", "--json"], env=env, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "llama-3-8b" in {r["preset"] for r in json.loads(ok.stdout)}
+    bad = subprocess.run(
+        [sys.executable, "-c", script, "presets", "--nope"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr

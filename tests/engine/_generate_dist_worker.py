@@ -11,6 +11,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from srlm_fast.distributed import exit_without_teardown
 from srlm_fast.engine.distributed import generate_data_parallel, generate_lockstep
 from srlm_fast.engine.generator import Generator, SamplingParams
 from srlm_fast.model.config import PRESETS
@@ -71,3 +72,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown(0)  # torch's leftover gloo threads can abort a finished worker at teardown

@@ -21,15 +21,15 @@ def _recording(original, log: Path):
     return rename
 
 
-def main() -> int:
+def main() -> None:
     writes = Path(sys.argv[1])
     log = writes / f"rank{os.environ['RANK']}.txt"
     os.replace = _recording(os.replace, log)
     os.rename = _recording(os.rename, log)
-    from srlm_fast.cli import main as cli
+    from srlm_fast.cli import entry
 
-    return cli(sys.argv[2:])
+    entry(sys.argv[2:])  # as the `srlm` script ends: under torchrun without interpreter teardown
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from srlm_fast.distributed import exit_without_teardown
 from srlm_fast.recipe import selfinstruct as SI
 from srlm_fast.recipe.judge import JudgeConfig, JudgeTemplate
 from srlm_fast.recipe.policy import Policy
@@ -77,3 +78,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_without_teardown(0)  # torch's leftover gloo threads can abort a finished worker at teardown
