@@ -65,8 +65,8 @@ def run_loop(cfg: LoopConfig, policy_factory: PolicyFactory | None = None) -> Pa
     info = D.init_distributed(cfg.device, timeout_s=DIST_TIMEOUT_S) if distributed else D.DistInfo()
     try:
         root = _run(cfg, RunDir(cfg, info), policy_factory or default_policy_factory(cfg, info))
-        # Every rank reaches the teardown together: a gloo rank that destroys its group while rank 0 still writes
-        # the report was seen to abort at exit ("terminate called without an active exception", CI 2026-12-06).
+        # Every rank reaches the teardown together, so none destroys its group while rank 0 still writes the
+        # report. (The abort seen at exit in CI came from torch's teardown instead: `D.exit_without_teardown`.)
         # Not on an error: a barrier there would wait for a rank that may be gone.
         D.barrier(info)
         return root
