@@ -355,6 +355,9 @@ class DPOBatch:
     ref_chosen: Tensor  # (P,) fp32
     ref_rejected: Tensor  # (P,)
     n_tokens: int  # real (non-padding) tokens
+    # (P,) bool: the pair states a preference. A replay row (chosen = rejected, recipe `pairs.replay`) trains only
+    # through the NLL term; its margin is 0 by construction, so the reward metrics leave it out.
+    preference: Tensor
 
     @property
     def n_pairs(self) -> int:
@@ -375,7 +378,8 @@ def collate_dpo(pairs: Sequence[TokenizedPair], pad_id: int, *, need_reference: 
         raise DataError("pairs without reference log-probs reached training; compute them first")
     ref_c = torch.tensor([p.ref_chosen_logp or 0.0 for p in pairs], dtype=torch.float32)
     ref_r = torch.tensor([p.ref_rejected_logp or 0.0 for p in pairs], dtype=torch.float32)
-    return DPOBatch(ids, tgt, ref_c, ref_r, sum(len(s[0]) for s in seqs))
+    preference = torch.tensor([p.chosen_ids != p.rejected_ids for p in pairs], dtype=torch.bool)
+    return DPOBatch(ids, tgt, ref_c, ref_r, sum(len(s[0]) for s in seqs), preference)
 
 
 class EpochStream:

@@ -280,8 +280,9 @@ class Trainer:
             beta=d.beta, loss_type=d.loss_type, label_smoothing=d.label_smoothing, nll_weight=d.nll_weight
         )
         n_pairs = plan.global_rows
-        # Metric sums stay on the device (no host sync per micro-batch); one all-reduce per step.
-        sums = torch.zeros(7, dtype=torch.float64, device=dev)
+        # Metric sums stay on the device (no host sync per micro-batch); one all-reduce per step. Loss and NLL
+        # are over every row; the reward metrics over the rows that state a preference (not replay rows).
+        sums = torch.zeros(8, dtype=torch.float64, device=dev)
         seq_len = 0
         for pairs in micro:
             b = collate_dpo(pairs, pad)
@@ -293,27 +294,25 @@ class Trainer:
             share = b.n_pairs / n_pairs  # the kernel's loss is a mean over this micro-batch's pairs
             (out["loss"] * share).backward()
             p = b.n_pairs
+            pref = b.preference.to(dev)
             parts = [
                 out["loss"].detach() * p,
-                out["reward_accuracy"] * p,
-                out["margins"].sum(),
-                out["chosen_rewards"].sum(),
-                out["rejected_rewards"].sum(),
                 out["nll"] * p,
                 torch.tensor(float(b.n_tokens), device=dev),
+                pref.sum(),
+                ((out["margins"] > 0) & pref).sum(),
+                out["margins"][pref].sum(),
+                out["chosen_rewards"][pref].sum(),
+                out["rejected_rewards"][pref].sum(),
             ]
             sums += torch.stack([x.to(dev, torch.float64) for x in parts])
         s = D.all_reduce_sum(sums, self.info).tolist()
-        return {
-            "loss": s[0] / n_pairs,
-            "reward_accuracy": s[1] / n_pairs,
-            "margin": s[2] / n_pairs,
-            "chosen_reward": s[3] / n_pairs,
-            "rejected_reward": s[4] / n_pairs,
-            "nll": s[5] / n_pairs,
-            "tokens": s[6],
-            "seq_len": seq_len,
-        }
+        metrics = {"loss": s[0] / n_pairs, "nll": s[1] / n_pairs, "tokens": s[2], "seq_len": seq_len}
+        if s[3]:  # a step of replay rows only has no reward metrics
+            n_pref = s[3]
+            metrics.update(preference_pairs=int(n_pref), reward_accuracy=s[4] / n_pref, margin=s[5] / n_pref,
+                           chosen_reward=s[6] / n_pref, rejected_reward=s[7] / n_pref)  # fmt: skip
+        return metrics
 
     # ---- main ------------------------------------------------------------------------------------
     def run(self) -> Path:

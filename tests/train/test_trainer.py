@@ -247,6 +247,21 @@ def test_dpo_raises_reward_accuracy_with_precomputed_reference(ws, sft_run, monk
     assert losses(run_dir2) == pytest.approx(losses(run_dir), abs=1e-4)
 
 
+def test_reward_metrics_leave_out_replay_rows(ws, sft_run, tmp_path):
+    # Replay rows (chosen = rejected: an NLL-only example) have margin 0 by construction. Mixed 1:1 with the
+    # pairs, counting them would halve the logged reward accuracy; it must be the pairs' alone.
+    pairs = [json.loads(line) for line in ws["pairs"].read_text().splitlines()]
+    replay = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["chosen"]} for p in pairs]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in itertools.chain(*zip(pairs, replay))))
+    run_dir = ws["root"] / "dpo_replay"
+    run(dpo_overrides(ws, sft_run[1], run_dir, data__train=str(mixed), dpo__nll_weight=0.1))
+    m = read_metrics(run_dir)
+    late = [m[s] for s in (6, 7, 8)]
+    assert all(1 <= x["preference_pairs"] < 4 for x in late)  # mixed steps (4 rows each): dilution would show
+    assert min(x["reward_accuracy"] for x in late) >= 0.9 and all(x["margin"] > 0 for x in late)
+
+
 def test_cli_sft_with_config_file_and_bad_data(ws, tmp_path, capsys):
     cfg = tmp_path / "sft.toml"
     cfg.write_text(
