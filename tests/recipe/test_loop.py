@@ -90,6 +90,10 @@ def test_end_to_end_writes_every_artifact_and_a_report(reference_run):
         assert (reference_run / "eval" / "m1.answers.jsonl").is_file()
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         assert (reference_run / "m2" / name).is_file()  # an HF checkpoint any tool can load
+    # A finished training stage keeps its config and metrics, not its training state (only a resume reads it).
+    for k in (1, 2):
+        assert (reference_run / "train" / f"m{k}" / "metrics.jsonl").is_file()
+        assert not (reference_run / "train" / f"m{k}" / "checkpoints").exists()
     stats = json.loads((reference_run / "iter1" / "stats.json").read_text())
     assert sum(stats["pairs"]["checker"].values()) == stats["pairs"]["pairs"]  # every pair graded once
 
