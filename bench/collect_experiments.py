@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = {
-        "name": "self_rewarding_levers",
+        "name": Path(args.out).name.removesuffix(".json").removesuffix("-cpu"),  # the result's file name
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": device_name(torch.device("cpu")),
         "versions": versions(),
