@@ -295,15 +295,16 @@ class Trainer:
             (out["loss"] * share).backward()
             p = b.n_pairs
             pref = b.preference.to(dev)
+            w = pref.to(out["margins"].dtype)  # masks by multiplication: boolean indexing syncs the host
             parts = [
                 out["loss"].detach() * p,
                 out["nll"] * p,
                 torch.tensor(float(b.n_tokens), device=dev),
                 pref.sum(),
                 ((out["margins"] > 0) & pref).sum(),
-                out["margins"][pref].sum(),
-                out["chosen_rewards"][pref].sum(),
-                out["rejected_rewards"][pref].sum(),
+                (out["margins"] * w).sum(),
+                (out["chosen_rewards"] * w).sum(),
+                (out["rejected_rewards"] * w).sum(),
             ]
             sums += torch.stack([x.to(dev, torch.float64) for x in parts])
         s = D.all_reduce_sum(sums, self.info).tolist()
