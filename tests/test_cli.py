@@ -92,7 +92,11 @@ def test_the_console_script_exits_with_the_command_code_and_its_whole_output(tor
     )
     assert ok.returncode == 0, ok.stderr
     assert "llama-3-8b" in {r["preset"] for r in json.loads(ok.stdout)}
+    # A command that fails returns 1 through `main` (argparse's own exit would bypass `entry`'s exit path).
     bad = subprocess.run(
-        [sys.executable, "-c", script, "presets", "--nope"], env=env, capture_output=True, text=True
+        [sys.executable, "-c", script, "checkpoint", "inspect", "/nonexistent"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
-    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+    assert bad.returncode == 1 and "/nonexistent/config.json: no such file" in bad.stderr
