@@ -75,9 +75,14 @@ M1_ARTIFACTS = ("seed", "tokenizer", "m0", "m1")
 
 def m1_inputs(cfg: LoopConfig) -> dict[str, Any]:
     d = to_dict(cfg)
-    # What retrieval in generation does to M1 is only whether its instruction examples carry evidence.
-    retrieval = {k: v for k, v in d["retrieval"].items() if k not in ("candidates", "sft_evidence")}
-    retrieval["evidence_in_sft"] = cfg.retrieval.evidence_in_sft
+    r = cfg.retrieval
+    # Retrieval reaches the seed data only through grounded judge examples, evidence in the instruction examples
+    # and passage self-instruct examples (stages.build_seed_data); without those, no SFT example reads the index,
+    # so its settings do not change M1 (an ungrounded judge's M1 then serves a run whose candidates read evidence).
+    retrieval: dict[str, Any] = {}
+    if r.judge or r.evidence_in_sft or r.selfinstruct:
+        retrieval = {k: v for k, v in d["retrieval"].items() if k not in ("candidates", "sft_evidence")}
+        retrieval["evidence_in_sft"] = r.evidence_in_sft
     return {
         # The SFT settings as the trainer gets them (the from-scratch defaults under the config's table), so an
         # M1 made under other defaults is not taken for this one.

@@ -201,7 +201,8 @@ def build_seed_run(cfg: LoopConfig) -> RunDir:
     cfg.validate()
     run = RunDir(cfg)
     run.seed.mkdir(parents=True)
-    G.build_index(cfg, run)
+    if cfg.retrieval.builds_index:
+        G.build_index(cfg, run)
     S.build_seed_data(cfg, run)
     return run
 
@@ -264,6 +265,24 @@ def test_sft_evidence_off_keeps_m1s_seed_data_plain_while_candidates_read_eviden
                                      "--retrieval.candidates=true", "--retrieval.sft_evidence=false")  # fmt: skip
     S.sample_candidates(it)
     assert all(p.startswith("Evidence: ") for p in policy.generate_calls[0]["prompts"])
+
+
+def test_an_index_no_sft_example_reads_does_not_change_m1(tmp_path) -> None:
+    """The ungrounded judge's M1 (no retrieval at all) is the M1 of a run whose candidates read the task corpus
+    but whose SFT shows no evidence: same seed data, byte for byte, so `--m1-from` may lend it; a grounded judge
+    or evidence in SFT makes another M1, and so do the index settings once an SFT example reads the index."""
+    flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=30", "--seed_data.n_eft=10", "--seed_data.n_meft=5",
+             "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10"]  # fmt: skip
+    gen = ["--retrieval.task_corpus=true", "--retrieval.candidates=true", "--retrieval.sft_evidence=false"]
+    plain = load_job_config(LoopConfig, None, [*flags, "--name=p"])
+    reads = load_job_config(LoopConfig, None, [*flags, "--name=c", *gen, "--retrieval.k=3"])
+    grounded = load_job_config(LoopConfig, None, [*flags, "--name=g", *gen, "--retrieval.judge=true"])
+    grounded_k3 = load_job_config(LoopConfig, None, [*flags, "--name=g3", *gen, "--retrieval.judge=true",
+                                                     "--retrieval.k=3"])  # fmt: skip
+    sft = {c.name: (build_seed_run(c).seed / "sft.jsonl").read_bytes() for c in (plain, reads, grounded)}
+    assert sft["p"] == sft["c"] != sft["g"]
+    assert X.m1_inputs(plain) == X.m1_inputs(reads)
+    assert X.m1_inputs(plain) != X.m1_inputs(grounded) != X.m1_inputs(grounded_k3)
 
 
 def test_judge_reading_examples_join_the_judge_examples(tmp_path) -> None:
