@@ -2,7 +2,12 @@
 model, gain with its bootstrap interval, per-iteration pair stats) and how well the self-judge separates its own
 correct and wrong candidates (the diagnostic behind the gains, or their absence).
 
-    python bench/collect_experiments.py DIR[=LABEL] ... --out bench/results/self_rewarding_levers-cpu.json
+    python bench/collect_experiments.py DIR[=LABEL] ... --out bench/results/self_rewarding_levers-cpu.json \
+        [--contrast LABEL_A/ARM LABEL_B/ARM ...]
+
+`--contrast` compares two experiments whose M1s differ (an ablation of the judge's training data): the difference
+of their gains, paired per seed and held-out prompt, with a bootstrap interval (`experiment_report.gain_contrast`).
+Both must have evaluated the same prompts: their runs' seed and `[eval]` and `seed_data.families` are checked.
 
 The judge's separation in iteration 1 (checker labels, computed here after the fact; no stage reads them):
 `auc_within_prompt`, over the prompts whose candidates are partly right, the chance that a correct candidate scores
@@ -24,6 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import device_name, versions
+from srlm_fast.config import read_toml
+from srlm_fast.eval.experiment_report import gain_contrast
 from srlm_fast.io import read_jsonl
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.experiment import candidate_stats
@@ -79,10 +86,41 @@ def collect(root: Path, label: str) -> dict:
     }
 
 
+def _evaluation_settings(root: Path, seed: int) -> dict:
+    """What decides a run's held-out prompts: its seed, `[eval]` and task families."""
+    cfg = read_toml(next(root.glob(f"s{seed}-*/config.toml")))
+    return {"seed": cfg["seed"], "eval": cfg["eval"], "families": cfg["seed_data"]["families"]}
+
+
+def contrast(experiments: dict[str, Path], a: str, b: str) -> dict:
+    """`a` and `b` as LABEL/ARM: the gain of a's arm minus b's, paired per seed and prompt."""
+    (label_a, _, arm_a), (label_b, _, arm_b) = a.rpartition("/"), b.rpartition("/")
+    results = {}
+    for label in (label_a, label_b):
+        if label not in experiments:
+            raise SystemExit(f"--contrast: no experiment labelled {label!r} ({', '.join(experiments)})")
+        results[label] = json.loads((experiments[label] / "experiment.json").read_text())["results"]
+    out = gain_contrast(results[label_a], arm_a, results[label_b], arm_b)
+    for s in out["seeds"]:
+        if _evaluation_settings(experiments[label_a], s) != _evaluation_settings(experiments[label_b], s):
+            raise SystemExit(
+                f"--contrast {a} {b}: seed {s} evaluated other prompts (seed, [eval] or families differ)"
+            )
+    return {"a": a, "b": b, **out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("experiments", nargs="+", help="experiment directory, optionally =LABEL")
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--contrast",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL_A/ARM", "LABEL_B/ARM"),
+        help="gain of A's arm minus B's, paired per seed and prompt (experiments with different M1s)",
+    )
     args = ap.parse_args()
     out = {
         "name": Path(args.out).name.removesuffix(".json").removesuffix("-cpu"),  # the result's file name
@@ -91,9 +129,12 @@ def main() -> None:
         "versions": versions(),
         "experiments": [],
     }
+    dirs = {}
     for spec in args.experiments:
         path, _, label = spec.partition("=")
+        dirs[label or Path(path).name] = Path(path)
         out["experiments"].append(collect(Path(path), label or Path(path).name))
+    out["contrasts"] = [contrast(dirs, a, b) for a, b in args.contrast]
     for e in out["experiments"]:
         print(f"\n{e['label']}")
         for arm, a in e["arms"].items():
@@ -104,6 +145,11 @@ def main() -> None:
             print(
                 f"  iter1 {run}: judge AUC within prompt {j['auc_within_prompt']} ({j['mixed_prompts']} prompts)"
             )
+    for c in out["contrasts"]:
+        g = c["gain_difference"]
+        print(
+            f"\n{c['a']} − {c['b']} (seeds {c['seeds']}): {g['value']:+.1%} [{g['low']:+.1%}, {g['high']:+.1%}]"
+        )
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"\nwrote {args.out}")
 

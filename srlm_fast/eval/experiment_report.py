@@ -108,6 +108,24 @@ def _seed_differences(
     return stratified_bootstrap(diffs).to_dict()
 
 
+def gain_contrast(a: dict, arm_a: str, b: dict, arm_b: str) -> dict[str, Any]:
+    """Arm `arm_a` of experiment `a` against arm `arm_b` of experiment `b`: the difference of their gains (last
+    model − M1, each from its own M1), paired per seed and prompt over the seeds both finished. For ablations that
+    change M1 itself (another judge's training data), which one experiment's arms cannot share. The caller makes
+    sure both evaluated the same prompts (same seed and evaluation settings); prompts of another count are refused."""
+    diffs, seeds = [], []
+    for s in sorted(set(a["seeds"]) & set(b["seeds"])):
+        ga = _paired(a, arm_a, "correct", 0, a["iterations"], [s])
+        gb = _paired(b, arm_b, "correct", 0, b["iterations"], [s])
+        if not (ga and gb):
+            continue
+        if ga[0].shape != gb[0].shape:
+            raise ValueError(f"seed {s}: {ga[0].size} against {gb[0].size} prompts; not the same evaluation")
+        diffs.append(ga[0] - gb[0])
+        seeds.append(s)
+    return {"seeds": seeds, "gain_difference": stratified_bootstrap(diffs).to_dict()}
+
+
 def _fmt(x: float | None, pct: bool = True) -> str:
     if x is None:
         return "–"

@@ -132,6 +132,21 @@ def test_stratified_bootstrap_averages_seeds_and_ignores_missing():
     assert ER.stratified_bootstrap([]).value is None
 
 
+def test_gain_contrast_pairs_two_experiments_by_seed_and_prompt():
+    def experiment(seeds: dict[int, tuple[str, str]]) -> dict:
+        runs = {f"self/{s}": {"models": [{"per_prompt": {"correct": m1}}, {"per_prompt": {"correct": m3}}]}
+                for s, (m1, m3) in seeds.items()}  # fmt: skip
+        return {"seeds": list(seeds), "iterations": 1, "runs": runs}
+
+    grounded = experiment({0: ("0000", "1110"), 1: ("1000", "1111")})  # gains 0.75, 0.75
+    ungrounded = experiment({0: ("0000", "0100"), 2: ("0000", "1111")})  # seed 0 gains 0.25; seed 2 unshared
+    c = ER.gain_contrast(grounded, "self", ungrounded, "self")
+    assert c["seeds"] == [0] and c["gain_difference"]["value"] == pytest.approx(0.5)
+    assert ER.gain_contrast(grounded, "self", grounded, "self")["gain_difference"]["value"] == 0
+    with pytest.raises(ValueError, match="not the same evaluation"):
+        ER.gain_contrast(grounded, "self", experiment({1: ("00", "11")}), "self")
+
+
 def test_unknown_arms_and_arm_configs():
     with pytest.raises(ConfigError, match="unknown arm"):
         X.resolve_arms(["self", "human"])
