@@ -94,17 +94,26 @@ def _paired(
     return out
 
 
-def _seed_differences(
-    results: dict, seeds: Sequence[int], last: int, metric: str, a: tuple[str, float], b: tuple[str, float]
-) -> dict:
+def _gains_per_seed(
+    a: dict, arm_a: str, b: dict, arm_b: str, metric: str, seeds: Sequence[int]
+) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(seed, arm a's gain, arm b's gain) per prompt, last model − M1 of each experiment (`a` and `b` may be one),
+    for the seeds where both arms have it."""
+    out = []
+    for s in seeds:
+        ga = _paired(a, arm_a, metric, 0, a["iterations"], [s])
+        gb = _paired(b, arm_b, metric, 0, b["iterations"], [s])
+        if ga and gb:
+            out.append((s, ga[0], gb[0]))
+    return out
+
+
+def _seed_differences(results: dict, seeds: Sequence[int], metric: str, a: tuple[str, float],
+                      b: tuple[str, float]) -> dict:  # fmt: skip
     """The bootstrap interval of (weight_a × arm a's gain − weight_b × arm b's gain) in `metric`, paired per seed
     (a seed counts only when both arms have the same prompts)."""
-    diffs = []
-    for s in seeds:
-        ga = _paired(results, a[0], metric, 0, last, [s])
-        gb = _paired(results, b[0], metric, 0, last, [s])
-        if ga and gb and ga[0].shape == gb[0].shape:
-            diffs.append(a[1] * ga[0] - b[1] * gb[0])
+    gains = _gains_per_seed(results, a[0], results, b[0], metric, seeds)
+    diffs = [a[1] * ga - b[1] * gb for _, ga, gb in gains if ga.shape == gb.shape]
     return stratified_bootstrap(diffs).to_dict()
 
 
@@ -113,17 +122,14 @@ def gain_contrast(a: dict, arm_a: str, b: dict, arm_b: str) -> dict[str, Any]:
     model − M1, each from its own M1), paired per seed and prompt over the seeds both finished. For ablations that
     change M1 itself (another judge's training data), which one experiment's arms cannot share. The caller makes
     sure both evaluated the same prompts (same seed and evaluation settings); prompts of another count are refused."""
-    diffs, seeds = [], []
-    for s in sorted(set(a["seeds"]) & set(b["seeds"])):
-        ga = _paired(a, arm_a, "correct", 0, a["iterations"], [s])
-        gb = _paired(b, arm_b, "correct", 0, b["iterations"], [s])
-        if not (ga and gb):
-            continue
-        if ga[0].shape != gb[0].shape:
-            raise ValueError(f"seed {s}: {ga[0].size} against {gb[0].size} prompts; not the same evaluation")
-        diffs.append(ga[0] - gb[0])
-        seeds.append(s)
-    return {"seeds": seeds, "gain_difference": stratified_bootstrap(diffs).to_dict()}
+    gains = _gains_per_seed(a, arm_a, b, arm_b, "correct", sorted(set(a["seeds"]) & set(b["seeds"])))
+    for s, ga, gb in gains:
+        if ga.shape != gb.shape:
+            raise ValueError(f"seed {s}: {ga.size} against {gb.size} prompts; not the same evaluation")
+    return {
+        "seeds": [s for s, _, _ in gains],
+        "gain_difference": stratified_bootstrap([ga - gb for _, ga, gb in gains]).to_dict(),
+    }
 
 
 def _fmt(x: float | None, pct: bool = True) -> str:
@@ -223,16 +229,16 @@ def summarize(results: dict) -> dict[str, Any]:
         }
     if "self" in arms and "oracle" in arms:
         summary["comparisons"]["self_minus_half_oracle"] = _seed_differences(
-            results, seeds, last, "correct", ("self", 1.0), ("oracle", 0.5)
+            results, seeds, "correct", ("self", 1.0), ("oracle", 0.5)
         )
     # What the judge's information adds to DPO on the same kind of pairs.
     if "self" in arms and "random" in arms:
         summary["comparisons"]["self_minus_random"] = _seed_differences(
-            results, seeds, last, "correct", ("self", 1.0), ("random", 1.0)
+            results, seeds, "correct", ("self", 1.0), ("random", 1.0)
         )
     if "self" in arms and "meta" in arms:
         summary["comparisons"]["meta_minus_self_agreement_gain"] = _seed_differences(
-            results, seeds, last, "agree", ("meta", 1.0), ("self", 1.0)
+            results, seeds, "agree", ("meta", 1.0), ("self", 1.0)
         )
     return summary
 
