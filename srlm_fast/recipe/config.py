@@ -32,6 +32,9 @@ class ModelSpec:
     tokenizer: str | None = None  # directory with tokenizer.json; default: the checkpoint's, else trained
     vocab_size: int = 2048  # of the tokenizer trained on the fly
     max_seq_len: int = 512  # of a random M0
+    # Of a random M0: one matrix for the input embeddings and the output head (None: the preset's). Tied, the
+    # model copies a prompt token by attending to it with a head whose output map is near the identity.
+    tie_embeddings: bool | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # generation/judging dtype; auto: bf16 on GPU
 
 
@@ -280,6 +283,8 @@ class LoopConfig:
                 "not a checkpoint directory",
                 m.checkpoint,
             )
+        require(m.tie_embeddings is None or m.checkpoint is None, "model.tie_embeddings",
+                "shapes a random M0; a checkpoint keeps its own", m.tie_embeddings)  # fmt: skip
         if m.skip_sft:
             require(
                 m.checkpoint is not None, "model.skip_sft", "needs model.checkpoint (the M1 to start from)"

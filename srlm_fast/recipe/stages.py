@@ -165,8 +165,11 @@ def build_tokenizer(cfg: LoopConfig, run: RunDir) -> None:
 def build_m0(cfg: LoopConfig, run: RunDir) -> None:
     """A random M0 of the preset's architecture with the run's vocabulary and context length → m0/."""
     tok = Tokenizer.from_dir(run.tokenizer)
+    preset = get_preset(cfg.model.preset)
+    tied = preset.tie_embeddings if cfg.model.tie_embeddings is None else cfg.model.tie_embeddings
     mcfg = dataclasses.replace(
-        get_preset(cfg.model.preset),
+        preset,
+        tie_embeddings=tied,
         vocab_size=tok.vocab_size,
         max_seq_len=cfg.model.max_seq_len,
         bos_token_id=tok.bos_id,
