@@ -12,11 +12,14 @@ import random
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from srlm_fast.config import ConfigError, load_job_config
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
+from srlm_fast.model.checkpoint import read_model_config
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import build_model
+from srlm_fast.model.tokenizer import Tokenizer
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -334,6 +337,31 @@ def test_train_table_caps_the_row_length_at_a_checkpoints_context(tmp_path):
         LoopConfig, None, [f"--model.checkpoint={tmp_path / 'ckpt'}", "--sft.data.max_seq_len=64"]
     )
     assert S.train_table("sft", own)["data"] == {"max_seq_len": 64}
+
+
+@pytest.mark.parametrize("tie", [None, True, False])
+def test_build_m0_ties_the_embeddings_as_asked_else_as_the_preset(tmp_path, tie):
+    overrides = ["--model.preset=tiny", "--model.max_seq_len=64"]
+    if tie is not None:
+        overrides.append(f"--model.tie_embeddings={str(tie).lower()}")
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=run", *overrides])
+    run = RunDir(cfg)
+    Tokenizer.train_bpe(["Which is larger, 37 or 82?", "82"] * 20, vocab_size=300).save(run.tokenizer)
+    S.build_m0(cfg, run)
+    m0 = read_model_config(run.model(0))
+    assert m0.tie_embeddings is (get_preset("tiny").tie_embeddings if tie is None else tie)
+    shapes = {k: tuple(v.shape) for k, v in load_file(run.model(0) / "model.safetensors").items()}
+    assert ("lm_head.weight" in shapes) is not m0.tie_embeddings
+
+
+def test_tie_embeddings_is_refused_with_a_checkpoint(tmp_path):
+    model = build_model(get_preset("tiny"), seed=0)
+    model.save_pretrained(tmp_path / "ckpt")
+    cfg = load_job_config(
+        LoopConfig, None, [f"--model.checkpoint={tmp_path / 'ckpt'}", "--model.tie_embeddings=true"]
+    )
+    with pytest.raises(ConfigError, match="model.tie_embeddings"):
+        cfg.validate()
 
 
 @pytest.mark.parametrize("name", ["prompts.jsonl", "candidates.jsonl"])
