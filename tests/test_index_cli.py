@@ -59,6 +59,21 @@ def test_rebuild_is_up_to_date_or_needs_overwrite(tmp_path: Path, capsys) -> Non
     assert json.loads((idx / "index.json").read_text())["n_passages"] == 4
 
 
+def test_a_hybrid_index_is_rebuilt_only_for_another_fusion(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("faiss")
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    tok = Tokenizer.train_bpe([corpus.read_text()] * 20, vocab_size=TEST_MODEL.vocab_size)
+    ckpt = save_pretrained(build_model(TEST_MODEL, seed=0), tmp_path / "ckpt", tokenizer=tok)
+    idx = tmp_path / "idx"
+    build = ["index", "build", str(corpus), "--out", str(idx), "--kind", "hybrid", "--embedder", str(ckpt)]
+    assert main(build) == 0
+    assert json.loads((idx / "index.json").read_text())["params"]["fusion"] == "zscore"
+    assert main(build) == 0 and "up to date" in capsys.readouterr().out
+    assert main([*build, "--fusion", "rrf"]) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main([*build, "--fusion", "rrf", "--overwrite"]) == 0
+    assert json.loads((idx / "index.json").read_text())["params"]["fusion"] == "rrf"
+
+
 @pytest.fixture(scope="module")
 def squad(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("qa") / "squad.json"

@@ -1,12 +1,15 @@
-"""Hybrid retrieval: BM25 and dense rankings fused by reciprocal rank fusion (RRF, Cormack et al., 2009).
+"""Hybrid retrieval: BM25 and dense scores fused per query.
 
-score(p) = sum over retrievers r of 1 / (c + rank_r(p)), rank 1-based, c = 60, over each retriever's top `depth`.
+Two fusions (`fusion`):
+- "zscore" (default): each retriever's scores standardised over the corpus for that query (mean 0, sd 1), then
+  averaged with equal weights. Standardising is what makes BM25's unbounded, query-length-dependent scale and
+  cosine's [-1, 1] comparable without a per-corpus weight; the weight is left at ½, untuned.
+- "rrf": reciprocal rank fusion (Cormack et al., 2009), score(p) = Σ_r 1 / (c + rank_r(p)), rank 1-based,
+  c = 60, over each retriever's top `depth`. Ranks only, so it ignores how far ahead a retriever's first hit is.
 
-Why RRF rather than a weighted sum of scores: BM25 scores are unbounded and their scale moves with the query's
-length and the corpus, cosine similarities sit in [-1, 1]; a weighted sum needs per-corpus normalisation and a
-tuned weight, and is dominated by whichever scale is larger. RRF uses ranks only, has one constant that the
-literature leaves at 60, and rewards passages both retrievers place high, which is what lexical and semantic
-matches agreeing looks like.
+Measured on XQuAD-en (1,190 questions, 240 paragraphs; `bench/recall_xquad.py`, README "Retrieval") with
+all-MiniLM-L6-v2 as the embedder, recall@1: BM25 0.931, dense 0.882, RRF 0.935 (+0.4 points over BM25, an
+interval that holds 0), zscore 0.950 (+1.9). RRF gives a confident BM25 hit and a marginal one the same vote.
 """
 
 from __future__ import annotations
@@ -32,19 +35,42 @@ def rrf_scores(rankings: Sequence[np.ndarray], n: int, c: int = RRF_C) -> np.nda
     return out.astype(np.float32)
 
 
+def zscore_scores(per_retriever: Sequence[np.ndarray]) -> np.ndarray:
+    """(queries, n) fused scores: the mean over retrievers of each one's (queries, n) scores standardised per
+    query (a query whose scores are all equal contributes 0)."""
+    out = np.zeros(per_retriever[0].shape, dtype=np.float64)
+    for scores in per_retriever:
+        x = np.asarray(scores, dtype=np.float64)
+        sd = x.std(axis=1, keepdims=True)
+        out += (x - x.mean(axis=1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
+    return (out / len(per_retriever)).astype(np.float32)
+
+
+FUSIONS = ("zscore", "rrf")
+
+
 class HybridRetriever(Retriever):
-    """BM25 + dense, fused by RRF over the top `depth` of each."""
+    """BM25 + dense, fused by `fusion` ("zscore": standardised scores averaged; "rrf": over the top `depth`)."""
 
     kind = "hybrid"
 
     def __init__(
-        self, bm25: BM25Retriever, dense: DenseRetriever, *, depth: int = 100, c: int = RRF_C
+        self,
+        bm25: BM25Retriever,
+        dense: DenseRetriever,
+        *,
+        fusion: str = "zscore",
+        depth: int = 100,
+        c: int = RRF_C,
     ) -> None:
         super().__init__()
-        self.bm25, self.dense, self.depth, self.c = bm25, dense, depth, c
+        if fusion not in FUSIONS:
+            raise ValueError(f"hybrid fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.bm25, self.dense, self.fusion, self.depth, self.c = bm25, dense, fusion, depth, c
 
     def params(self) -> dict:
-        return {"depth": self.depth, "c": self.c, "bm25": self.bm25.params(), "dense": self.dense.params()}
+        return {"fusion": self.fusion, "depth": self.depth, "c": self.c, "bm25": self.bm25.params(),
+                "dense": self.dense.params()}  # fmt: skip
 
     def _index(self, passages: list[Passage]) -> None:
         self.bm25.index(passages)
@@ -53,13 +79,15 @@ class HybridRetriever(Retriever):
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         n = len(self.passages)
         lexical, semantic = self.bm25.scores(queries), self.dense.scores(queries)
+        if self.fusion == "zscore":
+            return zscore_scores([lexical, semantic])
         return np.stack([
             rrf_scores([top_k(lexical[i], self.depth), top_k(semantic[i], self.depth)], n, self.c)
             for i in range(len(queries))
         ])  # fmt: skip
 
     def _shard(self, lo: int, hi: int) -> Retriever:
-        # A shard's ranks are not the corpus's ranks: fusing per shard would change the result.
+        # A shard's ranks, score means and spreads are not the corpus's: fusing per shard would change the result.
         raise NotImplementedError(
             "a hybrid index is not sharded; shard its BM25 and dense parts and fuse after"
         )
@@ -70,5 +98,10 @@ class HybridRetriever(Retriever):
 
     def _load(self, directory: Path, manifest: dict, mmap: bool = False) -> None:
         self.depth, self.c = int(manifest["params"]["depth"]), int(manifest["params"]["c"])
+        self.fusion = manifest["params"].get("fusion", "rrf")  # indexes written before "zscore" existed
+        if self.fusion not in FUSIONS:
+            raise ValueError(
+                f"{directory}: unknown hybrid fusion {self.fusion!r} (this version reads {FUSIONS})"
+            )
         for part in (self.bm25, self.dense):
             part._load(directory, {**manifest, "params": manifest["params"][part.kind]}, mmap)

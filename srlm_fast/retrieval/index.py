@@ -16,8 +16,11 @@ from srlm_fast.retrieval.hybrid import HybridRetriever
 KINDS = ("bm25", "dense", "hybrid")
 
 
-def new_retriever(kind: str, *, embedder=None, bm25_params: dict | None = None) -> Retriever:
-    """An empty retriever of `kind`; dense and hybrid need an embedder (see `dense.load_embedder`)."""
+def new_retriever(
+    kind: str, *, embedder=None, bm25_params: dict | None = None, fusion: str = "zscore"
+) -> Retriever:
+    """An empty retriever of `kind`; dense and hybrid need an embedder (see `dense.load_embedder`), and a hybrid
+    fuses by `fusion` (see `hybrid`)."""
     if kind not in KINDS:
         raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "bm25":
@@ -26,7 +29,7 @@ def new_retriever(kind: str, *, embedder=None, bm25_params: dict | None = None) 
         raise ValueError(f"a {kind} index needs an embedding model (--embedder DIR)")
     if kind == "dense":
         return DenseRetriever(embedder)
-    return HybridRetriever(BM25Retriever(**(bm25_params or {})), DenseRetriever(embedder))
+    return HybridRetriever(BM25Retriever(**(bm25_params or {})), DenseRetriever(embedder), fusion=fusion)
 
 
 def _embedder_spec(manifest: dict) -> dict:
