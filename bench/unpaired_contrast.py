@@ -5,10 +5,10 @@ per-prompt outcomes. A committed summary (`bench/results/self_rewarding_*.json`,
 `collect_experiments.py`) keeps each arm's per-seed rates only. Rebuilding the 0/1 outcomes from a rate and the
 number of prompts per seed gives the same outcomes up to their order, so an *unpaired* bootstrap is still
 exact: the prompts of each arm and model are resampled independently, within each seed (stratified), and the
-seeds' means are averaged, as `srlm experiment` pools. For the judge's agreement, which each arm measures on its
-own model's answers, unpairing loses nothing. Only the seeds both experiments ran are compared (seeds differ more
-than prompts do). For a gain (last − M1) it ignores the positive correlation of a
-prompt's outcomes under M1 and the last model, so its interval is wider than the paired one: conservative.
+seeds' means are averaged, as `srlm experiment` pools. Only the seeds both experiments ran are compared (seeds
+differ more than prompts do). For the judge's agreement, which each arm measures on its own model's answers,
+unpairing loses nothing. For a gain (last − M1) it ignores the positive correlation of a prompt's outcomes under
+M1 and under the last model, so the interval is wider than the paired one: conservative.
 
     python bench/unpaired_contrast.py \\
         bench/results/self_rewarding_evidence_smollm2-cpu.json:evidence_hard_mc8_3seeds/self \\

