@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import versions
+from srlm_fast.eval.experiment_report import stratified_resampled_means
 from srlm_fast.io import write_json_atomic
 
 N_BOOT = 2000
@@ -43,14 +44,6 @@ def outcomes_from_rate(rate: float, n: int) -> np.ndarray:
     return np.r_[np.ones(k), np.zeros(n - k)]
 
 
-def _stratified_means(rng: np.random.Generator, per_seed: Sequence[np.ndarray], n_boot: int) -> np.ndarray:
-    """`n_boot` resampled means over seeds of each seed's mean."""
-    boots = np.zeros(n_boot)
-    for g in per_seed:
-        boots += g[rng.integers(0, g.size, size=(n_boot, g.size))].mean(axis=1)
-    return boots / len(per_seed)
-
-
 def unpaired_difference(
     terms: Sequence[tuple[float, Sequence[np.ndarray]]], n_boot: int = N_BOOT, seed: int = 0
 ) -> dict[str, float]:
@@ -60,7 +53,7 @@ def unpaired_difference(
     difference of gains; every term is resampled on its own."""
     rng = np.random.default_rng(seed)
     point = sum(sign * float(np.mean([g.mean() for g in gs])) for sign, gs in terms)
-    boots = sum(sign * _stratified_means(rng, gs, n_boot) for sign, gs in terms)
+    boots = sum(sign * stratified_resampled_means(gs, rng, n_boot) for sign, gs in terms)
     low, high = np.quantile(boots, [0.025, 0.975])
     return {"value": point, "low": float(low), "high": float(high)}
 

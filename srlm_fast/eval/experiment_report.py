@@ -56,6 +56,17 @@ def balanced_accuracy(model_eval: dict) -> float | None:
     return float((says_right[right].mean() + (~says_right[~right]).mean()) / 2)
 
 
+def stratified_resampled_means(
+    per_seed: Sequence[np.ndarray], rng: np.random.Generator, n_boot: int = N_BOOT
+) -> np.ndarray:
+    """`n_boot` bootstrap replicates of the mean over seeds of each seed's mean, every seed's values resampled
+    within that seed (no NaNs, no empty seed)."""
+    boots = np.zeros(n_boot)
+    for g in per_seed:
+        boots += g[rng.integers(0, g.size, size=(n_boot, g.size))].mean(axis=1)
+    return boots / len(per_seed)
+
+
 def stratified_bootstrap(per_seed: Sequence[np.ndarray], n_boot: int = N_BOOT, seed: int = 0) -> Interval:
     """Mean over seeds of each seed's mean (NaNs ignored), with a 95% percentile interval from resampling every
     seed's values within that seed."""
@@ -64,12 +75,7 @@ def stratified_bootstrap(per_seed: Sequence[np.ndarray], n_boot: int = N_BOOT, s
     groups = [g for g in groups if g.size]
     if not groups:
         return Interval(None, None, None)
-    rng = np.random.default_rng(seed)
-    boots = np.zeros(n_boot)
-    for g in groups:
-        idx = rng.integers(0, g.size, size=(n_boot, g.size))
-        boots += g[idx].mean(axis=1)
-    boots /= len(groups)
+    boots = stratified_resampled_means(groups, np.random.default_rng(seed), n_boot)
     point = float(np.mean([g.mean() for g in groups]))
     low, high = np.quantile(boots, [0.025, 0.975])
     return Interval(point, float(low), float(high))
