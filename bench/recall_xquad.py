@@ -33,7 +33,7 @@ from srlm_fast.retrieval.base import top_k
 from srlm_fast.retrieval.bm25 import BM25Retriever
 from srlm_fast.retrieval.corpus import read_squad_passages
 from srlm_fast.retrieval.dense import DenseRetriever, load_embedder
-from srlm_fast.retrieval.hybrid import rrf_scores, zscore_scores
+from srlm_fast.retrieval.hybrid import fuse
 
 XQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "rag" / "xquad_en.json"
 
@@ -67,11 +67,9 @@ def main() -> int:
     semantic = embedder.embed(texts) @ dense.embeddings.T  # (questions, passages)
     embed_s = time.perf_counter() - t0
     lexical = BM25Retriever().index(passages).scores(texts)
-    rrf = np.stack([rrf_scores([top_k(lexical[i], 100), top_k(semantic[i], 100)], len(passages))
-                    for i in range(len(texts))])  # fmt: skip
-    zscore = zscore_scores([lexical, semantic])
-    relevant = {name: ranked_relevance(s, ids, gold) for name, s in (("bm25", lexical), ("dense", semantic),
-                ("hybrid_zscore", zscore), ("hybrid_rrf", rrf))}  # fmt: skip
+    scores = {"bm25": lexical, "dense": semantic, "hybrid_zscore": fuse("zscore", lexical, semantic),
+              "hybrid_rrf": fuse("rrf", lexical, semantic)}  # fmt: skip
+    relevant = {name: ranked_relevance(s, ids, gold) for name, s in scores.items()}
     hit1 = {name: np.array([r[0] for r in rel], dtype=np.float64) for name, rel in relevant.items()}
     rows = {}
     for name, rel in relevant.items():

@@ -29,7 +29,7 @@ from srlm_fast.retrieval.base import MANIFEST, read_manifest
 from srlm_fast.retrieval.bm25 import STEMMERS
 from srlm_fast.retrieval.corpus import DEFAULT_PASSAGE_WORDS, corpus_sha256, read_corpus
 from srlm_fast.retrieval.dense import load_embedder
-from srlm_fast.retrieval.hybrid import FUSIONS
+from srlm_fast.retrieval.hybrid import FUSIONS, LEGACY_FUSION
 from srlm_fast.retrieval.index import KINDS, load_index, new_retriever
 from srlm_fast.retrieval.sharded import sharded_search
 
@@ -140,7 +140,7 @@ def _up_to_date(out: Path, args: argparse.Namespace, params: dict, digest: str) 
         return stored == params
     dense = stored.get("dense", stored) if args.kind == "hybrid" else stored
     same_bm25 = args.kind == "dense" or stored.get("bm25") == params
-    same_fusion = args.kind == "dense" or stored.get("fusion", "rrf") == args.fusion
+    same_fusion = args.kind == "dense" or stored.get("fusion", LEGACY_FUSION) == args.fusion
     return same_bm25 and same_fusion and (dense.get("embedder") or {}).get("path") == str(args.embedder)
 
 

@@ -49,6 +49,21 @@ def zscore_scores(per_retriever: Sequence[np.ndarray]) -> np.ndarray:
 
 
 FUSIONS = ("zscore", "rrf")
+LEGACY_FUSION = "rrf"  # of a hybrid index written before `fusion` existed (its manifest names none)
+
+
+def fuse(
+    fusion: str, lexical: np.ndarray, semantic: np.ndarray, depth: int = 100, c: int = RRF_C
+) -> np.ndarray:
+    """(queries, n) hybrid scores from BM25's and the dense retriever's (queries, n) scores."""
+    if fusion == "zscore":
+        return zscore_scores([lexical, semantic])
+    if fusion == "rrf":
+        n = lexical.shape[1]
+        return np.stack(
+            [rrf_scores([top_k(lx, depth), top_k(se, depth)], n, c) for lx, se in zip(lexical, semantic)]
+        )
+    raise ValueError(f"hybrid fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
 
 
 class HybridRetriever(Retriever):
@@ -79,14 +94,7 @@ class HybridRetriever(Retriever):
         self.dense.index(passages)
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        n = len(self.passages)
-        lexical, semantic = self.bm25.scores(queries), self.dense.scores(queries)
-        if self.fusion == "zscore":
-            return zscore_scores([lexical, semantic])
-        return np.stack([
-            rrf_scores([top_k(lexical[i], self.depth), top_k(semantic[i], self.depth)], n, self.c)
-            for i in range(len(queries))
-        ])  # fmt: skip
+        return fuse(self.fusion, self.bm25.scores(queries), self.dense.scores(queries), self.depth, self.c)
 
     def _shard(self, lo: int, hi: int) -> Retriever:
         # A shard's ranks, score means and spreads are not the corpus's: fusing per shard would change the result.
@@ -100,7 +108,7 @@ class HybridRetriever(Retriever):
 
     def _load(self, directory: Path, manifest: dict, mmap: bool = False) -> None:
         self.depth, self.c = int(manifest["params"]["depth"]), int(manifest["params"]["c"])
-        self.fusion = manifest["params"].get("fusion", "rrf")  # indexes written before "zscore" existed
+        self.fusion = manifest["params"].get("fusion", LEGACY_FUSION)
         if self.fusion not in FUSIONS:
             raise ValueError(
                 f"{directory}: unknown hybrid fusion {self.fusion!r} (this version reads {FUSIONS})"
