@@ -67,7 +67,10 @@ def evaluate(checkpoint: str, n: int, seed: int) -> dict[str, float]:
 
     rows = drills(n, seed)
     policy = Policy.load(checkpoint, device="cpu")
-    outs = policy.generate([r["prompt"] for r in rows], n=1, temperature=0.0, max_new_tokens=24)
+    try:
+        outs = policy.generate([r["prompt"] for r in rows], n=1, temperature=0.0, max_new_tokens=24)
+    finally:
+        policy.close()
     hits = {k: [] for k in KINDS}
     for r, o in zip(rows, outs):
         hits[r["kind"]].append(o[0].strip() == r["response"])
