@@ -1,5 +1,11 @@
 """EFT (evaluation fine-tuning) data from human-ranked responses, as in the Self-Rewarding paper.
 
+Two ways to label a judge example. `build_eft` is the paper's: the model's own judgments, kept where they agree
+with the humans. `label_eft` is for a model whose judgments agree with the humans too rarely to keep enough
+(SmolLM2-135M judges OASST replies at chance): the human ranking itself becomes the score, and the judgment is
+the score line alone.
+
+The paper's way, in detail.
 The SFT model judges every human-ranked reply of a prompt with the rubric (justification + `Score: <0-5>`).
 A prompt's judgments are kept only when the model's scores order its replies as the humans did:
 
@@ -20,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from srlm_fast.recipe.judge import JudgeTemplate, parse_score
+from srlm_fast.recipe.judge import MAX_SCORE, MIN_SCORE, JudgeTemplate, judgment_for_score, parse_score
 from srlm_fast.recipe.seed_data import RatedPrompt
 
 #: generate_fn(prompts, n, temperature, top_p, max_new_tokens, seed) -> n completions per prompt.
@@ -119,5 +125,58 @@ def build_eft(
             rows.append({"prompt": prompt_text, "response": text.strip(), "score": s,
                          "prompt_index": pi, "reply_index": ri})  # fmt: skip
     rows, stats.rebalanced_away = rebalance(rows, seed)
+    stats.scores = Counter(r["score"] for r in rows)
+    return rows, stats
+
+
+def ladder_scores(qualities: Sequence[float]) -> list[int] | None:
+    """Scores on the 1..5 ladder from a prompt's human qualities: the best level 5, the worst 1, others evenly
+    between (rounded); None when all are tied (no ranking evidence). 0 is left out: it means "no response".
+    """
+    levels = sorted(set(qualities))
+    if len(levels) < 2:
+        return None
+    low, span = MIN_SCORE + 1, MAX_SCORE - MIN_SCORE - 1
+    return [low + round(span * levels.index(q) / (len(levels) - 1)) for q in qualities]
+
+
+def normalise_prompt(text: str) -> str:
+    """The form in which prompts are compared to hold evaluation prompts out: case and whitespace ignored."""
+    return " ".join(text.lower().split())
+
+
+def leave_out(ranked: Sequence[RatedPrompt], held_out: Sequence[str]) -> list[RatedPrompt]:
+    """`ranked` without the prompts of `held_out` (an evaluation set's), compared by `normalise_prompt`."""
+    skip = {normalise_prompt(p) for p in held_out}
+    return [rp for rp in ranked if normalise_prompt(rp.prompt) not in skip]
+
+
+def label_eft(
+    ranked: Sequence[RatedPrompt], template: JudgeTemplate, *, max_response_chars: int = 0
+) -> tuple[list[dict], EFTStats]:
+    """Judge examples whose score is the humans' ranking (`ladder_scores`) and whose judgment is `Score: <n>`.
+
+    `max_response_chars` cuts longer replies (0: never), so that a judge example fits a training sequence
+    without losing its score line; a cut reply keeps its label. No rebalancing: every prompt gives one 5 and
+    one 1, whatever the model would have said.
+    """
+    stats = EFTStats()
+    rows = []
+    for pi, rp in enumerate(ranked):
+        stats.prompts += 1
+        if len(rp.replies) < 2:
+            stats.dropped["too_few_replies"] += 1
+            continue
+        scores = ladder_scores([r.quality for r in rp.replies])
+        if scores is None:
+            stats.dropped["no_evidence"] += 1
+            continue
+        stats.kept_prompts += 1
+        for ri, (reply, score) in enumerate(zip(rp.replies, scores)):
+            text = reply.text if not max_response_chars else reply.text[:max_response_chars]
+            rows.append({"prompt": template.render(rp.prompt, text), "score": float(score),
+                         "response": judgment_for_score(score, verdicts=False),
+                         "prompt_index": pi, "reply_index": ri})  # fmt: skip
+    stats.judged = len(rows)
     stats.scores = Counter(r["score"] for r in rows)
     return rows, stats

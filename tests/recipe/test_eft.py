@@ -4,8 +4,8 @@ import json
 
 from srlm_fast.cli import main
 from srlm_fast.model.tokenizer import Tokenizer
-from srlm_fast.recipe.eft import agrees_with_humans, build_eft, rebalance
-from srlm_fast.recipe.judge import JudgeTemplate
+from srlm_fast.recipe.eft import agrees_with_humans, build_eft, label_eft, ladder_scores, leave_out, rebalance
+from srlm_fast.recipe.judge import JudgeTemplate, parse_score
 from srlm_fast.recipe.seed_data import RatedPrompt, RatedReply
 from tests.helpers import tiny_model
 
@@ -73,3 +73,59 @@ def test_cli_build_runs_a_real_checkpoint(tmp_path, capsys):
         out.is_file()
     )  # an untrained judge writes no valid score: the prompt is dropped, the file still written
     assert '"invalid": 1' in printed
+
+
+def test_ladder_scores_spread_the_human_levels_from_5_to_1():
+    assert ladder_scores([2.0, 1.0]) == [5, 1]
+    assert ladder_scores([0.0, -1.0, -2.0]) == [5, 3, 1]
+    assert ladder_scores([0.9, 0.9, 0.0]) == [5, 5, 1]  # tied replies share a score
+    assert ladder_scores([0.0, -1.0, -2.0, -3.0]) == [5, 4, 2, 1]
+    assert ladder_scores([0.5, 0.5]) is None  # all tied: no ranking evidence
+
+
+def test_label_eft_scores_replies_by_the_human_ranking():
+    ranked = [
+        RatedPrompt("Name a colour.", (RatedReply("Blue, for example.", 0.0), RatedReply("No.", -1.0))),
+        RatedPrompt("tied", (RatedReply("a", 1.0), RatedReply("b", 1.0))),
+        RatedPrompt("single", (RatedReply("only", 1.0),)),
+    ]
+    template = JudgeTemplate("Rate it.\nQ: {instruction}\nA: {response}")
+    rows, stats = label_eft(ranked, template, max_response_chars=5)
+    assert [(r["prompt"], r["response"], r["score"]) for r in rows] == [
+        (template.render("Name a colour.", "Blue,"), "Score: 5", 5.0),  # cut to 5 characters, label kept
+        (template.render("Name a colour.", "No."), "Score: 1", 1.0),
+    ]
+    assert all(parse_score(r["response"]) == r["score"] for r in rows)
+    assert stats.kept_prompts == 1 and dict(stats.dropped) == {"no_evidence": 1, "too_few_replies": 1}
+
+
+def test_leave_out_ignores_case_and_whitespace():
+    ranked = [RatedPrompt("What is  Rust?", ()), RatedPrompt("What is Go?", ())]
+    assert [rp.prompt for rp in leave_out(ranked, ["what is rust?\n"])] == ["What is Go?"]
+
+
+def test_cli_human_labels_need_no_checkpoint_and_leave_out_held_out_trees(tmp_path, capsys):
+    ranked = tmp_path / "ranked.jsonl"
+    rows = [{"question": q, "answer": a, "rank": r} for q in ("Held out?", "Train on me?")
+            for r, a in enumerate(["yes, because", "no"])]  # fmt: skip
+    ranked.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trees = tmp_path / "trees.jsonl"
+    reply = {"text": "sure", "rank": 0, "replies": []}
+    trees.write_text(json.dumps({"prompt": {"text": "held out?", "replies": [reply]}}) + "\n")
+    out = tmp_path / "eft.jsonl"
+    assert main(["eft", "build", "--labels", "human", "--ranked", str(ranked), "--held-out", str(trees),
+                 "--template", "compact", "--out", str(out)]) == 0  # fmt: skip
+    assert "left out 1 prompts" in capsys.readouterr().out
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["response"], "Train on me?" in r["prompt"]) for r in got] == [
+        ("Score: 5", True),
+        ("Score: 1", True),
+    ]
+
+
+def test_cli_model_labels_need_a_checkpoint(tmp_path, capsys):
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text(json.dumps({"question": "q", "answer": "a", "rank": 0}) + "\n")
+    assert main(["eft", "build", "--ranked", str(ranked), "--out", str(tmp_path / "eft.jsonl")]) != 0
+    assert "--labels model needs --checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "eft.jsonl").exists()
