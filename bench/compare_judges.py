@@ -1,0 +1,120 @@
+"""Two judges, or a judge and the length baseline, on the same human rankings: paired differences with intervals.
+
+    python bench/compare_judges.py A.json [B.json ...] [--out FILE]
+
+Each file is `bench/judge_smollm2.py` output (per-reply scores kept) on the same rankings file and trees. For
+every judge, and for the "longer is better" baseline, this prints the pairwise accuracy against the human ranks,
+and for every pair of scorers their difference with a 95% bootstrap interval that resamples trees once for
+both scorers (paired: the same trees, the same replies), so the interval is that of the difference itself.
+A reply a judge could not score (too long for its context) counts as a tie for that judge, as in
+`judge_agreement`; the comparison says how many there were. How much of a judge is length: the share of
+human-ordered pairs it orders as the lengths do, and its accuracy where the humans prefer the shorter reply
+(length's accuracy there is 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from srlm_fast.eval.judge_agreement import ranked_items, ranked_judgments, read_oasst_trees
+from srlm_fast.eval.metrics import judge_agreement
+from srlm_fast.io import write_json_atomic
+from srlm_fast.recipe.evaluation import length_scores
+
+
+def pairwise_accuracy(per_tree: Sequence, idx: Sequence[int]) -> float | None:
+    return judge_agreement([per_tree[i] for i in idx]).pairwise_accuracy
+
+
+def paired_difference(a: Sequence, b: Sequence, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Pairwise accuracy of a minus that of b (per-tree judgments of the same trees), in points, with a 95% CI."""
+    n = len(a)
+    full = range(n)
+    rng = random.Random(seed)
+    diffs = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        pa, pb = pairwise_accuracy(a, idx), pairwise_accuracy(b, idx)
+        if pa is not None and pb is not None:
+            diffs.append(100 * (pa - pb))
+    diffs.sort()
+    return {
+        "difference": round(100 * (pairwise_accuracy(a, full) - pairwise_accuracy(b, full)), 1),
+        "ci95": [
+            round(diffs[int(0.025 * (len(diffs) - 1))], 1),
+            round(diffs[int(0.975 * (len(diffs) - 1))], 1),
+        ],
+    }
+
+
+def length_share(per_tree: Sequence, lengths: Sequence) -> dict:
+    """Over human-ordered pairs of replies of unequal length: how often the judge orders them as their lengths
+    do, and its accuracy on the pairs where the humans prefer the shorter reply."""
+    same = n = shorter_better = right_there = 0
+    for judged, by_length in zip(per_tree, lengths):
+        s, L, r = judged.scores, by_length.scores, judged.ranks
+        for i, j in itertools.combinations(range(len(s)), 2):
+            if r[i] == r[j] or L[i] == L[j] or s[i] is None or s[j] is None or s[i] == s[j]:
+                continue
+            n += 1
+            same += (s[i] > s[j]) == (L[i] > L[j])
+            if (L[i] > L[j]) != (r[i] < r[j]):  # rank 0 is best: the shorter reply is the better one
+                shorter_better += 1
+                right_there += (s[i] > s[j]) == (r[i] < r[j])
+    return {"pairs": n, "orders_as_length": round(same / n, 3) if n else None,
+            "shorter_better_pairs": shorter_better,
+            "accuracy_where_shorter_is_better": round(right_there / shorter_better, 3) if shorter_better else None}  # fmt: skip
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="bench/judge_smollm2.py JSON files")
+    ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    runs = {p.stem: json.loads(p.read_text()) for p in args.runs}
+    files = {(r["rankings"]["file"], r["rankings"]["n_trees"]) for r in runs.values()}
+    if len(files) != 1:
+        raise SystemExit(f"the runs judged different trees: {sorted(files)}")
+    ((rankings, n_trees),) = files
+    trees = read_oasst_trees(rankings)[:n_trees]
+    scorers = {"length baseline": ranked_judgments(trees, length_scores(ranked_items(trees)))}
+    unscored = {}
+    for name, r in runs.items():
+        scorers[name] = ranked_judgments(trees, r["rankings"]["scores"])
+        unscored[name] = sum(s is None for s in r["rankings"]["scores"])
+
+    out: dict = {"rankings": rankings, "n_trees": n_trees, "unscored_replies": unscored, "accuracy": {}}
+    out["length_share"] = {}
+    for name, per_tree in scorers.items():
+        acc = pairwise_accuracy(per_tree, range(n_trees))
+        out["accuracy"][name] = round(100 * acc, 1)
+        share = out["length_share"][name] = length_share(per_tree, scorers["length baseline"])
+        print(f"{name:>40}: pairwise accuracy {100 * acc:.1f}%; orders {_pct(share['orders_as_length'])} of "
+              f"pairs as their lengths; {_pct(share['accuracy_where_shorter_is_better'])} right where shorter "
+              "is better")  # fmt: skip
+    out["differences"] = {}
+    for a, b in itertools.combinations(scorers, 2):
+        d = paired_difference(scorers[b], scorers[a], args.n_boot)
+        out["differences"][f"{b} - {a}"] = d
+        print(f"{b} − {a}: {d['difference']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] points")
+    if args.out:
+        write_json_atomic(args.out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
