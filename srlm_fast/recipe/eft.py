@@ -5,9 +5,9 @@ with the humans. `label_eft` is for a model whose judgments agree with the human
 (SmolLM2-135M judges OASST replies at chance): the human ranking itself becomes the score, and the judgment is
 the score line alone.
 
-The paper's way, in detail.
-The SFT model judges every human-ranked reply of a prompt with the rubric (justification + `Score: <0-5>`).
-A prompt's judgments are kept only when the model's scores order its replies as the humans did:
+The paper's way, in detail: the SFT model judges every human-ranked reply of a prompt with the rubric
+(justification + `Score: <0-5>`). A prompt's judgments are kept only when the model's scores order its replies
+as the humans did:
 
     kept  ⇔  every judgment is valid, no pair of replies with different human quality is scored in the
              opposite order, and at least one such pair is scored in the same order (ties are allowed
