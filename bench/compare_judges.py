@@ -15,6 +15,7 @@ human-ordered pairs it orders as the lengths do, and its accuracy where the huma
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import itertools
 import json
 import random
@@ -97,7 +98,15 @@ def main() -> int:
         scorers[name] = ranked_judgments(trees, r["rankings"]["scores"])
         unscored[name] = sum(s is None for s in r["rankings"]["scores"])
 
-    out: dict = {"rankings": rankings, "n_trees": n_trees, "unscored_replies": unscored, "accuracy": {}}
+    out: dict = {
+        "what": "judges vs the length baseline on the same trees, paired tree-bootstrap differences",
+        "date": dt.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "rankings": rankings,
+        "n_trees": n_trees,
+        "unscored_replies": unscored,
+        "accuracy": {},
+    }
     out["length_share"] = {}
     for name, per_tree in scorers.items():
         acc = pairwise_accuracy(per_tree, range(n_trees))
