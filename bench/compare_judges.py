@@ -57,8 +57,8 @@ def paired_difference(a: Sequence, b: Sequence, n_boot: int = 2000, seed: int = 
 
 
 def length_share(per_tree: Sequence, lengths: Sequence) -> dict:
-    """Over human-ordered pairs of replies of unequal length: how often the judge orders them as their lengths
-    do, and its accuracy on the pairs where the humans prefer the shorter reply."""
+    """Over human-ordered pairs of replies of unequal length that the judge scores and does not tie: how often it
+    orders them as their lengths do, and its accuracy on those where the humans prefer the shorter reply."""
     same = n = shorter_better = right_there = 0
     for judged, by_length in zip(per_tree, lengths):
         s, L, r = judged.scores, by_length.scores, judged.ranks
