@@ -21,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from srlm_fast.eval.judge_agreement import read_oasst_trees
 from srlm_fast.io import read_jsonl, write_jsonl_atomic
-from srlm_fast.recipe.eft import normalise_prompt
+from srlm_fast.recipe.eft import held_out_prompts, normalise_prompt
 
 
 def split(rows: list[dict], prompts: int, parts: int, seed: int) -> list[list[dict]]:
@@ -66,9 +65,7 @@ def main() -> int:
     if args.n_ift:
         if args.ift is None:
             raise SystemExit("--n-ift needs --ift FILE")
-        held = {
-            normalise_prompt(t.prompt) for f in args.held_out for t in read_oasst_trees(f, min_responses=1)
-        }
+        held = held_out_prompts(args.held_out)
         ift, _ = read_jsonl(args.ift, required=("prompt", "response"))
         for part, extra in zip(parts, draw_ift(ift, args.n_ift, args.parts, args.seed, held)):
             part += extra

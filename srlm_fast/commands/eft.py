@@ -9,10 +9,9 @@ from pathlib import Path
 
 from srlm_fast.commands._args import add_overwrite, device, judge_template, nonnegative_int, positive_int
 from srlm_fast.device import resolve_device
-from srlm_fast.eval.judge_agreement import read_oasst_trees
 from srlm_fast.io import DataError, check_output, looks_like_jsonl, write_jsonl_atomic
 from srlm_fast.model.checkpoint import is_checkpoint_dir
-from srlm_fast.recipe.eft import EFTStats, build_eft, label_eft, leave_out
+from srlm_fast.recipe.eft import EFTStats, build_eft, held_out_prompts, label_eft, leave_out
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.seed_data import read_ranked
 
@@ -57,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
             f"--checkpoint: {args.checkpoint}: not a checkpoint directory (config.json + weights)"
         )
     template = judge_template(args.template)
-    held_out = [tree.prompt for path in args.held_out for tree in read_oasst_trees(path, min_responses=1)]
+    held_out = held_out_prompts(args.held_out)
     ranked = []
     for path in args.ranked:
         prompts, errors = read_ranked(path, on_error="skip")

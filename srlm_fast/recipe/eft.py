@@ -20,12 +20,14 @@ at the median count of the values that occur, dropping examples deterministicall
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from srlm_fast.eval.judge_agreement import read_oasst_trees
 from srlm_fast.recipe.judge import MAX_SCORE, MIN_SCORE, JudgeTemplate, judgment_for_score, parse_score
 from srlm_fast.recipe.seed_data import RatedPrompt
 
@@ -143,6 +145,13 @@ def ladder_scores(qualities: Sequence[float]) -> list[int] | None:
 def normalise_prompt(text: str) -> str:
     """The form in which prompts are compared to hold evaluation prompts out: case and whitespace ignored."""
     return " ".join(text.lower().split())
+
+
+def held_out_prompts(paths: Sequence[str | os.PathLike]) -> set[str]:
+    """The prompts of OpenAssistant tree files (an evaluation set's), in `normalise_prompt` form."""
+    return {
+        normalise_prompt(tree.prompt) for path in paths for tree in read_oasst_trees(path, min_responses=1)
+    }
 
 
 def leave_out(ranked: Sequence[RatedPrompt], held_out: Sequence[str]) -> list[RatedPrompt]:
