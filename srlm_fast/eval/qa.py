@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from srlm_fast.eval.winrate import Interval, bootstrap_mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -85,3 +87,30 @@ def score_answers(
         len(em), bootstrap_mean(em, n_boot=n_boot, seed=seed), bootstrap_mean(f1, n_boot=n_boot, seed=seed)
     )
     return summary, em, f1
+
+
+def paired_gain(
+    treated: Sequence[float],
+    base: Sequence[float],
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """How one condition's per-question scores compare with another's on the same questions: the mean difference
+    and the ratio of the means, each with a percentile-bootstrap CI that resamples questions (both conditions
+    together, so the pairing is kept). The ratio is None where the base mean is 0; a resample whose base mean is 0
+    counts as an infinite ratio (it can only widen the upper end)."""
+    t, b = np.asarray(treated, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    if t.shape != b.shape:
+        raise ValueError(f"paired scores: {t.size} treated against {b.size} base questions")
+    difference = bootstrap_mean(t - b, n_boot=n_boot, confidence=confidence, seed=seed)
+    if t.size == 0 or b.mean() == 0:
+        return {"difference": difference.to_dict(), "ratio": Interval(None, None, None).to_dict()}
+    idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(b[idx].sum(axis=1) > 0, t[idx].sum(axis=1) / b[idx].sum(axis=1), np.inf)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    ratio = Interval(float(t.mean() / b.mean()), float(low), float(high))
+    return {"difference": difference.to_dict(), "ratio": ratio.to_dict()}

@@ -7,7 +7,8 @@ Conditions, each the same questions answered greedily through the chat template:
   shuffled   another question's gold paragraph (SQuAD/XQuAD only): evidence of the right form but irrelevant,
              which separates "uses the passage" from "is helped by any context"
 RAG between closed and oracle says how much of the gap the retriever closes; shuffled below closed says the
-model trusts what it is given.
+model trusts what it is given. Each condition's F1 is also compared with closed-book's on the same questions
+(difference and ratio, paired bootstrap).
 
 Retrieval recall@1/5/20 is measured for every run with a retriever: by passage id when the data names each
 question's paragraph (SQuAD), else by answer string in the passage (NQ-open, DPR's answer recall).
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srlm_fast.eval.qa import answer_in_text, recall_at_k, score_answers
+from srlm_fast.eval.qa import answer_in_text, paired_gain, recall_at_k, score_answers
 from srlm_fast.eval.qa_data import QAExample
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.retrieval.base import Retriever
@@ -151,6 +152,12 @@ def run_qa(
         out["conditions"][cond] = summary.to_dict()
         for rec, a, e, f in zip(records, answers, em, f1):
             rec[cond] = {"answer": a, "em": e, "f1": f}
+    if "closed" in contexts:  # what evidence adds, paired per question: "RAG's F1 is at least 2x closed-book"
+        base = [rec["closed"]["f1"] for rec in records]
+        out["f1_versus_closed"] = {
+            cond: paired_gain([rec[cond]["f1"] for rec in records], base, n_boot=settings.n_boot, seed=settings.seed)
+            for cond in contexts if cond != "closed"
+        }  # fmt: skip
     out["prompts_skipped_too_long"] = policy.skipped_too_long - skipped_before
     out["examples"] = records
     return out

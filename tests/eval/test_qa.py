@@ -8,6 +8,7 @@ from srlm_fast.eval.qa import (
     answer_in_text,
     exact_match,
     normalize_answer,
+    paired_gain,
     recall_at_k,
     score_answers,
     token_f1,
@@ -64,3 +65,19 @@ def test_score_answers_intervals_contain_the_mean() -> None:
         assert iv.low <= iv.value <= iv.high and iv.high - iv.low > 0
     with pytest.raises(ValueError, match="predictions"):
         score_answers(["x"], [])
+
+
+def test_paired_gain_difference_and_ratio() -> None:
+    base = [0.0, 0.5, 0.5, 1.0] * 10
+    treated = [b + 0.25 for b in base]  # the same shift on every question: the difference has no spread
+    gain = paired_gain(treated, base, n_boot=300, seed=0)
+    assert gain["difference"] == {"value": pytest.approx(0.25), "low": pytest.approx(0.25),
+                                  "high": pytest.approx(0.25)}  # fmt: skip
+    r = gain["ratio"]
+    assert r["value"] == pytest.approx(0.75 / 0.5) and r["low"] < r["value"] < r["high"]
+    # Unpaired noise would not shrink the difference's interval to a point: pairing is kept.
+    swapped = paired_gain(treated[::-1], base, n_boot=300, seed=0)["difference"]
+    assert swapped["value"] == pytest.approx(0.25) and swapped["high"] - swapped["low"] > 0.1
+    assert paired_gain([1.0, 0.0], [0.0, 0.0])["ratio"] == {"value": None, "low": None, "high": None}
+    with pytest.raises(ValueError, match="paired"):
+        paired_gain([1.0], [1.0, 0.0])

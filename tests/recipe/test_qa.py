@@ -58,6 +58,10 @@ def test_conditions_get_their_evidence(squad: Path) -> None:
     assert c["closed"]["exact_match"]["value"] == 0.0 and c["closed"]["f1"]["value"] == 0.0
     assert c["shuffled"]["exact_match"]["value"] == 0.0  # another question's paragraph never holds the answer
     assert len(policy.prompts) == 4 * len(FACTS)
+    # Closed-book scores 0 everywhere: no ratio, and the difference is the condition's F1.
+    versus = out["f1_versus_closed"]
+    assert set(versus) == {"rag", "oracle", "shuffled"}
+    assert versus["oracle"]["difference"]["value"] == 1.0 and versus["oracle"]["ratio"]["value"] is None
     ex = out["examples"][0]
     assert ex["oracle"] == {"answer": "Velmo", "em": 1.0, "f1": 1.0} and ex["retrieved"] == ["Aldor#0"]
 
