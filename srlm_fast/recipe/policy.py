@@ -15,6 +15,8 @@ every rank, equal to a single process's:
 
 Requests are processed in chunks of several times the rows all ranks decode at once, so a `progress` scope can
 report per chunk without starving continuous batching; per-request seeds keep results independent of chunking.
+In one process a scope also counts each request as it finishes inside a chunk (a judged one when its score is
+read), since one chunk of a 135M model's judge prompts takes many minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Policy:
         self.chunk_requests = chunk_requests
         self._rows = self._rows_on_every_rank()
         self._progress: Progress | None = None
+        self._reported = 0  # requests of the current chunk already counted in the progress scope
         self._score_tokens, self._score_gap = score_tokens(tokenizer)
 
     @classmethod
@@ -167,23 +170,47 @@ class Policy:
             self._progress.add_total(n_requests)
         for lo in range(0, n_requests, size):
             hi = min(n_requests, lo + size)
+            self._reported = 0
             yield lo, hi
-            if self._progress is not None:
-                self._progress.update(hi - lo)
+            # What the chunk did not report as it went (skipped prompts; more than one rank).
+            rest = hi - lo - self._reported
+            if self._progress is not None and rest:
+                self._progress.update(rest)
 
-    def _run_generate(self, requests: list[Request], params: list[SamplingParams]) -> list[GenerationResult]:
+    def _report(self, n: int) -> None:
+        """`n` requests of the current chunk are done (one process: a chunk can take minutes on a CPU, and a
+        bar that moves only between chunks sits at 0 for a whole evaluation)."""
+        if self._progress is not None and n:
+            self._reported += n
+            self._progress.update(n)
+
+    def _run_generate(
+        self, requests: list[Request], params: list[SamplingParams], *, report: bool = True
+    ) -> list[GenerationResult]:
         if self.mode == "lockstep":
             return GD.generate_lockstep(self.generator, requests, params)
         if self.mode == "data_parallel":
             return GD.generate_data_parallel(self.generator, requests, params)
-        return self.generator.generate(requests, params)
+        seqs, prompts = self.generator.prepare(requests, params)
+        finished = 0
+        for _ in self.generator.steps(seqs, prompts):
+            if report and self._progress is not None:  # a request is done when all its samples are
+                now = sum(all(x.finish is not None for x in group) for group in seqs)
+                self._report(now - finished)
+                finished = now
+        return self.generator.collect(seqs, prompts)
 
     def _run_prefill(self, requests: list[Request], transform: GD.Transform) -> torch.Tensor:
         if self.mode == "lockstep":
             return GD.prefill_logits_lockstep(self.generator, requests, transform=transform)
         if self.mode == "data_parallel":
             return GD.prefill_logits_data_parallel(self.generator, requests, transform=transform)
-        return transform(self.generator.prefill_logits(requests))
+        # Prefill recycles its rows batch after batch, so slices of one batch cost nothing and report as they go.
+        parts = []
+        for lo in range(0, len(requests), self._rows):
+            parts.append(transform(self.generator.prefill_logits(requests[lo : lo + self._rows])))
+            self._report(len(parts[-1]))
+        return torch.cat(parts) if parts else transform(self.generator.prefill_logits(requests))
 
     def _encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], list[bool]]:
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
@@ -221,9 +248,10 @@ class Policy:
 
     def _generate_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, n: int, temperature: float, top_p: float,
-        max_new_tokens: int, seed: int, stop: Sequence[str],
+        max_new_tokens: int, seed: int, stop: Sequence[str], report: bool = True,
     ) -> list[list[str]]:  # fmt: skip
-        """`ids` are requests first, first + 1, ... of the call: their seeds follow the index in the call."""
+        """`ids` are requests first, first + 1, ... of the call: their seeds follow the index in the call.
+        report: count each request in the progress scope as it finishes."""
         todo = [i for i, ok in enumerate(fits) if ok]
         params = [
             SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
@@ -232,7 +260,7 @@ class Policy:
         ]  # fmt: skip
         out: list[list[str]] = [[""] * n for _ in ids]
         if todo:  # the same on every rank (same prompts), so collectives stay matched
-            for i, result in zip(todo, self._run_generate([ids[i] for i in todo], params)):
+            for i, result in zip(todo, self._run_generate([ids[i] for i in todo], params, report=report)):
                 out[i] = [t or "" for t in result.texts]
         return out
 
@@ -257,7 +285,9 @@ class Policy:
     def _score_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, max_new_tokens: int
     ) -> list[Mapping[str, float]]:
-        texts = self._generate_encoded(ids, fits, first, 1, 0.0, 1.0, max_new_tokens, 0, (SCORE_MARKER,))
+        # A judged request is done when its score is read, after the second pass (reported there).
+        texts = self._generate_encoded(ids, fits, first, 1, 0.0, 1.0, max_new_tokens, 0, (SCORE_MARKER,),
+                                       report=False)  # fmt: skip
         forced, index = [], []
         for i, (prompt_ids, ok, t) in enumerate(zip(ids, fits, texts)):
             if not ok:
