@@ -2,7 +2,9 @@
 
     python bench/compare_judges.py A.json [B.json ...] [--out FILE]
 
-Each file is `bench/judge_smollm2.py` output (per-reply scores kept) on the same rankings file and trees. For
+Each file is `bench/judge_smollm2.py` output (per-reply scores kept) on the same rankings file and trees, or a
+loop's evaluation `RUN/eval/m<k>.json` (its `human_rankings_scores`; name the run's `eval.rankings` file with
+`--rankings` and its `eval.limit` with `--trees`, which a loop's evaluation does not record). For
 every judge, and for the "longer is better" baseline, this prints the pairwise accuracy against the human ranks,
 and for every pair of scorers their difference with a 95% bootstrap interval that resamples trees once for
 both scorers (paired: the same trees, the same replies), so the interval is that of the difference itself.
@@ -79,24 +81,48 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
+def _name(path: Path) -> str:
+    """A loop's evaluations are all called m<k>.json: name them RUN/m<k>."""
+    return f"{path.parent.parent.name}/{path.stem}" if path.parent.name == "eval" else path.stem
+
+
+def _scores(path: Path, args: argparse.Namespace) -> tuple[str, int, list]:
+    """(rankings file, number of trees, per-reply scores) of a bench/judge_smollm2.py file or a loop's evaluation."""
+    r = json.loads(path.read_text())
+    if "human_rankings_scores" in r:
+        if args.rankings is None or args.trees is None:
+            raise SystemExit(
+                f"{path}: a loop's evaluation; give its eval.rankings (--rankings) and eval.limit (--trees)"
+            )
+        return str(args.rankings), args.trees, r["human_rankings_scores"]
+    return r["rankings"]["file"], r["rankings"]["n_trees"], r["rankings"]["scores"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="bench/judge_smollm2.py JSON files")
+    ap.add_argument(
+        "runs", nargs="+", type=Path, help="bench/judge_smollm2.py JSON files or RUN/eval/m<k>.json"
+    )
+    ap.add_argument("--rankings", help="the rankings file a loop's evaluations judged (its eval.rankings)")
+    ap.add_argument("--trees", type=int, help="how many of its trees (the loop's eval.limit)")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    runs = {p.stem: json.loads(p.read_text()) for p in args.runs}
-    files = {(r["rankings"]["file"], r["rankings"]["n_trees"]) for r in runs.values()}
+    runs = {_name(p): _scores(p, args) for p in args.runs}
+    files = {(str(Path(file).resolve()), n) for file, n, _ in runs.values()}
     if len(files) != 1:
         raise SystemExit(f"the runs judged different trees: {sorted(files)}")
     ((rankings, n_trees),) = files
     trees = read_oasst_trees(rankings)[:n_trees]
     scorers = {"length baseline": ranked_judgments(trees, length_scores(ranked_items(trees)))}
     unscored = {}
-    for name, r in runs.items():
-        scorers[name] = ranked_judgments(trees, r["rankings"]["scores"])
-        unscored[name] = sum(s is None for s in r["rankings"]["scores"])
+    for name, (_, _, scores) in runs.items():
+        if len(scores) != len(ranked_items(trees)):
+            raise SystemExit(f"{name}: {len(scores)} scores for the {len(ranked_items(trees))} replies of "
+                             f"{n_trees} trees (check --trees)")  # fmt: skip
+        scorers[name] = ranked_judgments(trees, scores)
+        unscored[name] = sum(s is None for s in scores)
 
     out: dict = {
         "what": "judges vs the length baseline on the same trees, paired tree-bootstrap differences",

@@ -1,9 +1,12 @@
 """bench/compare_judges.py: paired differences of pairwise accuracy over the same trees, and how much of a judge
 is length, on cases small enough to check by hand."""
 
+import argparse
+import json
+
 import pytest
 
-from bench.compare_judges import length_share, paired_difference, pairwise_accuracy
+from bench.compare_judges import _name, _scores, length_share, paired_difference, pairwise_accuracy
 from srlm_fast.eval.metrics import RankedJudgment
 
 
@@ -36,3 +39,18 @@ def test_length_share_counts_pairs_ordered_as_lengths_and_accuracy_where_shorter
     assert share == {"pairs": 3, "orders_as_length": pytest.approx(0.667, abs=1e-3), "shorter_better_pairs": 2,
                      "accuracy_where_shorter_is_better": 0.5}  # fmt: skip
     assert length_share(lengths, lengths)["accuracy_where_shorter_is_better"] == 0.0
+
+
+def test_reads_bench_files_and_a_loops_evaluations(tmp_path):
+    bench = tmp_path / "judge.json"
+    bench.write_text(json.dumps({"rankings": {"file": "trees.jsonl", "n_trees": 3, "scores": [4.0, None]}}))
+    (tmp_path / "run" / "eval").mkdir(parents=True)
+    loop = tmp_path / "run" / "eval" / "m2.json"
+    loop.write_text(json.dumps({"human_rankings_scores": [3.5, 1.0]}))
+    given = argparse.Namespace(rankings="trees.jsonl", trees=3)
+    assert _scores(bench, given) == ("trees.jsonl", 3, [4.0, None]) and _name(bench) == "judge"
+    assert _scores(loop, given) == ("trees.jsonl", 3, [3.5, 1.0]) and _name(loop) == "run/m2"
+    with pytest.raises(
+        SystemExit, match="--rankings"
+    ):  # a loop's evaluation does not say which trees it judged
+        _scores(loop, argparse.Namespace(rankings=None, trees=None))
