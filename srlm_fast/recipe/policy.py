@@ -15,8 +15,9 @@ every rank, equal to a single process's:
 
 Requests are processed in chunks of several times the rows all ranks decode at once, so a `progress` scope can
 report per chunk without starving continuous batching; per-request seeds keep results independent of chunking.
-In one process a scope also counts each request as it finishes inside a chunk (a judged one when its score is
-read), since one chunk of a 135M model's judge prompts takes many minutes on a CPU.
+In one process a scope also counts each generated request as it finishes inside a chunk, and the judge's
+expected scores go one batch of rows a chunk: one chunk of a 135M model's judge prompts took many minutes on a
+CPU with the bar at 0.
 """
 
 from __future__ import annotations
@@ -162,9 +163,11 @@ class Policy:
             dist.all_reduce(rows, op=dist.ReduceOp.MIN)
         return int(rows.item())
 
-    def _chunks(self, n_requests: int, samples_per_request: int) -> Iterator[tuple[int, int]]:
+    def _chunks(
+        self, n_requests: int, samples_per_request: int, rows_factor: int = CHUNK_ROWS_FACTOR
+    ) -> Iterator[tuple[int, int]]:
         size = self.chunk_requests or max(
-            self.world, CHUNK_ROWS_FACTOR * self._rows * self.world // max(1, samples_per_request)
+            self.world, rows_factor * self._rows * self.world // max(1, samples_per_request)
         )
         if self._progress is not None:
             self._progress.add_total(n_requests)
@@ -205,12 +208,7 @@ class Policy:
             return GD.prefill_logits_lockstep(self.generator, requests, transform=transform)
         if self.mode == "data_parallel":
             return GD.prefill_logits_data_parallel(self.generator, requests, transform=transform)
-        # Prefill recycles its rows batch after batch, so slices of one batch cost nothing and report as they go.
-        parts = []
-        for lo in range(0, len(requests), self._rows):
-            parts.append(transform(self.generator.prefill_logits(requests[lo : lo + self._rows])))
-            self._report(len(parts[-1]))
-        return torch.cat(parts) if parts else transform(self.generator.prefill_logits(requests))
+        return transform(self.generator.prefill_logits(requests))
 
     def _encode(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], list[bool]]:
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
@@ -277,7 +275,9 @@ class Policy:
         unique = list(dict.fromkeys(prompts))
         ids, fits = self._encode(unique, max_new_tokens)
         scored: list[Mapping[str, float]] = []
-        for lo, hi in self._chunks(len(ids), 1):
+        # One batch of rows a chunk: a judged request is done only after its second pass, so the progress moves
+        # once a chunk, and a judge's justification is short beside its prompt (little to gain from refilling rows).
+        for lo, hi in self._chunks(len(ids), 1, rows_factor=1):
             scored += self._score_encoded(ids[lo:hi], fits[lo:hi], lo, max_new_tokens)
         by_prompt = dict(zip(unique, scored))
         return [dict(by_prompt[p]) for p in prompts]
@@ -285,7 +285,7 @@ class Policy:
     def _score_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, max_new_tokens: int
     ) -> list[Mapping[str, float]]:
-        # A judged request is done when its score is read, after the second pass (reported there).
+        # A judged request is done when its score is read, after the second pass (counted with its chunk).
         texts = self._generate_encoded(ids, fits, first, 1, 0.0, 1.0, max_new_tokens, 0, (SCORE_MARKER,),
                                        report=False)  # fmt: skip
         forced, index = [], []

@@ -128,12 +128,11 @@ def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
 
 
 def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys):
-    # Two cache rows, one chunk of all requests: rows free up and refill, and the bar moves with them.
+    # Two cache rows, one chunk of 16 requests for generation: rows free up and refill, and the bar moves with them.
     policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
-    policy.chunk_requests = 100
     with policy.progress("gen", interval_s=0.0):
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
-    with policy.progress("judge", interval_s=0.0):  # counted when each score is read, a batch at a time
+    with policy.progress("judge", interval_s=0.0):  # expected scores: a chunk is one batch of rows
         policy.score_probs(PROMPTS[:5], max_new_tokens=2)
     out = capsys.readouterr().out
     assert re.findall(r"^    gen: (\d+/\d+) requests", out, re.M) == ["2/5", "4/5", "5/5"]
