@@ -23,6 +23,7 @@ CPU with the bar at 0.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -41,6 +42,7 @@ SCORE_MARKER = "Score:"
 # A chunk holds this many times the rows all ranks decode at once: continuous batching keeps the rows full for all
 # but the tail of each chunk, and a progress bar still moves every few batches.
 CHUNK_ROWS_FACTOR = 8
+PROGRESS_COUNT_S = 0.5  # how often a chunk's finished requests are counted for its progress scope
 
 
 def _request_seed(seed: int, i: int) -> int:
@@ -195,12 +197,14 @@ class Policy:
         if self.mode == "data_parallel":
             return GD.generate_data_parallel(self.generator, requests, params)
         seqs, prompts = self.generator.prepare(requests, params)
-        finished = 0
+        finished, counted_at = 0, time.perf_counter()
         for _ in self.generator.steps(seqs, prompts):
-            if report and self._progress is not None:  # a request is done when all its samples are
+            # A request is done when all its samples are. Counting walks every request, so at most twice a second:
+            # a GPU decode step can be shorter than the walk over a large chunk.
+            if report and self._progress is not None and time.perf_counter() - counted_at >= PROGRESS_COUNT_S:
                 now = sum(all(x.finish is not None for x in group) for group in seqs)
                 self._report(now - finished)
-                finished = now
+                finished, counted_at = now, time.perf_counter()
         return self.generator.collect(seqs, prompts)
 
     def _run_prefill(self, requests: list[Request], transform: GD.Transform) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from srlm_fast.model.checkpoint import save_pretrained
 from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.recipe import policy as policy_module
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.train.reference import compute_reference_logprobs
 from tests._train_fixtures import make_workspace
@@ -127,9 +128,10 @@ def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
     assert lines == ["3/5", "5/5", "7/7"]
 
 
-def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys):
+def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys, monkeypatch):
     # Two cache rows, one chunk of 16 requests for generation: rows free up and refill, and the bar moves with them.
     policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
+    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", 0.0)  # count after every step
     with policy.progress("gen", interval_s=0.0):
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
     with policy.progress("judge", interval_s=0.0):  # expected scores: a chunk is one batch of rows
