@@ -58,8 +58,11 @@ class Progress:
             self._thread.start()
 
     def line(self) -> str:
-        """`desc: done/total unit, elapsed, rate, ETA`."""
+        """`desc: done/total unit, elapsed, rate, ETA`, or `desc: elapsed` while no item is known yet (a scope
+        whose work so far went to nested scopes: "0/0 requests, ETA ?" would read as a stall)."""
         elapsed = time.perf_counter() - self.t0
+        if self.total == 0:
+            return f"    {self.desc}: {format_duration(elapsed)} elapsed"
         rate = self.done / max(elapsed, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         return (

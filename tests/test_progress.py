@@ -41,3 +41,11 @@ def test_a_muted_scope_counts_but_prints_nothing():
         p.muted = False
         time.sleep(0.3)
     assert "evaluate: 1/2 requests" in out.getvalue().splitlines()[-1]
+
+
+def test_a_scope_with_no_items_yet_reports_its_elapsed_time_only():
+    out = io.StringIO()
+    with Progress("evaluate M1", interval_s=0.05, stream=out):
+        time.sleep(0.2)  # its work went to nested scopes
+    lines = out.getvalue().splitlines()
+    assert lines and all(x.startswith("    evaluate M1: 0m00s elapsed") and "0/0" not in x for x in lines)
