@@ -98,19 +98,36 @@ def paired_gain(
     seed: int = 0,
 ) -> dict[str, dict]:
     """How one condition's per-question scores compare with another's on the same questions: the mean difference
-    and the ratio of the means, each with a percentile-bootstrap CI that resamples questions (both conditions
-    together, so the pairing is kept). The ratio is None where the base mean is 0; a resample whose base mean is 0
-    counts as an infinite ratio (it can only widen the upper end)."""
+    and the ratio of the means, each with a percentile-bootstrap CI over the same resamples of the questions (both
+    conditions together, so the pairing is kept).
+
+    The ratio is None where the base mean is 0. A resample whose base mean is 0 has an infinite ratio; the interval
+    ends are then order statistics (never interpolated with infinity), and an infinite upper end is None:
+    unbounded. `resamples_base_zero` says how many there were."""
     t, b = np.asarray(treated, dtype=np.float64), np.asarray(base, dtype=np.float64)
     if t.shape != b.shape:
         raise ValueError(f"paired scores: {t.size} treated against {b.size} base questions")
-    difference = bootstrap_mean(t - b, n_boot=n_boot, confidence=confidence, seed=seed)
-    if t.size == 0 or b.mean() == 0:
-        return {"difference": difference.to_dict(), "ratio": Interval(None, None, None).to_dict()}
-    idx = np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(b[idx].sum(axis=1) > 0, t[idx].sum(axis=1) / b[idx].sum(axis=1), np.inf)
+    none = Interval(None, None, None).to_dict()
+    if t.size == 0:
+        return {"difference": none, "ratio": none, "resamples_base_zero": 0}
+    rng = np.random.default_rng(seed)
+    t_sums, b_sums = np.empty(n_boot), np.empty(n_boot)
+    chunk = max(1, 4_000_000 // t.size)  # bounds the index matrix, as bootstrap_mean does
+    for lo in range(0, n_boot, chunk):
+        idx = rng.integers(0, t.size, size=(min(n_boot, lo + chunk) - lo, t.size))
+        t_sums[lo : lo + len(idx)], b_sums[lo : lo + len(idx)] = t[idx].sum(axis=1), b[idx].sum(axis=1)
     alpha = (1 - confidence) / 2
-    low, high = np.quantile(ratios, [alpha, 1 - alpha])
-    ratio = Interval(float(t.mean() / b.mean()), float(low), float(high))
-    return {"difference": difference.to_dict(), "ratio": ratio.to_dict()}
+    diffs = (t_sums - b_sums) / t.size
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    difference = Interval(float(t.mean() - b.mean()), float(low), float(high)).to_dict()
+    zero = int((b_sums == 0).sum())
+    if b.mean() == 0:
+        return {"difference": difference, "ratio": none, "resamples_base_zero": zero}
+    ratios = np.full(n_boot, np.inf)
+    np.divide(t_sums, b_sums, out=ratios, where=b_sums > 0)
+    low = float(np.quantile(ratios, alpha, method="lower"))
+    high = float(np.quantile(ratios, 1 - alpha, method="higher"))
+    ratio = Interval(
+        float(t.mean() / b.mean()), low if np.isfinite(low) else None, high if np.isfinite(high) else None
+    )
+    return {"difference": difference, "ratio": ratio.to_dict(), "resamples_base_zero": zero}

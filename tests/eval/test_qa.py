@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from srlm_fast.eval.qa import (
@@ -69,15 +71,26 @@ def test_score_answers_intervals_contain_the_mean() -> None:
 
 def test_paired_gain_difference_and_ratio() -> None:
     base = [0.0, 0.5, 0.5, 1.0] * 10
-    treated = [b + 0.25 for b in base]  # the same shift on every question: the difference has no spread
+    treated = [
+        b + 0.25 for b in base
+    ]  # the same shift on every question: the paired difference has no spread
     gain = paired_gain(treated, base, n_boot=300, seed=0)
     assert gain["difference"] == {"value": pytest.approx(0.25), "low": pytest.approx(0.25),
                                   "high": pytest.approx(0.25)}  # fmt: skip
     r = gain["ratio"]
     assert r["value"] == pytest.approx(0.75 / 0.5) and r["low"] < r["value"] < r["high"]
-    # Unpaired noise would not shrink the difference's interval to a point: pairing is kept.
-    swapped = paired_gain(treated[::-1], base, n_boot=300, seed=0)["difference"]
-    assert swapped["value"] == pytest.approx(0.25) and swapped["high"] - swapped["low"] > 0.1
+    # Twice the base on every question: resampled together, every resample's ratio is exactly 2 (resampled
+    # apart, the two means would vary independently).
+    doubled = paired_gain([2 * b for b in base], base, n_boot=300, seed=0)["ratio"]
+    assert doubled == {"value": pytest.approx(2.0), "low": pytest.approx(2.0), "high": pytest.approx(2.0)}
     assert paired_gain([1.0, 0.0], [0.0, 0.0])["ratio"] == {"value": None, "low": None, "high": None}
     with pytest.raises(ValueError, match="paired"):
         paired_gain([1.0], [1.0, 0.0])
+
+
+def test_paired_gain_with_a_base_that_is_mostly_zero_stays_valid_json() -> None:
+    # One question in five has a base score: many resamples have none, and their ratio is unbounded.
+    gain = paired_gain([1, 0, 0, 0, 1], [0, 1, 0, 0, 0], n_boot=500, seed=0)
+    assert gain["resamples_base_zero"] > 25  # more than the 2.5% tail: the upper end is unbounded
+    assert gain["ratio"]["value"] == pytest.approx(2.0) and gain["ratio"]["high"] is None
+    json.dumps(gain, allow_nan=False)  # no NaN or Infinity reaches a results file
