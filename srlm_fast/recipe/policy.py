@@ -15,9 +15,8 @@ every rank, equal to a single process's:
 
 Requests are processed in chunks of several times the rows all ranks decode at once, so a `progress` scope can
 report per chunk without starving continuous batching; per-request seeds keep results independent of chunking.
-In one process a scope also counts each generated request as it finishes inside a chunk, and the judge's
-expected scores go one batch of rows a chunk: one chunk of a 135M model's judge prompts took many minutes on a
-CPU with the bar at 0.
+In one process a scope also counts requests as they finish inside a chunk (a judged request counts half when its
+justification is written and half when its score is read), since one chunk can take many minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -113,6 +112,7 @@ class Policy:
         self._rows = self._rows_on_every_rank()
         self._progress: Progress | None = None
         self._reported = 0  # requests of the current chunk already counted in the progress scope
+        self._pending = 0.0  # a fraction of a request, not yet counted (the judge's first pass counts half)
         self._score_tokens, self._score_gap = score_tokens(tokenizer)
 
     @classmethod
@@ -165,33 +165,36 @@ class Policy:
             dist.all_reduce(rows, op=dist.ReduceOp.MIN)
         return int(rows.item())
 
-    def _chunks(
-        self, n_requests: int, samples_per_request: int, rows_factor: int = CHUNK_ROWS_FACTOR
-    ) -> Iterator[tuple[int, int]]:
+    def _chunks(self, n_requests: int, samples_per_request: int) -> Iterator[tuple[int, int]]:
         size = self.chunk_requests or max(
-            self.world, rows_factor * self._rows * self.world // max(1, samples_per_request)
+            self.world, CHUNK_ROWS_FACTOR * self._rows * self.world // max(1, samples_per_request)
         )
         if self._progress is not None:
             self._progress.add_total(n_requests)
         for lo in range(0, n_requests, size):
             hi = min(n_requests, lo + size)
-            self._reported = 0
+            self._reported, self._pending = 0, 0.0
             yield lo, hi
-            # What the chunk did not report as it went (skipped prompts; more than one rank).
+            # What the chunk did not count as it went: requests that finished after the last count, skipped
+            # prompts, the judge's second pass, the whole chunk with more than one rank.
             rest = hi - lo - self._reported
             if self._progress is not None and rest:
                 self._progress.update(rest)
 
-    def _report(self, n: int) -> None:
+    def _report(self, n: float) -> None:
         """`n` requests of the current chunk are done (one process: a chunk can take minutes on a CPU, and a
-        bar that moves only between chunks sits at 0 for a whole evaluation)."""
-        if self._progress is not None and n:
-            self._reported += n
-            self._progress.update(n)
+        bar that moves only between chunks sits at 0 for a whole evaluation). Fractions add up."""
+        self._pending += n
+        whole = int(self._pending)
+        if self._progress is not None and whole:
+            self._pending -= whole
+            self._reported += whole
+            self._progress.update(whole)
 
     def _run_generate(
-        self, requests: list[Request], params: list[SamplingParams], *, report: bool = True
+        self, requests: list[Request], params: list[SamplingParams], *, weight: float = 1.0
     ) -> list[GenerationResult]:
+        """weight: how much of a request its generation is, for the progress scope (0: not counted here)."""
         if self.mode == "lockstep":
             return GD.generate_lockstep(self.generator, requests, params)
         if self.mode == "data_parallel":
@@ -199,11 +202,11 @@ class Policy:
         seqs, prompts = self.generator.prepare(requests, params)
         finished, counted_at = 0, time.perf_counter()
         for _ in self.generator.steps(seqs, prompts):
-            # A request is done when all its samples are. Counting walks every request, so at most twice a second:
-            # a GPU decode step can be shorter than the walk over a large chunk.
-            if report and self._progress is not None and time.perf_counter() - counted_at >= PROGRESS_COUNT_S:
+            # A request is done when all its samples are. Counting walks every request, so it is throttled to
+            # PROGRESS_COUNT_S: a GPU decode step can be shorter than the walk over a large chunk.
+            if weight and self._progress is not None and time.perf_counter() - counted_at >= PROGRESS_COUNT_S:
                 now = sum(all(x.finish is not None for x in group) for group in seqs)
-                self._report(now - finished)
+                self._report(weight * (now - finished))
                 finished, counted_at = now, time.perf_counter()
         return self.generator.collect(seqs, prompts)
 
@@ -250,10 +253,10 @@ class Policy:
 
     def _generate_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, n: int, temperature: float, top_p: float,
-        max_new_tokens: int, seed: int, stop: Sequence[str], report: bool = True,
+        max_new_tokens: int, seed: int, stop: Sequence[str], weight: float = 1.0,
     ) -> list[list[str]]:  # fmt: skip
         """`ids` are requests first, first + 1, ... of the call: their seeds follow the index in the call.
-        report: count each request in the progress scope as it finishes."""
+        weight: how much of a request this generation is, in the progress scope."""
         todo = [i for i, ok in enumerate(fits) if ok]
         params = [
             SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
@@ -262,7 +265,7 @@ class Policy:
         ]  # fmt: skip
         out: list[list[str]] = [[""] * n for _ in ids]
         if todo:  # the same on every rank (same prompts), so collectives stay matched
-            for i, result in zip(todo, self._run_generate([ids[i] for i in todo], params, report=report)):
+            for i, result in zip(todo, self._run_generate([ids[i] for i in todo], params, weight=weight)):
                 out[i] = [t or "" for t in result.texts]
         return out
 
@@ -279,9 +282,7 @@ class Policy:
         unique = list(dict.fromkeys(prompts))
         ids, fits = self._encode(unique, max_new_tokens)
         scored: list[Mapping[str, float]] = []
-        # One batch of rows a chunk: a judged request is done only after its second pass, so the progress moves
-        # once a chunk, and a judge's justification is short beside its prompt (little to gain from refilling rows).
-        for lo, hi in self._chunks(len(ids), 1, rows_factor=1):
+        for lo, hi in self._chunks(len(ids), 1):
             scored += self._score_encoded(ids[lo:hi], fits[lo:hi], lo, max_new_tokens)
         by_prompt = dict(zip(unique, scored))
         return [dict(by_prompt[p]) for p in prompts]
@@ -289,9 +290,10 @@ class Policy:
     def _score_encoded(
         self, ids: list[list[int]], fits: list[bool], first: int, max_new_tokens: int
     ) -> list[Mapping[str, float]]:
-        # A judged request is done when its score is read, after the second pass (counted with its chunk).
+        # Two passes of about equal cost (the justification is short beside the prompt): the first counts half a
+        # request as it finishes, the chunk's end counts the rest once the scores are read.
         texts = self._generate_encoded(ids, fits, first, 1, 0.0, 1.0, max_new_tokens, 0, (SCORE_MARKER,),
-                                       report=False)  # fmt: skip
+                                       weight=0.5)  # fmt: skip
         forced, index = [], []
         for i, (prompt_ids, ok, t) in enumerate(zip(ids, fits, texts)):
             if not ok:

@@ -117,9 +117,10 @@ def test_progress_lines_come_from_rank_0_only(two_ranks):
     assert lines == [(str(len(PROMPTS)), str(len(PROMPTS)))] * 2
 
 
-def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
+def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys, monkeypatch):
     policy = Policy.load(ws["sharp"], device="cpu")
     policy.chunk_requests = 3
+    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", float("inf"))  # no count inside a chunk
     with policy.progress("judge", interval_s=0.0):
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
         policy.score_probs(PROMPTS[:2], max_new_tokens=2)
@@ -129,20 +130,21 @@ def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
 
 
 def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys, monkeypatch):
-    # Two cache rows, one chunk of 16 requests for generation: rows free up and refill, and the bar moves with them.
+    # Two cache rows and one chunk (up to 16 requests): rows free up and refill, and the bar moves with them.
     policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
     monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", 0.0)  # count after every step
     with policy.progress("gen", interval_s=0.0):
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
-    with policy.progress("judge", interval_s=0.0):  # expected scores: a chunk is one batch of rows
+    with policy.progress("judge", interval_s=0.0):  # a justification written counts half, its score the rest
         policy.score_probs(PROMPTS[:5], max_new_tokens=2)
     out = capsys.readouterr().out
     assert re.findall(r"^    gen: (\d+/\d+) requests", out, re.M) == ["2/5", "4/5", "5/5"]
-    assert re.findall(r"^    judge: (\d+/\d+) requests", out, re.M) == ["2/5", "4/5", "5/5"]
+    assert re.findall(r"^    judge: (\d+/\d+) requests", out, re.M) == ["1/5", "2/5", "5/5"]
 
 
-def test_a_nested_progress_scope_mutes_the_enclosing_one(ws, capsys):
+def test_a_nested_progress_scope_mutes_the_enclosing_one(ws, capsys, monkeypatch):
     policy = Policy.load(ws["sharp"], device="cpu")
+    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", float("inf"))  # no count inside a chunk
     with policy.progress("evaluate", interval_s=0.0) as outer:
         with policy.progress("judging", interval_s=0.0):
             assert outer.muted
