@@ -3,8 +3,8 @@
     python bench/compare_judges.py A.json [B.json ...] [--out FILE]
 
 Each file is `bench/judge_smollm2.py` output (per-reply scores kept) on the same rankings file and trees, or a
-loop's evaluation `RUN/eval/m<k>.json` (its `human_rankings_scores`; name the run's `eval.rankings` file with
-`--rankings` and its `eval.limit` with `--trees`, which a loop's evaluation does not record). For
+loop's evaluation `RUN/eval/m<k>.json` (its `human_rankings_scores`, on the trees its RUN/config.toml names:
+`eval.rankings`, the first `eval.limit`). For
 every judge, and for the "longer is better" baseline, this prints the pairwise accuracy against the human ranks,
 and for every pair of scorers their difference with a 95% bootstrap interval that resamples trees once for
 both scorers (paired: the same trees, the same replies), so the interval is that of the difference itself.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from srlm_fast.config import read_toml
 from srlm_fast.eval.judge_agreement import ranked_items, ranked_judgments, read_oasst_trees
 from srlm_fast.eval.metrics import judge_agreement
 from srlm_fast.io import write_json_atomic
@@ -87,15 +88,25 @@ def _name(path: Path) -> str:
 
 
 def _scores(path: Path, args: argparse.Namespace) -> tuple[str, int, list]:
-    """(rankings file, number of trees, per-reply scores) of a bench/judge_smollm2.py file or a loop's evaluation."""
+    """(rankings file, number of trees (0: all), per-reply scores) of a bench/judge_smollm2.py file or a loop's
+    evaluation; for the latter the trees are the run's `eval.rankings` and `eval.limit` (from RUN/config.toml),
+    unless --rankings / --trees say otherwise."""
     r = json.loads(path.read_text())
-    if "human_rankings_scores" in r:
-        if args.rankings is None or args.trees is None:
-            raise SystemExit(
-                f"{path}: a loop's evaluation; give its eval.rankings (--rankings) and eval.limit (--trees)"
-            )
-        return str(args.rankings), args.trees, r["human_rankings_scores"]
-    return r["rankings"]["file"], r["rankings"]["n_trees"], r["rankings"]["scores"]
+    if "rankings" in r:
+        return r["rankings"]["file"], r["rankings"]["n_trees"], r["rankings"]["scores"]
+    if "human_rankings_scores" not in r:
+        raise SystemExit(
+            f"{path}: neither a bench/judge_smollm2.py result nor a loop evaluation with human rankings"
+        )
+    config = path.parent.parent / "config.toml"
+    run_eval = read_toml(config).get("eval", {}) if config.is_file() else {}
+    rankings = args.rankings or run_eval.get("rankings")
+    n_trees = args.trees if args.trees is not None else run_eval.get("limit")
+    if rankings is None or n_trees is None:
+        raise SystemExit(
+            f"{path}: no {config} to read eval.rankings and eval.limit from; give --rankings and --trees"
+        )
+    return str(rankings), n_trees, r["human_rankings_scores"]
 
 
 def main() -> int:
@@ -103,24 +114,33 @@ def main() -> int:
     ap.add_argument(
         "runs", nargs="+", type=Path, help="bench/judge_smollm2.py JSON files or RUN/eval/m<k>.json"
     )
-    ap.add_argument("--rankings", help="the rankings file a loop's evaluations judged (its eval.rankings)")
-    ap.add_argument("--trees", type=int, help="how many of its trees (the loop's eval.limit)")
+    ap.add_argument(
+        "--rankings", help="for loop evaluations: the rankings file (default: the run's eval.rankings)"
+    )
+    ap.add_argument(
+        "--trees", type=int, help="for loop evaluations: how many trees, 0 all (default: eval.limit)"
+    )
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    runs = {_name(p): _scores(p, args) for p in args.runs}
+    runs = {}
+    for p in args.runs:
+        if _name(p) in runs:
+            raise SystemExit(f"two files named {_name(p)}: rename one")
+        runs[_name(p)] = _scores(p, args)
     files = {(str(Path(file).resolve()), n) for file, n, _ in runs.values()}
     if len(files) != 1:
         raise SystemExit(f"the runs judged different trees: {sorted(files)}")
-    ((rankings, n_trees),) = files
-    trees = read_oasst_trees(rankings)[:n_trees]
+    rankings = next(iter(runs.values()))[0]  # as given (a resolved path would name this machine's folders)
+    trees = read_oasst_trees(rankings)[: next(iter(files))[1] or None]
+    n_trees = len(trees)
     scorers = {"length baseline": ranked_judgments(trees, length_scores(ranked_items(trees)))}
     unscored = {}
     for name, (_, _, scores) in runs.items():
         if len(scores) != len(ranked_items(trees)):
             raise SystemExit(f"{name}: {len(scores)} scores for the {len(ranked_items(trees))} replies of "
-                             f"{n_trees} trees (check --trees)")  # fmt: skip
+                             f"{n_trees} trees (check --rankings and --trees)")  # fmt: skip
         scorers[name] = ranked_judgments(trees, scores)
         unscored[name] = sum(s is None for s in scores)
 

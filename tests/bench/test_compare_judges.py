@@ -47,10 +47,15 @@ def test_reads_bench_files_and_a_loops_evaluations(tmp_path):
     (tmp_path / "run" / "eval").mkdir(parents=True)
     loop = tmp_path / "run" / "eval" / "m2.json"
     loop.write_text(json.dumps({"human_rankings_scores": [3.5, 1.0]}))
-    given = argparse.Namespace(rankings="trees.jsonl", trees=3)
-    assert _scores(bench, given) == ("trees.jsonl", 3, [4.0, None]) and _name(bench) == "judge"
-    assert _scores(loop, given) == ("trees.jsonl", 3, [3.5, 1.0]) and _name(loop) == "run/m2"
+    none_given = argparse.Namespace(rankings=None, trees=None)
+    assert _scores(bench, none_given) == ("trees.jsonl", 3, [4.0, None]) and _name(bench) == "judge"
     with pytest.raises(
-        SystemExit, match="--rankings"
-    ):  # a loop's evaluation does not say which trees it judged
-        _scores(loop, argparse.Namespace(rankings=None, trees=None))
+        SystemExit, match="--rankings and --trees"
+    ):  # no run config beside it to say which trees
+        _scores(loop, none_given)
+    (tmp_path / "run" / "config.toml").write_text('[eval]\nrankings = "trees.jsonl"\nlimit = 0\n')
+    assert _scores(loop, none_given) == ("trees.jsonl", 0, [3.5, 1.0]) and _name(loop) == "run/m2"
+    assert _scores(loop, argparse.Namespace(rankings="other.jsonl", trees=5))[:2] == ("other.jsonl", 5)
+    (tmp_path / "run" / "eval" / "m3.json").write_text(json.dumps({"human_pairs_scores": [1.0]}))
+    with pytest.raises(SystemExit, match="human rankings"):
+        _scores(tmp_path / "run" / "eval" / "m3.json", none_given)
