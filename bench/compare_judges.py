@@ -132,8 +132,9 @@ def main() -> int:
     files = {(str(Path(file).resolve()), n) for file, n, _ in runs.values()}
     if len(files) != 1:
         raise SystemExit(f"the runs judged different trees: {sorted(files)}")
-    rankings = next(iter(runs.values()))[0]  # as given (a resolved path would name this machine's folders)
-    trees = read_oasst_trees(rankings)[: next(iter(files))[1] or None]
+    # The file as given (a resolved path would name this machine's folders); 0 trees means all of them.
+    rankings, limit, _ = next(iter(runs.values()))
+    trees = read_oasst_trees(rankings)[: limit or None]
     n_trees = len(trees)
     scorers = {"length baseline": ranked_judgments(trees, length_scores(ranked_items(trees)))}
     unscored = {}

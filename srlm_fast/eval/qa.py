@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from srlm_fast.eval.winrate import Interval, bootstrap_mean
+from srlm_fast.eval.winrate import Interval, bootstrap_mean, resampled_means
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -110,21 +110,15 @@ def paired_gain(
     none = Interval(None, None, None).to_dict()
     if t.size == 0:
         return {"difference": none, "ratio": none, "resamples_base_zero": 0}
-    rng = np.random.default_rng(seed)
-    t_sums, b_sums = np.empty(n_boot), np.empty(n_boot)
-    chunk = max(1, 4_000_000 // t.size)  # bounds the index matrix, as bootstrap_mean does
-    for lo in range(0, n_boot, chunk):
-        idx = rng.integers(0, t.size, size=(min(n_boot, lo + chunk) - lo, t.size))
-        t_sums[lo : lo + len(idx)], b_sums[lo : lo + len(idx)] = t[idx].sum(axis=1), b[idx].sum(axis=1)
+    t_means, b_means = resampled_means(np.stack([t, b]), n_boot=n_boot, seed=seed)
     alpha = (1 - confidence) / 2
-    diffs = (t_sums - b_sums) / t.size
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    low, high = np.quantile(t_means - b_means, [alpha, 1 - alpha])
     difference = Interval(float(t.mean() - b.mean()), float(low), float(high)).to_dict()
-    zero = int((b_sums == 0).sum())
+    zero = int((b_means == 0).sum())
     if b.mean() == 0:
         return {"difference": difference, "ratio": none, "resamples_base_zero": zero}
     ratios = np.full(n_boot, np.inf)
-    np.divide(t_sums, b_sums, out=ratios, where=b_sums > 0)
+    np.divide(t_means, b_means, out=ratios, where=b_means > 0)
     low = float(np.quantile(ratios, alpha, method="lower"))
     high = float(np.quantile(ratios, 1 - alpha, method="higher"))
     ratio = Interval(

@@ -96,6 +96,21 @@ class Interval:
         return asdict(self)
 
 
+def resampled_means(columns: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """(k, n) values, k measurements of the same n items → (k, n_boot) means over bootstrap resamples of the items,
+    one resample shared by all k rows (paired); deterministic in `seed`."""
+    n = columns.shape[1]
+    rng = np.random.default_rng(seed)
+    means = np.empty((columns.shape[0], n_boot))
+    # Chunks bound the index matrix to ~4M entries whatever the sample size.
+    chunk = max(1, 4_000_000 // n)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        means[:, start:stop] = columns[:, idx].mean(axis=-1)
+    return means
+
+
 def bootstrap_mean(
     values: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
 ) -> Interval:
@@ -103,14 +118,7 @@ def bootstrap_mean(
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return Interval(None, None, None)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    # Chunks bound the index matrix to ~4M entries whatever the sample size.
-    chunk = max(1, 4_000_000 // x.size)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        idx = rng.integers(0, x.size, size=(stop - start, x.size))
-        means[start:stop] = x[idx].mean(axis=1)
+    (means,) = resampled_means(x[None], n_boot=n_boot, seed=seed)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return Interval(float(x.mean()), float(low), float(high))

@@ -49,9 +49,8 @@ def test_reads_bench_files_and_a_loops_evaluations(tmp_path):
     loop.write_text(json.dumps({"human_rankings_scores": [3.5, 1.0]}))
     none_given = argparse.Namespace(rankings=None, trees=None)
     assert _scores(bench, none_given) == ("trees.jsonl", 3, [4.0, None]) and _name(bench) == "judge"
-    with pytest.raises(
-        SystemExit, match="--rankings and --trees"
-    ):  # no run config beside it to say which trees
+    # No run config beside it to say which trees.
+    with pytest.raises(SystemExit, match="--rankings and --trees"):
         _scores(loop, none_given)
     (tmp_path / "run" / "config.toml").write_text('[eval]\nrankings = "trees.jsonl"\nlimit = 0\n')
     assert _scores(loop, none_given) == ("trees.jsonl", 0, [3.5, 1.0]) and _name(loop) == "run/m2"

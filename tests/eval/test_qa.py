@@ -71,9 +71,8 @@ def test_score_answers_intervals_contain_the_mean() -> None:
 
 def test_paired_gain_difference_and_ratio() -> None:
     base = [0.0, 0.5, 0.5, 1.0] * 10
-    treated = [
-        b + 0.25 for b in base
-    ]  # the same shift on every question: the paired difference has no spread
+    # The same shift on every question: the paired difference has no spread.
+    treated = [b + 0.25 for b in base]
     gain = paired_gain(treated, base, n_boot=300, seed=0)
     assert gain["difference"] == {"value": pytest.approx(0.25), "low": pytest.approx(0.25),
                                   "high": pytest.approx(0.25)}  # fmt: skip
