@@ -170,6 +170,8 @@ class Generator:
         self.cache: KVCache | None = None
         self._prefix: tuple[tuple, KVCache] | None = None  # ((tokens, weights' version), its KV)
         self._lm_head: Tensor | None = None
+        # Sequences retired since construction: a caller driving `steps` reads it to count progress inside a call.
+        self.finished_sequences = 0
 
         stops: list[int] = []
         if tokenizer is not None:
@@ -503,4 +505,5 @@ class Generator:
         if not fresh:  # a decode step: every active row advanced one position (fresh rows already point
             rows.pos[sl] += 1  # at the prompt's end, where their first sampled token goes)
         if finished:
+            self.finished_sequences += len(finished)
             rows.retire(finished, cache)

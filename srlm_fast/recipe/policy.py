@@ -22,7 +22,6 @@ justification is written and half when its score is read), since one chunk can t
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -41,7 +40,6 @@ SCORE_MARKER = "Score:"
 # A chunk holds this many times the rows all ranks decode at once: continuous batching keeps the rows full for all
 # but the tail of each chunk, and a progress bar still moves every few batches.
 CHUNK_ROWS_FACTOR = 8
-PROGRESS_COUNT_S = 0.5  # how often a chunk's finished requests are counted for its progress scope
 
 
 def _request_seed(seed: int, i: int) -> int:
@@ -200,14 +198,15 @@ class Policy:
         if self.mode == "data_parallel":
             return GD.generate_data_parallel(self.generator, requests, params)
         seqs, prompts = self.generator.prepare(requests, params)
-        finished, counted_at = 0, time.perf_counter()
+        n_seqs = sum(len(group) for group in seqs)
+        # A request is n sequences: each finished one is 1/n of it (fractions add up in _report).
+        share = weight * len(seqs) / n_seqs if n_seqs and self._progress is not None else 0.0
+        counted = self.generator.finished_sequences
         for _ in self.generator.steps(seqs, prompts):
-            # A request is done when all its samples are. Counting walks every request, so it is throttled to
-            # PROGRESS_COUNT_S: a GPU decode step can be shorter than the walk over a large chunk.
-            if weight and self._progress is not None and time.perf_counter() - counted_at >= PROGRESS_COUNT_S:
-                now = sum(all(x.finish is not None for x in group) for group in seqs)
-                self._report(weight * (now - finished))
-                finished, counted_at = now, time.perf_counter()
+            done = self.generator.finished_sequences - counted
+            if share and done:
+                self._report(share * done)
+                counted += done
         return self.generator.collect(seqs, prompts)
 
     def _run_prefill(self, requests: list[Request], transform: GD.Transform) -> torch.Tensor:

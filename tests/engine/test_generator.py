@@ -170,6 +170,22 @@ def test_continuous_batching_equals_static_batching(model):
     assert [r.request_index for r in continuous] == list(range(len(prompts)))
 
 
+def test_finished_sequences_counts_each_sample_as_its_row_retires(model):
+    prompts = prompts_of((4, 9, 2), seed=4)
+    params = [SamplingParams(max_new_tokens=n, temperature=0.0, n=2) for n in (1, 6, 3)]
+    gen = Generator(model, max_batch=2, sampler_impl="torch")
+    seqs, ids = gen.prepare(prompts, params)
+    counts = [gen.finished_sequences]
+    for _ in gen.steps(seqs, ids):
+        counts.append(gen.finished_sequences)
+    counts.append(gen.finished_sequences)  # the last rows retire after the last forward
+    # Never ahead of the sequences that have finished, and every sample of every request counted once at the end.
+    assert counts[0] == 0 and counts == sorted(counts) and counts[-1] == 6
+    assert len(set(counts)) > 2  # rows retire in more than one step, not all at once
+    gen.generate(prompts[:1], params[:1])
+    assert gen.finished_sequences == 8  # it counts on over calls
+
+
 def test_seeds_reproduce_across_batch_sizes(model):
     prompts = prompts_of((6, 13, 2, 21), seed=3)
     params = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, n=3, seed=7)

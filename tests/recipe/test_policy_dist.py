@@ -15,7 +15,6 @@ import torch
 from srlm_fast.model.checkpoint import save_pretrained
 from srlm_fast.model.llama import Llama
 from srlm_fast.model.tokenizer import Tokenizer
-from srlm_fast.recipe import policy as policy_module
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.train.reference import compute_reference_logprobs
 from tests._train_fixtures import make_workspace
@@ -117,11 +116,12 @@ def test_progress_lines_come_from_rank_0_only(two_ranks):
     assert lines == [(str(len(PROMPTS)), str(len(PROMPTS)))] * 2
 
 
-def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys, monkeypatch):
+def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys):
     policy = Policy.load(ws["sharp"], device="cpu")
     policy.chunk_requests = 3
-    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", float("inf"))  # no count inside a chunk
     with policy.progress("judge", interval_s=0.0):
+        # Chunks of 3 and 2 requests. All rows of a chunk retire together after its last forward, so each chunk
+        # is counted at its end, in one line.
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
         policy.score_probs(PROMPTS[:2], max_new_tokens=2)
     policy.generate(PROMPTS[:2], n=1, max_new_tokens=2)  # outside the scope: silent
@@ -129,10 +129,9 @@ def test_progress_reports_every_chunk_of_every_call_in_its_scope(ws, capsys, mon
     assert lines == ["3/5", "5/5", "7/7"]
 
 
-def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys, monkeypatch):
+def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys):
     # Two cache rows and one chunk (up to 16 requests): rows free up and refill, and the bar moves with them.
     policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
-    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", 0.0)  # count after every step
     with policy.progress("gen", interval_s=0.0):
         policy.generate(PROMPTS[:5], n=1, max_new_tokens=2)
     with policy.progress("judge", interval_s=0.0):  # a justification written counts half, its score the rest
@@ -142,9 +141,16 @@ def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys, mo
     assert re.findall(r"^    judge: (\d+/\d+) requests", out, re.M) == ["1/5", "2/5", "5/5"]
 
 
-def test_a_nested_progress_scope_mutes_the_enclosing_one(ws, capsys, monkeypatch):
+def test_progress_counts_each_sample_as_a_share_of_its_request(ws, capsys):
+    # Two rows, two samples per request: a request is done when both of its samples are.
+    policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
+    with policy.progress("gen", interval_s=0.0):
+        policy.generate(PROMPTS[:3], n=2, max_new_tokens=2)
+    assert re.findall(r"^    gen: (\d+/\d+) requests", capsys.readouterr().out, re.M) == ["1/3", "2/3", "3/3"]
+
+
+def test_a_nested_progress_scope_mutes_the_enclosing_one(ws, capsys):
     policy = Policy.load(ws["sharp"], device="cpu")
-    monkeypatch.setattr(policy_module, "PROGRESS_COUNT_S", float("inf"))  # no count inside a chunk
     with policy.progress("evaluate", interval_s=0.0) as outer:
         with policy.progress("judging", interval_s=0.0):
             assert outer.muted
