@@ -142,7 +142,7 @@ def test_progress_counts_requests_as_they_finish_inside_one_chunk(ws, capsys):
 
 
 def test_progress_counts_each_sample_as_a_share_of_its_request(ws, capsys):
-    # Two rows, two samples per request: a request is done when both of its samples are.
+    # Two rows, two samples per request: each finished sample counts half a request.
     policy = Policy.load(ws["sharp"], device="cpu", max_batch=2)
     with policy.progress("gen", interval_s=0.0):
         policy.generate(PROMPTS[:3], n=2, max_new_tokens=2)
