@@ -69,7 +69,7 @@ def main() -> int:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     out: dict = {
-        "what": "zero-shot judge vs human preferences (Table-4 metrics, 95% bootstrap CIs, length baseline)",
+        "what": "a checkpoint's judge vs human preferences (Table-4 metrics, 95% bootstrap CIs, length baseline)",
         "date": dt.date.today().isoformat(),
         "device": device_name(torch.device("cpu")),
         "torch_threads": torch.get_num_threads(),
