@@ -1,6 +1,6 @@
 """Two judges, or a judge and the length baseline, on the same human rankings: paired differences with intervals.
 
-    python bench/compare_judges.py A.json [B.json ...] [--out FILE]
+    python bench/compare_judges.py A.json [B.json ...] [--pool NAME=C.json,D.json ...] [--out FILE]
 
 Each file is `bench/judge_smollm2.py` output (per-reply scores kept) on the same rankings file and trees, or a
 loop's evaluation `RUN/eval/m<k>.json` (its `human_rankings_scores`, on the trees its RUN/config.toml names:
@@ -12,6 +12,10 @@ A reply a judge could not score (too long for its context) counts as a tie for t
 `judge_agreement`; the comparison says how many there were. How much of a judge is length: the share of
 human-ordered pairs it orders as the lengths do, and its accuracy where the humans prefer the shorter reply
 (length's accuracy there is 0).
+
+`--pool NAME=C.json,D.json` adds one scorer made of several runs, e.g. the same iteration's model from loops run
+with different seeds: its accuracy is the mean of theirs on every resample, so its difference from another scorer
+is the seed-averaged difference, with the trees resampled once for all of them.
 """
 
 from __future__ import annotations
@@ -38,25 +42,38 @@ def pairwise_accuracy(per_tree: Sequence, idx: Sequence[int]) -> float | None:
     return judge_agreement([per_tree[i] for i in idx]).pairwise_accuracy
 
 
+def pooled_accuracy(runs: Sequence[Sequence], idx: Sequence[int]) -> float | None:
+    """The mean pairwise accuracy of several runs' per-tree judgments of the same trees (None if any has none)."""
+    accs = [pairwise_accuracy(per_tree, idx) for per_tree in runs]
+    return None if any(a is None for a in accs) else sum(accs) / len(accs)
+
+
 def paired_difference(a: Sequence, b: Sequence, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Pairwise accuracy of a minus that of b (per-tree judgments of the same trees), in points, with a 95% CI."""
-    n = len(a)
+    """Pairwise accuracy of a minus that of b, in points, with a 95% CI. Each is one run's per-tree judgments
+    of the same trees, or a tuple of such runs (a pool: the mean of their accuracies)."""
+    a, b = _runs(a), _runs(b)
+    n = len(a[0])
     full = range(n)
     rng = random.Random(seed)
     diffs = []
     for _ in range(n_boot):
         idx = [rng.randrange(n) for _ in range(n)]
-        pa, pb = pairwise_accuracy(a, idx), pairwise_accuracy(b, idx)
+        pa, pb = pooled_accuracy(a, idx), pooled_accuracy(b, idx)
         if pa is not None and pb is not None:
             diffs.append(100 * (pa - pb))
     diffs.sort()
     return {
-        "difference": round(100 * (pairwise_accuracy(a, full) - pairwise_accuracy(b, full)), 1),
+        "difference": round(100 * (pooled_accuracy(a, full) - pooled_accuracy(b, full)), 1),
         "ci95": [
             round(diffs[int(0.025 * (len(diffs) - 1))], 1),
             round(diffs[int(0.975 * (len(diffs) - 1))], 1),
         ],
     }
+
+
+def _runs(scorer: Sequence) -> tuple[Sequence, ...]:
+    """A scorer as a tuple of runs: a pool is one already, a single run's per-tree judgments become one."""
+    return scorer if isinstance(scorer, tuple) else (scorer,)
 
 
 def length_share(per_tree: Sequence, lengths: Sequence) -> dict:
@@ -120,6 +137,10 @@ def main() -> int:
     ap.add_argument(
         "--trees", type=int, help="for loop evaluations: how many trees, 0 all (default: eval.limit)"
     )
+    ap.add_argument(
+        "--pool", action="append", default=[], metavar="NAME=A.json,B.json",
+        help="one scorer made of several runs (e.g. seeds): the mean of their accuracies (repeatable)",
+    )  # fmt: skip
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -129,21 +150,38 @@ def main() -> int:
         if _name(p) in runs:
             raise SystemExit(f"two files named {_name(p)}: rename one")
         runs[_name(p)] = _scores(p, args)
-    files = {(str(Path(file).resolve()), n) for file, n, _ in runs.values()}
+    pools, pool_files = {}, {}
+    for spec in args.pool:
+        name, _, files = spec.partition("=")
+        members = [Path(f) for f in files.split(",") if f]
+        if not name or len(members) < 2 or name in runs or name in pools:
+            raise SystemExit(f"--pool {spec!r}: expected a new NAME=A.json,B.json with at least two files")
+        pools[name] = [_scores(p, args) for p in members]
+        pool_files[name] = [str(p) for p in members]
+    every = [*runs.values(), *(m for members in pools.values() for m in members)]
+    files = {(str(Path(file).resolve()), n) for file, n, _ in every}
     if len(files) != 1:
         raise SystemExit(f"the runs judged different trees: {sorted(files)}")
     # The file as given (a resolved path would name this machine's folders); 0 trees means all of them.
-    rankings, limit, _ = next(iter(runs.values()))
+    rankings, limit, _ = every[0]
     trees = read_oasst_trees(rankings)[: limit or None]
-    n_trees = len(trees)
-    scorers = {"length baseline": ranked_judgments(trees, length_scores(ranked_items(trees)))}
+    n_trees, n_replies = len(trees), len(ranked_items(trees))
+    lengths = ranked_judgments(trees, length_scores(ranked_items(trees)))
+
+    def judged(name: str, scores: list) -> list:
+        if len(scores) != n_replies:
+            raise SystemExit(f"{name}: {len(scores)} scores for the {n_replies} replies of {n_trees} trees "
+                             "(check --rankings and --trees)")  # fmt: skip
+        return ranked_judgments(trees, scores)
+
+    scorers: dict = {"length baseline": lengths}
     unscored = {}
     for name, (_, _, scores) in runs.items():
-        if len(scores) != len(ranked_items(trees)):
-            raise SystemExit(f"{name}: {len(scores)} scores for the {len(ranked_items(trees))} replies of "
-                             f"{n_trees} trees (check --rankings and --trees)")  # fmt: skip
-        scorers[name] = ranked_judgments(trees, scores)
+        scorers[name] = judged(name, scores)
         unscored[name] = sum(s is None for s in scores)
+    for name, members in pools.items():
+        scorers[name] = tuple(judged(name, scores) for _, _, scores in members)
+        unscored[name] = [sum(s is None for s in scores) for _, _, scores in members]
 
     out: dict = {
         "what": "judges vs the length baseline on the same trees, paired tree-bootstrap differences",
@@ -152,13 +190,17 @@ def main() -> int:
         "rankings": rankings,
         "n_trees": n_trees,
         "unscored_replies": unscored,
+        "pools": pool_files,
         "accuracy": {},
     }
     out["length_share"] = {}
-    for name, per_tree in scorers.items():
-        acc = pairwise_accuracy(per_tree, range(n_trees))
+    for name, scorer in scorers.items():
+        acc = pooled_accuracy(_runs(scorer), range(n_trees))
         out["accuracy"][name] = round(100 * acc, 1)
-        share = out["length_share"][name] = length_share(per_tree, scorers["length baseline"])
+        if name in pools:  # a pool's length share is its members'
+            print(f"{name:>40}: pairwise accuracy {100 * acc:.1f}% (mean of {len(scorer)} runs)")
+            continue
+        share = out["length_share"][name] = length_share(scorer, lengths)
         print(f"{name:>40}: pairwise accuracy {100 * acc:.1f}%; orders {_pct(share['orders_as_length'])} of "
               f"pairs as their lengths; {_pct(share['accuracy_where_shorter_is_better'])} right where shorter "
               "is better")  # fmt: skip

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from bench.compare_judges import _name, _scores, length_share, paired_difference, pairwise_accuracy
+from bench.compare_judges import (
+    _name,
+    _scores,
+    length_share,
+    paired_difference,
+    pairwise_accuracy,
+    pooled_accuracy,
+)
 from srlm_fast.eval.metrics import RankedJudgment
 
 
@@ -58,3 +65,16 @@ def test_reads_bench_files_and_a_loops_evaluations(tmp_path):
     (tmp_path / "run" / "eval" / "m3.json").write_text(json.dumps({"human_pairs_scores": [1.0]}))
     with pytest.raises(SystemExit, match="human rankings"):
         _scores(tmp_path / "run" / "eval" / "m3.json", none_given)
+
+
+def test_a_pool_scores_the_mean_of_its_runs_and_differs_from_another_scorer_by_the_mean_difference():
+    right, wrong = (2, 1), (1, 2)
+    seed0 = trees(*[right] * 8 + [wrong] * 2)  # 80%
+    seed1 = trees(*[right] * 6 + [wrong] * 4)  # 60%
+    base = trees(*[right] * 5 + [wrong] * 5)  # 50%
+    assert pooled_accuracy((seed0, seed1), range(10)) == pytest.approx(0.7)
+    d = paired_difference((seed0, seed1), base, n_boot=500)
+    assert d["difference"] == pytest.approx(20.0)
+    assert d["ci95"][0] <= 20.0 <= d["ci95"][1]
+    # A pool of one run is that run, to the resample.
+    assert paired_difference((seed0,), base, n_boot=200) == paired_difference(seed0, base, n_boot=200)
