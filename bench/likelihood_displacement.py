@@ -1,0 +1,130 @@
+"""Where DPO moves the probability of a loop's own pairs: M_t's and M_{t+1}'s log-probs of iteration t's chosen and
+rejected responses, per task family and per what the checker says the pair teaches (issue #15).
+
+    python bench/likelihood_displacement.py RUN [RUN ...] [--iterations 1,2] [--out FILE]
+
+DPO raises the margin log p(chosen) − log p(rejected). It can do so while both fall, which moves probability onto
+responses in neither (likelihood displacement). In the task world that is a third, often invented, answer: the
+question this measures is whether `min` falls because DPO on `min`'s own pairs pushes mass onto other numbers.
+M_t's log-probs are the iteration's `pairs.ref.jsonl`; M_{t+1}'s are computed here with the same tokenisation (the
+run's DPO settings). Replayed SFT rows (`replay`) are left out. The checker is read here, after the fact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import versions
+from srlm_fast.config import load_job_config
+from srlm_fast.io import read_jsonl, write_json_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.stage_checks import pair_outcome
+from srlm_fast.recipe.stages import train_table
+from srlm_fast.train.config import DataSection
+from srlm_fast.train.reference import compute_reference_logprobs
+
+
+def _key(row: dict) -> tuple[str, str, str]:
+    return row["prompt"], row["chosen"], row["rejected"]
+
+
+def next_model_logprobs(run: Path, t: int) -> list[dict]:
+    """Iteration t's pairs with M_t's log-probs (`before`) and M_{t+1}'s (`after`), per chosen and rejected."""
+    cfg = load_job_config(LoopConfig, run / "config.toml")
+    table = train_table("dpo", cfg)
+    data = table.get("data", {})
+    it = run / f"iter{t}"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = compute_reference_logprobs(
+            run / f"m{t + 1}",
+            it / "pairs.jsonl",
+            Path(tmp) / "after.jsonl",
+            max_seq_len=data.get("max_seq_len", DataSection.max_seq_len),
+            overlong=data.get("overlong", DataSection.overlong),
+            template=data.get("template", DataSection.template),
+            param_dtype=table.get("model", {}).get("param_dtype", "auto"),
+            device="cpu",
+        )
+        after = {_key(r): r for r in read_jsonl(out)[0]}
+    rows = []
+    for r in read_jsonl(it / "pairs.ref.jsonl")[0]:
+        if r.get("replay") or _key(r) not in after:
+            continue
+        a = after[_key(r)]
+        outcome, family = pair_outcome(r["prompt"], r["chosen"], r["rejected"])
+        rows.append({
+            "family": family or "no task", "outcome": outcome,
+            "chosen": a["ref_chosen_logp"] - r["ref_chosen_logp"],
+            "rejected": a["ref_rejected_logp"] - r["ref_rejected_logp"],
+        })  # fmt: skip
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Mean change of log p(chosen), log p(rejected) and of their margin (nats), and the share of pairs whose
+    chosen and rejected both lost probability."""
+    if not rows:
+        return {"n": 0}
+    both = sum(r["chosen"] < 0 and r["rejected"] < 0 for r in rows)
+    return {
+        "n": len(rows),
+        "d_logp_chosen": round(statistics.fmean(r["chosen"] for r in rows), 3),
+        "d_logp_rejected": round(statistics.fmean(r["rejected"] for r in rows), 3),
+        "d_margin": round(statistics.fmean(r["chosen"] - r["rejected"] for r in rows), 3),
+        "chosen_fell": round(sum(r["chosen"] < 0 for r in rows) / len(rows), 3),
+        "both_fell": round(both / len(rows), 3),
+    }
+
+
+def grouped(rows: list[dict], key: str) -> dict:
+    groups: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in rows:
+        groups[r[key]].append(r)
+    return {k: summarise(v) for k, v in sorted(groups.items())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="srlm run directories (the task world)")
+    ap.add_argument("--iterations", default="1", help="comma-separated iterations t (M_t → M_{t+1})")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    iterations = [int(t) for t in args.iterations.split(",")]
+
+    out: dict = {
+        "what": "change of log p(chosen) and log p(rejected) of an iteration's pairs from M_t to M_{t+1}",
+        "date": dt.date.today().isoformat(),
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "runs": {},
+    }
+    for run in args.runs:
+        for t in iterations:
+            if not (run / f"m{t + 1}").is_dir():
+                raise SystemExit(f"{run}: no m{t + 1} (iteration {t} not finished)")
+            rows = next_model_logprobs(run, t)
+            name = f"{run.name}/iter{t}"
+            res = out["runs"][name] = {
+                "all": summarise(rows), "by_outcome": grouped(rows, "outcome"), "by_family": grouped(rows, "family"),
+            }  # fmt: skip
+            a = res["all"]
+            print(f"{name}: {a['n']} pairs; Δ log p chosen {a['d_logp_chosen']:+.2f}, rejected "
+                  f"{a['d_logp_rejected']:+.2f}, margin {a['d_margin']:+.2f}; both fell in {a['both_fell']:.0%}")  # fmt: skip
+            for fam, s in res["by_family"].items():
+                print(f"  {fam:>12}: n {s['n']:>3}  chosen {s['d_logp_chosen']:+.2f}  rejected "
+                      f"{s['d_logp_rejected']:+.2f}  both fell {s['both_fell']:.0%}")  # fmt: skip
+    if args.out:
+        write_json_atomic(args.out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

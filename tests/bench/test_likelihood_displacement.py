@@ -1,0 +1,30 @@
+"""bench/likelihood_displacement.py: the summary of how DPO moved a pair's chosen and rejected log-probs, on rows
+small enough to check by hand."""
+
+import pytest
+
+from bench.likelihood_displacement import grouped, summarise
+
+
+def row(family, chosen, rejected, outcome="right"):
+    return {"family": family, "outcome": outcome, "chosen": chosen, "rejected": rejected}
+
+
+def test_summarise_means_the_changes_and_counts_pairs_whose_chosen_and_rejected_both_fell():
+    rows = [row("min", -1.0, -3.0), row("min", 0.5, -0.5), row("max", -0.2, 0.4), row("max", -0.1, -0.1)]
+    s = summarise(rows)
+    assert s["n"] == 4
+    assert s["d_logp_chosen"] == pytest.approx(-0.2)
+    assert s["d_logp_rejected"] == pytest.approx(-0.8)
+    assert s["d_margin"] == pytest.approx(0.6)
+    assert s["chosen_fell"] == 0.75
+    assert s["both_fell"] == 0.5  # rows 1 and 4; a change of exactly 0 would not count as a fall
+    assert summarise([]) == {"n": 0}
+
+
+def test_grouped_summarises_each_family_alone():
+    rows = [row("min", -1.0, -3.0), row("max", 0.5, -0.5), row("min", 1.0, 1.0, outcome="both_wrong")]
+    by_family = grouped(rows, "family")
+    assert list(by_family) == ["max", "min"]
+    assert by_family["max"]["both_fell"] == 0.0 and by_family["min"]["n"] == 2
+    assert grouped(rows, "outcome")["both_wrong"]["d_margin"] == 0.0
