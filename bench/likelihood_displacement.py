@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import versions
 from srlm_fast.config import load_job_config
+from srlm_fast.eval.winrate import bootstrap_mean
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.stage_checks import pair_outcome
@@ -70,17 +71,26 @@ def next_model_logprobs(run: Path, t: int) -> list[dict]:
 
 def summarise(rows: list[dict]) -> dict:
     """Mean change of log p(chosen), log p(rejected) and of their margin (nats), and the share of pairs whose
-    chosen and rejected both lost probability."""
+    chosen and rejected both lost probability; the chosen change and that share with 95% bootstrap intervals over
+    pairs."""
     if not rows:
         return {"n": 0}
-    both = sum(r["chosen"] < 0 and r["rejected"] < 0 for r in rows)
+
+    def interval(values: list[float]) -> list[float]:
+        ci = bootstrap_mean(values)
+        return [round(ci.low, 3), round(ci.high, 3)]
+
+    chosen = [r["chosen"] for r in rows]
+    both = [float(r["chosen"] < 0 and r["rejected"] < 0) for r in rows]
     return {
         "n": len(rows),
-        "d_logp_chosen": round(statistics.fmean(r["chosen"] for r in rows), 3),
+        "d_logp_chosen": round(statistics.fmean(chosen), 3),
+        "d_logp_chosen_ci95": interval(chosen),
         "d_logp_rejected": round(statistics.fmean(r["rejected"] for r in rows), 3),
         "d_margin": round(statistics.fmean(r["chosen"] - r["rejected"] for r in rows), 3),
         "chosen_fell": round(sum(r["chosen"] < 0 for r in rows) / len(rows), 3),
-        "both_fell": round(both / len(rows), 3),
+        "both_fell": round(statistics.fmean(both), 3),
+        "both_fell_ci95": interval(both),
     }
 
 
@@ -111,13 +121,15 @@ def main() -> int:
             if not (run / f"m{t + 1}").is_dir():
                 raise SystemExit(f"{run}: no m{t + 1} (iteration {t} not finished)")
             rows = next_model_logprobs(run, t)
-            name = f"{run.name}/iter{t}"
+            name = f"{run.parent.name}/{run.name}/iter{t}"
             res = out["runs"][name] = {
                 "all": summarise(rows), "by_outcome": grouped(rows, "outcome"), "by_family": grouped(rows, "family"),
             }  # fmt: skip
             a = res["all"]
-            print(f"{name}: {a['n']} pairs; Δ log p chosen {a['d_logp_chosen']:+.2f}, rejected "
-                  f"{a['d_logp_rejected']:+.2f}, margin {a['d_margin']:+.2f}; both fell in {a['both_fell']:.0%}")  # fmt: skip
+            lo, hi = a["d_logp_chosen_ci95"]
+            print(f"{name}: {a['n']} pairs; Δ log p chosen {a['d_logp_chosen']:+.2f} [{lo:+.2f}, {hi:+.2f}], "
+                  f"rejected {a['d_logp_rejected']:+.2f}, margin {a['d_margin']:+.2f}; both fell in "
+                  f"{a['both_fell']:.0%} {[f'{x:.0%}' for x in a['both_fell_ci95']]}")  # fmt: skip
             for fam, s in res["by_family"].items():
                 print(f"  {fam:>12}: n {s['n']:>3}  chosen {s['d_logp_chosen']:+.2f}  rejected "
                       f"{s['d_logp_rejected']:+.2f}  both fell {s['both_fell']:.0%}")  # fmt: skip

@@ -28,3 +28,11 @@ def test_grouped_summarises_each_family_alone():
     assert list(by_family) == ["max", "min"]
     assert by_family["max"]["both_fell"] == 0.0 and by_family["min"]["n"] == 2
     assert grouped(rows, "outcome")["both_wrong"]["d_margin"] == 0.0
+
+
+def test_the_intervals_hold_the_means_and_collapse_when_every_pair_agrees():
+    rows = [row("min", -1.0, -3.0), row("min", 0.5, -0.5), row("max", -0.2, 0.4), row("max", -0.1, -0.1)]
+    s = summarise(rows)
+    assert s["d_logp_chosen_ci95"][0] <= s["d_logp_chosen"] <= s["d_logp_chosen_ci95"][1]
+    assert s["both_fell_ci95"][0] <= 0.5 <= s["both_fell_ci95"][1]
+    assert summarise([row("min", -1.0, -2.0)] * 5)["both_fell_ci95"] == [1.0, 1.0]
