@@ -126,10 +126,10 @@ def main() -> int:
                 "all": summarise(rows), "by_outcome": grouped(rows, "outcome"), "by_family": grouped(rows, "family"),
             }  # fmt: skip
             a = res["all"]
-            lo, hi = a["d_logp_chosen_ci95"]
+            (lo, hi), (both_lo, both_hi) = a["d_logp_chosen_ci95"], a["both_fell_ci95"]
             print(f"{name}: {a['n']} pairs; Δ log p chosen {a['d_logp_chosen']:+.2f} [{lo:+.2f}, {hi:+.2f}], "
                   f"rejected {a['d_logp_rejected']:+.2f}, margin {a['d_margin']:+.2f}; both fell in "
-                  f"{a['both_fell']:.0%} {[f'{x:.0%}' for x in a['both_fell_ci95']]}")  # fmt: skip
+                  f"{a['both_fell']:.0%} [{both_lo:.0%}, {both_hi:.0%}]")  # fmt: skip
             for fam, s in res["by_family"].items():
                 print(f"  {fam:>12}: n {s['n']:>3}  chosen {s['d_logp_chosen']:+.2f}  rejected "
                       f"{s['d_logp_rejected']:+.2f}  both fell {s['both_fell']:.0%}")  # fmt: skip
