@@ -38,7 +38,8 @@ def _key(row: dict) -> tuple[str, str, str]:
 
 
 def next_model_logprobs(run: Path, t: int) -> list[dict]:
-    """Iteration t's pairs with M_t's log-probs (`before`) and M_{t+1}'s (`after`), per chosen and rejected."""
+    """Iteration t's pairs, each with its family, its checker outcome and the change of log p(chosen) and of
+    log p(rejected) from M_t to M_{t+1} (`chosen`, `rejected`, nats)."""
     cfg = load_job_config(LoopConfig, run / "config.toml")
     table = train_table("dpo", cfg)
     data = table.get("data", {})
@@ -57,7 +58,7 @@ def next_model_logprobs(run: Path, t: int) -> list[dict]:
         after = {_key(r): r for r in read_jsonl(out)[0]}
     rows = []
     for r in read_jsonl(it / "pairs.ref.jsonl")[0]:
-        if r.get("replay") or _key(r) not in after:
+        if r.get("replay") or _key(r) not in after:  # same settings as the reference: the same pairs dropped
             continue
         a = after[_key(r)]
         outcome, family = pair_outcome(r["prompt"], r["chosen"], r["rejected"])
