@@ -28,8 +28,7 @@ from srlm_fast.eval.winrate import bootstrap_mean
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.stage_checks import pair_outcome
-from srlm_fast.recipe.stages import train_table
-from srlm_fast.train.config import DataSection
+from srlm_fast.recipe.stages import reference_settings
 from srlm_fast.train.reference import compute_reference_logprobs
 
 
@@ -41,18 +40,13 @@ def next_model_logprobs(run: Path, t: int) -> list[dict]:
     """Iteration t's pairs, each with its family, its checker outcome and the change of log p(chosen) and of
     log p(rejected) from M_t to M_{t+1} (`chosen`, `rejected`, nats)."""
     cfg = load_job_config(LoopConfig, run / "config.toml")
-    table = train_table("dpo", cfg)
-    data = table.get("data", {})
     it = run / f"iter{t}"
     with tempfile.TemporaryDirectory() as tmp:
         out = compute_reference_logprobs(
             run / f"m{t + 1}",
             it / "pairs.jsonl",
             Path(tmp) / "after.jsonl",
-            max_seq_len=data.get("max_seq_len", DataSection.max_seq_len),
-            overlong=data.get("overlong", DataSection.overlong),
-            template=data.get("template", DataSection.template),
-            param_dtype=table.get("model", {}).get("param_dtype", "auto"),
+            **reference_settings(cfg),
             device="cpu",
         )
         after = {_key(r): r for r in read_jsonl(out)[0]}

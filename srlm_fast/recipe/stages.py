@@ -557,29 +557,33 @@ def _has_rows(it: Iteration, name: str) -> bool:
     return it.run.agree(bool(read_jsonl(it.dir / name)[0]) if it.run.is_main else None)
 
 
+def reference_settings(cfg: LoopConfig) -> dict[str, Any]:
+    """How the DPO stage tokenises and scores pairs (length limit, overlong rule, chat template, dtype): the
+    keyword arguments of `compute_reference_logprobs` that must match the trainer's."""
+    table = train_table("dpo", cfg)
+    data = table.get("data", {})
+    return {
+        "max_seq_len": data.get("max_seq_len", DataSection.max_seq_len),
+        "overlong": data.get("overlong", DataSection.overlong),
+        "template": data.get("template", DataSection.template),
+        "param_dtype": table.get("model", {}).get("param_dtype", "auto"),
+    }
+
+
 def reference_logprobs(it: Iteration) -> None:
     """M_t's log-probs of every pair's chosen and rejected response, computed once for DPO → pairs.ref.jsonl."""
-    # The trainer's tokenisation (length limit, overlong rule, chat template) must be the one the reference
-    # log-probs were computed with: their provenance record is checked against it.
-    table = train_table("dpo", it.cfg)
-    data = table.get("data", {})
-    max_len = data.get("max_seq_len", DataSection.max_seq_len)
     if not _has_rows(it, "pairs.jsonl"):
         if it.run.is_main:
             write_jsonl_atomic(it.dir / "pairs.ref.jsonl", [])
         return
     crash_point("reference")
-    # Collective: each rank scores its share of the pairs on the FSDP-sharded model, rank 0 writes the file.
+    # Collective: each rank scores its share of the pairs on the FSDP-sharded model, rank 0 writes the file. The
+    # trainer's tokenisation must be the one the reference log-probs were computed with: their provenance record
+    # is checked against it.
     compute_reference_logprobs(
-        it.model,
-        it.dir / "pairs.jsonl",
-        it.dir / "pairs.ref.jsonl",
-        max_seq_len=max_len,
-        overlong=data.get("overlong", DataSection.overlong),
-        template=data.get("template", DataSection.template),
-        param_dtype=table.get("model", {}).get("param_dtype", "auto"),
+        it.model, it.dir / "pairs.jsonl", it.dir / "pairs.ref.jsonl", **reference_settings(it.cfg),
         device=it.cfg.device,
-    )
+    )  # fmt: skip
 
 
 def train_dpo(it: Iteration) -> None:
