@@ -190,6 +190,10 @@ def build_m0(cfg: LoopConfig, run: RunDir) -> None:
 # and time, four times the updates. Only 12% of SFT tokens are targets, and 310 updates left M1 unable to copy a
 # number from its prompt (0% on "larger"); 2 rows at lr 1e-3 raised M1's held-out accuracy from 32.5% to 42.9% on the
 # same data (bench/results/self_rewarding_diagnostics-cpu.json, "sft_steps"). lr 3e-3 at 2 rows diverged to 25%.
+# DPO carries the IRPO NLL term (+ NLL of the chosen answer). The default's answers are two or three tokens, and
+# without it DPO grows the margin by pushing chosen and rejected down together (both fell in ~half the pairs,
+# bench/results/likelihood_displacement-cpu.json); with it the self arm lost -8.5 [-9.8, -7.2] points M1 -> M4
+# over three seeds rather than -15.4 [-16.9, -13.9] (bench/results/default_nll_vs_default_3seeds-cpu.json).
 FROM_SCRATCH = {
     "sft": {
         "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 30, "weight_decay": 0.0},
@@ -199,6 +203,7 @@ FROM_SCRATCH = {
     "dpo": {
         "optim": {"lr": 1e-4, "min_lr": 1e-5, "warmup_steps": 5},
         "schedule": {"micro_batch_size": 16, "epochs": 2.0},
+        "dpo": {"nll_weight": 1.0},
         "logging": {"log_every": 10},
     },
 }

@@ -259,12 +259,19 @@ def test_replay_adds_seed_examples_as_nll_only_rows_beside_the_pairs(tmp_path, s
 
 
 def test_replay_needs_the_nll_term():
-    cfg = load_job_config(LoopConfig, None, ["--pairs.replay=10"])
+    """The embedded default's DPO carries the NLL term, so replay is valid there as it stands; with the term off
+    replay is refused before any work."""
+    load_job_config(LoopConfig, None, ["--pairs.replay=10"]).validate(S.train_table)
+    cfg = load_job_config(LoopConfig, None, ["--pairs.replay=10", "--dpo.dpo.nll_weight=0"])
     with pytest.raises(ConfigError, match="pairs.replay: replay rows train only through the NLL term"):
         cfg.validate(S.train_table)
-    load_job_config(LoopConfig, None, ["--pairs.replay=10", "--dpo.dpo.nll_weight=0.5"]).validate(
-        S.train_table
-    )
+
+
+def test_the_from_scratch_dpo_has_the_nll_term_and_a_config_can_turn_it_off():
+    resolved = S.train_table("dpo", load_job_config(LoopConfig, None, []))
+    assert resolved["dpo"] == {"nll_weight": 1.0}
+    off = S.train_table("dpo", load_job_config(LoopConfig, None, ["--dpo.dpo.nll_weight=0"]))
+    assert off["dpo"] == {"nll_weight": 0.0} and off["optim"] == resolved["optim"]
 
 
 def test_select_pairs_with_length_control_and_files_seed_data_has_no_checker(tmp_path):
