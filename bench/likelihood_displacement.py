@@ -8,6 +8,10 @@ responses in neither (likelihood displacement). In the task world that is a thir
 question this measures is whether `min` falls because DPO on `min`'s own pairs pushes mass onto other numbers.
 M_t's log-probs are the iteration's `pairs.ref.jsonl`; M_{t+1}'s are computed here with the same tokenisation (the
 run's DPO settings). Replayed SFT rows (`replay`) are left out. The checker is read here, after the fact.
+
+Where the probability went: M_t and M_{t+1} each answer every pair's prompt greedily, and the answer is sorted as
+the pair's chosen response, its rejected one, or another answer (right or wrong by the checker). For the pairs
+whose chosen and rejected both fell, M_{t+1}'s answers say which answers gained.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from bench.common import versions
 from srlm_fast.config import load_job_config
 from srlm_fast.eval.winrate import bootstrap_mean
 from srlm_fast.io import read_jsonl, write_json_atomic
+from srlm_fast.recipe import tasks
 from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.stage_checks import pair_outcome
 from srlm_fast.recipe.stages import reference_settings
 from srlm_fast.train.reference import compute_reference_logprobs
@@ -34,6 +40,36 @@ from srlm_fast.train.reference import compute_reference_logprobs
 
 def _key(row: dict) -> tuple[str, str, str]:
     return row["prompt"], row["chosen"], row["rejected"]
+
+
+DESTINATIONS = ("chosen", "rejected", "other, right", "other, wrong")
+
+
+def destination(prompt: str, answer: str, chosen: str, rejected: str) -> str:
+    """Which of `DESTINATIONS` a model's greedy `answer` to a pair's prompt is: the pair's chosen or rejected
+    response (exact, up to surrounding whitespace), or another answer, right or wrong by the checker."""
+    if answer.strip() == chosen.strip():
+        return "chosen"
+    if answer.strip() == rejected.strip():
+        return "rejected"
+    return "other, right" if tasks.check(prompt, answer).correct else "other, wrong"
+
+
+def greedy_answers(run: Path, k: int, prompts: list[str], cfg: LoopConfig) -> dict[str, str]:
+    """M_k's greedy answer to each prompt, as long as the loop lets a candidate be."""
+    policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
+    try:
+        outs = policy.generate(
+            prompts,
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_new_tokens=cfg.candidates.max_new_tokens,
+            seed=cfg.seed,
+        )
+    finally:
+        policy.close()
+    return {p: o[0] for p, o in zip(prompts, outs, strict=True)}
 
 
 def next_model_logprobs(run: Path, t: int) -> list[dict]:
@@ -50,18 +86,41 @@ def next_model_logprobs(run: Path, t: int) -> list[dict]:
             device="cpu",
         )
         after = {_key(r): r for r in read_jsonl(out)[0]}
+    # same settings as the reference: the same pairs dropped
+    pairs = [r for r in read_jsonl(it / "pairs.ref.jsonl")[0] if not r.get("replay") and _key(r) in after]
+    prompts = sorted({r["prompt"] for r in pairs})
+    answer_before, answer_after = (
+        greedy_answers(run, t, prompts, cfg),
+        greedy_answers(run, t + 1, prompts, cfg),
+    )
     rows = []
-    for r in read_jsonl(it / "pairs.ref.jsonl")[0]:
-        if r.get("replay") or _key(r) not in after:  # same settings as the reference: the same pairs dropped
-            continue
+    for r in pairs:
         a = after[_key(r)]
         outcome, family = pair_outcome(r["prompt"], r["chosen"], r["rejected"])
         rows.append({
             "family": family or "no task", "outcome": outcome,
             "chosen": a["ref_chosen_logp"] - r["ref_chosen_logp"],
             "rejected": a["ref_rejected_logp"] - r["ref_rejected_logp"],
+            "before": destination(r["prompt"], answer_before[r["prompt"]], r["chosen"], r["rejected"]),
+            "after": destination(r["prompt"], answer_after[r["prompt"]], r["chosen"], r["rejected"]),
         })  # fmt: skip
     return rows
+
+
+def destinations(rows: list[dict]) -> dict:
+    """The shares of M_t's (`before`) and M_{t+1}'s (`after`) greedy answers in each of `DESTINATIONS`, over all
+    pairs and over the pairs whose chosen and rejected both fell."""
+    both = [r for r in rows if r["chosen"] < 0 and r["rejected"] < 0]
+
+    def shares(group: list[dict], when: str) -> dict[str, float]:
+        return {
+            d: round(sum(r[when] == d for r in group) / len(group), 3) if group else 0.0 for d in DESTINATIONS
+        }
+
+    return {
+        "all": {"n": len(rows), "before": shares(rows, "before"), "after": shares(rows, "after")},
+        "both_fell": {"n": len(both), "before": shares(both, "before"), "after": shares(both, "after")},
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -119,12 +178,16 @@ def main() -> int:
             name = f"{run.parent.name}/{run.name}/iter{t}"
             res = out["runs"][name] = {
                 "all": summarise(rows), "by_outcome": grouped(rows, "outcome"), "by_family": grouped(rows, "family"),
+                "greedy_answers": destinations(rows),
             }  # fmt: skip
             a = res["all"]
             (lo, hi), (both_lo, both_hi) = a["d_logp_chosen_ci95"], a["both_fell_ci95"]
             print(f"{name}: {a['n']} pairs; Δ log p chosen {a['d_logp_chosen']:+.2f} [{lo:+.2f}, {hi:+.2f}], "
                   f"rejected {a['d_logp_rejected']:+.2f}, margin {a['d_margin']:+.2f}; both fell in "
                   f"{a['both_fell']:.0%} [{both_lo:.0%}, {both_hi:.0%}]")  # fmt: skip
+            d = res["greedy_answers"]["both_fell"]
+            print(f"  greedy answer to the {d['n']} pairs where both fell, M_t -> M_t+1: "
+                  + ", ".join(f"{k} {d['before'][k]:.0%} -> {d['after'][k]:.0%}" for k in DESTINATIONS))  # fmt: skip
             for fam, s in res["by_family"].items():
                 print(f"  {fam:>12}: n {s['n']:>3}  chosen {s['d_logp_chosen']:+.2f}  rejected "
                       f"{s['d_logp_rejected']:+.2f}  both fell {s['both_fell']:.0%}")  # fmt: skip

@@ -3,7 +3,7 @@ small enough to check by hand."""
 
 import pytest
 
-from bench.likelihood_displacement import grouped, summarise
+from bench.likelihood_displacement import DESTINATIONS, destination, destinations, grouped, summarise
 
 
 def row(family, chosen, rejected, outcome="right"):
@@ -36,3 +36,31 @@ def test_the_intervals_hold_the_means_and_collapse_when_every_pair_agrees():
     assert s["d_logp_chosen_ci95"][0] <= s["d_logp_chosen"] <= s["d_logp_chosen_ci95"][1]
     assert s["both_fell_ci95"][0] <= 0.5 <= s["both_fell_ci95"][1]
     assert summarise([row("min", -1.0, -2.0)] * 5)["both_fell_ci95"] == [1.0, 1.0]
+
+
+def test_destination_sorts_a_greedy_answer_into_chosen_rejected_or_another_right_or_wrong_one():
+    prompt = "Which is larger, 37 or 82?"
+    assert destination(prompt, " 82 ", "82", "71") == "chosen"
+    assert destination(prompt, "71", "82", "71") == "rejected"
+    assert destination(prompt, "82", "37", "71") == "other, right"  # a pair of two wrong answers
+    assert destination(prompt, "64", "82", "71") == "other, wrong"
+
+
+def test_destinations_shares_before_and_after_over_all_pairs_and_over_those_where_both_fell():
+    rows = [
+        {**row("min", -1.0, -2.0), "before": "chosen", "after": "other, wrong"},
+        {**row("min", -0.5, -1.0), "before": "rejected", "after": "other, wrong"},
+        {**row("min", 0.5, -1.0), "before": "chosen", "after": "chosen"},
+    ]
+    d = destinations(rows)
+    assert d["all"]["n"] == 3 and d["both_fell"]["n"] == 2
+    assert d["both_fell"]["before"] == {
+        "chosen": 0.5,
+        "rejected": 0.5,
+        "other, right": 0.0,
+        "other, wrong": 0.0,
+    }
+    assert d["both_fell"]["after"]["other, wrong"] == 1.0
+    assert d["all"]["after"]["chosen"] == pytest.approx(0.333)
+    assert destinations([])["both_fell"] == {"n": 0, "before": dict.fromkeys(DESTINATIONS, 0.0),
+                                             "after": dict.fromkeys(DESTINATIONS, 0.0)}  # fmt: skip
