@@ -12,7 +12,7 @@ evidence in generation a model cannot know a held-out fact) and its judge/checke
 
 Results: runs/<dir>/<arm>-s<seed>/ and bench/results/rag_synergy-<device>.json (with --out). A finished arm is
 skipped (each run resumes); `--summarise-only` reads finished runs (e.g. arms run as separate processes). Measured
-for seed 0 on the 2-core CPU (bench/results/rag_synergy-cpu.json); three seeds want a faster machine.
+for seeds 0-2 on the 2-core CPU (bench/results/rag_synergy_3seeds-cpu.json; ~10 min per arm and seed).
 """
 
 from __future__ import annotations
