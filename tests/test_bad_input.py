@@ -883,12 +883,20 @@ for _key, _value, _expect in [
     ("dpo.optim.lr", "1e-6", "dpo.optim: need lr > 0 and 0 <= min_lr <= lr"),  # found before SFT, not after
     ("sft.schedule.micro_batch_size", "0", "sft.schedule.micro_batch_size: must be >= 1"),
     ("dpo.dpo.beta", "0", "dpo.dpo.beta: must be > 0"),
-    ("pairs.replay", "5", "pairs.replay: replay rows train only through the NLL term"),
     ("pairs.min_votes", "9", "pairs.min_votes: must be in [0, candidates.n = 4]"),
     ("name", '"../up"', "name: must be a plain directory name"),
     ("device", "cuda:3", "device: device 'cuda:3'"),
 ]:
     CASES.append(Case("counts", f"run-{_key}={_value}", loop_case(f"--{_key}={_value}", expect=_expect)))
+CASES.append(
+    Case(
+        "counts",
+        "run-pairs.replay-without-nll",  # the embedded default has the NLL term: replay is refused with it off
+        loop_case(
+            "--pairs.replay=5", "--dpo.dpo.nll_weight=0", expect="pairs.replay: replay rows train only"
+        ),
+    )
+)
 
 
 @_case("types", "experiment-seeds")
