@@ -72,9 +72,10 @@ def greedy_answers(run: Path, k: int, prompts: list[str], cfg: LoopConfig) -> di
     return {p: o[0] for p, o in zip(prompts, outs, strict=True)}
 
 
-def next_model_logprobs(run: Path, t: int) -> list[dict]:
-    """Iteration t's pairs, each with its family, its checker outcome and the change of log p(chosen) and of
-    log p(rejected) from M_t to M_{t+1} (`chosen`, `rejected`, nats)."""
+def pair_changes(run: Path, t: int) -> list[dict]:
+    """Iteration t's pairs, each with its family, its checker outcome, the change of log p(chosen) and of
+    log p(rejected) from M_t to M_{t+1} (`chosen`, `rejected`, nats), and the `destination` of M_t's and of
+    M_{t+1}'s greedy answer to its prompt (`before`, `after`)."""
     cfg = load_job_config(LoopConfig, run / "config.toml")
     it = run / f"iter{t}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,10 +90,8 @@ def next_model_logprobs(run: Path, t: int) -> list[dict]:
     # same settings as the reference: the same pairs dropped
     pairs = [r for r in read_jsonl(it / "pairs.ref.jsonl")[0] if not r.get("replay") and _key(r) in after]
     prompts = sorted({r["prompt"] for r in pairs})
-    answer_before, answer_after = (
-        greedy_answers(run, t, prompts, cfg),
-        greedy_answers(run, t + 1, prompts, cfg),
-    )
+    answer_before = greedy_answers(run, t, prompts, cfg)
+    answer_after = greedy_answers(run, t + 1, prompts, cfg)
     rows = []
     for r in pairs:
         a = after[_key(r)]
@@ -174,7 +173,7 @@ def main() -> int:
         for t in iterations:
             if not (run / f"m{t + 1}").is_dir():
                 raise SystemExit(f"{run}: no m{t + 1} (iteration {t} not finished)")
-            rows = next_model_logprobs(run, t)
+            rows = pair_changes(run, t)
             name = f"{run.parent.name}/{run.name}/iter{t}"
             res = out["runs"][name] = {
                 "all": summarise(rows), "by_outcome": grouped(rows, "outcome"), "by_family": grouped(rows, "family"),
