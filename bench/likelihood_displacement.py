@@ -106,10 +106,29 @@ def pair_changes(run: Path, t: int) -> list[dict]:
     return rows
 
 
+def greedy_right(row: dict, when: str) -> bool:
+    """Whether the model's greedy answer (`when`: "before" or "after") to a pair's prompt is right: another right
+    answer, or the pair's chosen or rejected one when the checker calls that one right."""
+    d, outcome = row[when], row["outcome"]
+    return (
+        d == "other, right"
+        or (d == "chosen" and outcome in ("right", "both_correct"))
+        or (d == "rejected" and outcome in ("wrong", "both_correct"))
+    )
+
+
 def destinations(rows: list[dict]) -> dict:
     """The shares of M_t's (`before`) and M_{t+1}'s (`after`) greedy answers in each of `DESTINATIONS`, over all
-    pairs and over the pairs whose chosen and rejected both fell."""
+    pairs and over the pairs whose chosen and rejected both fell; and per pair outcome, how many prompts' greedy
+    answers went from right to wrong (`lost`) and from wrong to right (`won`) from M_t to M_{t+1}."""
     both = [r for r in rows if r["chosen"] < 0 and r["rejected"] < 0]
+    flow: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"pairs": 0, "lost": 0, "won": 0})
+    for r in rows:
+        before, after = greedy_right(r, "before"), greedy_right(r, "after")
+        f = flow[r["outcome"]]
+        f["pairs"] += 1
+        f["lost"] += before and not after
+        f["won"] += after and not before
 
     def shares(group: list[dict], when: str) -> dict[str, float]:
         return {
@@ -119,6 +138,7 @@ def destinations(rows: list[dict]) -> dict:
     return {
         "all": {"n": len(rows), "before": shares(rows, "before"), "after": shares(rows, "after")},
         "both_fell": {"n": len(both), "before": shares(both, "before"), "after": shares(both, "after")},
+        "right_by_outcome": dict(sorted(flow.items())),
     }
 
 

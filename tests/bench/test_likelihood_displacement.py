@@ -3,7 +3,14 @@ small enough to check by hand."""
 
 import pytest
 
-from bench.likelihood_displacement import DESTINATIONS, destination, destinations, grouped, summarise
+from bench.likelihood_displacement import (
+    DESTINATIONS,
+    destination,
+    destinations,
+    greedy_right,
+    grouped,
+    summarise,
+)
 
 
 def row(family, chosen, rejected, outcome="right"):
@@ -62,5 +69,27 @@ def test_destinations_shares_before_and_after_over_all_pairs_and_over_those_wher
     }
     assert d["both_fell"]["after"]["other, wrong"] == 1.0
     assert d["all"]["after"]["chosen"] == pytest.approx(0.333)
+    # the rows are right-over-wrong pairs: M_t's greedy chosen answer was right, M_{t+1}'s other wrong one is not
+    assert d["right_by_outcome"] == {"right": {"pairs": 3, "lost": 1, "won": 0}}
     assert destinations([])["both_fell"] == {"n": 0, "before": dict.fromkeys(DESTINATIONS, 0.0),
                                              "after": dict.fromkeys(DESTINATIONS, 0.0)}  # fmt: skip
+
+
+def test_right_by_outcome_counts_greedy_answers_that_went_from_right_to_wrong_and_back():
+    rows = [
+        {**row("min", -1.0, -2.0, outcome="both_wrong"), "before": "other, right", "after": "other, wrong"},
+        {**row("min", -1.0, -2.0, outcome="both_wrong"), "before": "other, right", "after": "chosen"},
+        {
+            **row("min", 0.5, -1.0, outcome="wrong"),
+            "before": "rejected",
+            "after": "chosen",
+        },  # rejected was right
+        {**row("min", 0.5, -1.0, outcome="right"), "before": "rejected", "after": "chosen"},
+        {**row("min", 0.5, -1.0, outcome="right"), "before": "chosen", "after": "chosen"},
+    ]
+    assert greedy_right(rows[2], "before") and not greedy_right(rows[2], "after")
+    assert destinations(rows)["right_by_outcome"] == {
+        "both_wrong": {"pairs": 2, "lost": 2, "won": 0},
+        "right": {"pairs": 2, "lost": 0, "won": 1},
+        "wrong": {"pairs": 1, "lost": 1, "won": 0},
+    }
