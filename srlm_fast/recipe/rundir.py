@@ -268,12 +268,14 @@ def copy_checkpoint(source: str | Path, target: Path) -> None:
 
 
 def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
-    """Save the resolved config; a resumed run must have the same one (else its artifacts would mix)."""
+    """Save the resolved config; a resumed run must have the same one (else its artifacts would mix), except
+    for `RESUMABLE_KEYS`."""
     status = _save_or_check_config(cfg, run) if run.is_main else None
     status = run.agree(status)
     if status.startswith("error:"):
         raise ConfigError(status.removeprefix("error:"))
-    log(f"{status} run {run.root}")
+    verb, _, rest = status.partition(" ")
+    log(f"{verb} run {run.root} {rest}".rstrip())
     run.barrier()
     # Every rank reads the artifacts rank 0 writes: they must share the run directory's filesystem.
     blind = [r for r, seen in enumerate(D.all_gather_objects(run.config.is_file(), run.info)) if not seen]
@@ -282,6 +284,11 @@ def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
             f"runs_dir: rank(s) {blind} cannot see {run.config}, written by rank 0; under torchrun on several "
             "nodes runs_dir must be on a filesystem every node shares"
         )
+
+
+# Keys a resumed run may change. No artifact depends on how many iterations follow it, so a finished run is
+# extended by resuming it with more (`--iterations=4` after 3), and stops early with fewer.
+RESUMABLE_KEYS = ("iterations",)
 
 
 def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
@@ -296,14 +303,17 @@ def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
             before = to_dict(from_dict(LoopConfig, read_toml(run.config)))
         except ConfigError as e:
             return f"error:{run.config}: cannot read the saved config of this run ({e})"
-        changed = changed_keys(before, to_dict(cfg))
+        changed = [k for k in changed_keys(before, to_dict(cfg)) if k not in RESUMABLE_KEYS]
         if changed:
             return (
                 f"error:{run.config}: this run was started with a different config (differs in "
                 f"{', '.join(changed[:6])}{', …' if len(changed) > 6 else ''}); resume it with the same options "
                 f"(`srlm run --config {run.config}`) or choose another --name"
             )
-        write_text_atomic(run.config, text)  # the same config, now spelled out with every key of this version
+        # The same config, now spelled out with every key of this version (and the iteration count asked now).
+        write_text_atomic(run.config, text)
+        if before["iterations"] != cfg.iterations:
+            return f"resuming (with {cfg.iterations} iterations, was {before['iterations']})"
         return "resuming"
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, text)

@@ -53,12 +53,23 @@ ARTIFACTS = [
 ]  # fmt: skip
 
 
-def _cli(runs: Path, name: str, kill: str | None) -> subprocess.CompletedProcess:
+def _cli(
+    runs: Path, name: str, kill: str | None, extra: tuple[str, ...] | list[str] = ()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
-    cmd = [sys.executable, "-m", "srlm_fast.cli", "run", f"--name={name}", f"--runs_dir={runs}", *SMOKE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "srlm_fast.cli",
+        "run",
+        f"--name={name}",
+        f"--runs_dir={runs}",
+        *SMOKE,
+        *extra,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -140,9 +151,46 @@ def test_a_run_saved_before_new_config_keys_resumes(tmp_path):
     run.config.write_text(old)
     save_or_check_config(cfg, run)
     assert run.config.read_text() == full
-    run.config.write_text(old.replace("iterations = 1", "iterations = 2"))
-    with pytest.raises(ConfigError, match=r"differs in iterations\)"):
+    run.config.write_text(old.replace("seed = 0", "seed = 3"))
+    with pytest.raises(ConfigError, match=r"differs in seed\)"):
         save_or_check_config(cfg, run)
+
+
+def test_only_the_iteration_count_may_change_on_resume(tmp_path, capsys):
+    """More iterations extend a run (no artifact depends on how many follow it); any other key is refused, even
+    beside a changed iteration count."""
+    from srlm_fast.recipe.rundir import RunDir, save_or_check_config
+
+    cfg = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=x", *SMOKE])
+    save_or_check_config(cfg, RunDir(cfg))
+    more = load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=x", *SMOKE, "--iterations=3"])
+    save_or_check_config(more, RunDir(more))
+    assert f"resuming run {RunDir(more).root} (with 3 iterations, was 1)" in capsys.readouterr().out
+    assert "iterations = 3" in RunDir(more).config.read_text()  # the config now says what the run holds
+    other = load_job_config(
+        LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=x", *SMOKE, "--iterations=4", "--seed=5"]
+    )
+    with pytest.raises(ConfigError, match=r"differs in seed\)"):
+        save_or_check_config(other, RunDir(other))
+    assert "iterations = 3" in RunDir(more).config.read_text()  # a refused resume writes nothing
+
+
+def test_a_finished_run_resumed_with_more_iterations_extends_it(reference_run, tmp_path):
+    import shutil
+
+    shutil.copytree(reference_run, tmp_path / "ref")
+    config = tmp_path / "ref" / "config.toml"  # the copy lives in another runs directory
+    config.write_text(config.read_text().replace(str(reference_run.parent), str(tmp_path)))
+    before = {rel: (tmp_path / "ref" / rel).read_bytes() for rel in ARTIFACTS if rel != "config.toml"}
+    proc = _cli(tmp_path, "ref", kill=None, extra=["--iterations=2"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "(with 2 iterations, was 1)" in proc.stdout
+    assert "✓ iter1: DPO → M2" in proc.stdout  # iteration 1 was not redone
+    for rel, data in before.items():
+        assert (tmp_path / "ref" / rel).read_bytes() == data, f"{rel} changed"
+    for rel in ("iter2/pairs.jsonl", "m3/model.safetensors", "eval/m3.json"):
+        assert (tmp_path / "ref" / rel).is_file(), rel
+    assert "M3" in (tmp_path / "ref" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
