@@ -170,7 +170,7 @@ def answer_sources(candidates: Path) -> dict[str, dict]:
     another number of the prompt, a number that is not in the prompt, or not exactly one number. For the
     selection families (larger, max, min) a number not in the prompt is invented: M1 answers most `max` prompts
     so, and `min` drifts that way over the iterations (why is open: the both-wrong `max` pairs are not the main
-    cause, see the README's ablations)."""
+    cause, see the ablations in docs/experiments.md)."""
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for row in read_jsonl(candidates, required=("prompt", "responses"))[0]:
         parsed = tasks.parse_prompt(row["prompt"])

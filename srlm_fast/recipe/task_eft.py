@@ -108,7 +108,7 @@ def blind_answer(task: Task, rng: random.Random) -> str:
     instead (the other element, a sort with one swap), so a judge trained on those alone never sees the errors
     it will judge in the loop. Telling a number that occurs in the prompt from one that does not is a token
     match for the judge, while the actor has to produce the number: a gap between verifying and generating, in
-    principle. Measured (README, `seed_data.eft_blind`): the 4M-parameter judge does not learn even that.
+    principle. Measured (docs/experiments.md, `seed_data.eft_blind`): the 4M-parameter judge does not learn even that.
 
     In the knowledge families it is another training fact's answer, which the judge's retrieved evidence then
     states about another entity: the actor's error when it copies the wrong evidence line ("Gityres is the capital
