@@ -1,9 +1,10 @@
 """Copy drills: a warm-up that teaches a from-scratch model to read its prompt before the task world's SFT.
 
 The embedded default's 4M-parameter M1 answers "Which is larger, 37 or 82?" with a number that is not in the
-prompt, and "Does the list ... contain 51?" at chance (docs/experiments.md, "Judge examples with the errors M1 makes"). Both need
-an attention head that finds a prompt token and copies it, and ~1,000 SFT steps over the mixed seed data do not grow
-one. A drill has its answer in the prompt and nowhere else, in three kinds (numbers 1-99 or the task world's words):
+prompt, and "Does the list ... contain 51?" at chance (docs/experiments.md, "Judge examples with the errors M1
+makes"). Both need an attention head that finds a prompt token and copies it, and ~1,000 SFT steps over the mixed
+seed data do not grow one. A drill has its answer in the prompt and nowhere else, in three kinds (numbers 1-99
+or the task world's words):
 
     Copy: 61 13 91 65                       → 61 13 91 65       (copy)
     kitten=14 zebra=38 guitar=42. zebra=?   → 38                (associative recall)

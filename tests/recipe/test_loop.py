@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -53,23 +54,13 @@ ARTIFACTS = [
 ]  # fmt: skip
 
 
-def _cli(
-    runs: Path, name: str, kill: str | None, extra: tuple[str, ...] | list[str] = ()
-) -> subprocess.CompletedProcess:
+def _cli(runs: Path, name: str, kill: str | None, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop(KILL_ENV, None)
     if kill:
         env[KILL_ENV] = kill
-    cmd = [
-        sys.executable,
-        "-m",
-        "srlm_fast.cli",
-        "run",
-        f"--name={name}",
-        f"--runs_dir={runs}",
-        *SMOKE,
-        *extra,
-    ]
+    args = [f"--name={name}", f"--runs_dir={runs}", *SMOKE, *extra]
+    cmd = [sys.executable, "-m", "srlm_fast.cli", "run", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
