@@ -274,8 +274,7 @@ def save_or_check_config(cfg: LoopConfig, run: RunDir) -> None:
     status = run.agree(status)
     if status.startswith("error:"):
         raise ConfigError(status.removeprefix("error:"))
-    verb, _, rest = status.partition(" ")
-    log(f"{verb} run {run.root} {rest}".rstrip())
+    log(status)
     run.barrier()
     # Every rank reads the artifacts rank 0 writes: they must share the run directory's filesystem.
     blind = [r for r, seen in enumerate(D.all_gather_objects(run.config.is_file(), run.info)) if not seen]
@@ -292,11 +291,12 @@ RESUMABLE_KEYS = ("iterations",)
 
 
 def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
+    """The line to log ("new run ...", "resuming run ..."), or "error:<message>"."""
     text = to_toml(cfg)
     if run.config.exists():
         saved = run.config.read_bytes()
         if saved == text.encode():
-            return "resuming"
+            return f"resuming run {run.root}"
         # A run saved by an older version lacks the keys added since; with their defaults filled in (defaults
         # of new keys keep the old behaviour) it may still be the same config.
         try:
@@ -313,8 +313,8 @@ def _save_or_check_config(cfg: LoopConfig, run: RunDir) -> str:
         # The same config, now spelled out with every key of this version (and the iteration count asked now).
         write_text_atomic(run.config, text)
         if before["iterations"] != cfg.iterations:
-            return f"resuming (with {cfg.iterations} iterations, was {before['iterations']})"
-        return "resuming"
+            return f"resuming run {run.root} (with {cfg.iterations} iterations, was {before['iterations']})"
+        return f"resuming run {run.root}"
     run.root.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, text)
-    return "new"
+    return f"new run {run.root}"
