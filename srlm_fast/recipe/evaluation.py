@@ -110,7 +110,8 @@ def length_scores(items: Sequence[tuple[str, str]]) -> list[float]:
     return [float(len(response)) for _, response in items]
 
 
-def _greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
+def greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
+    """The policy's greedy answer to each prompt, as long as the evaluation lets one be (`eval.max_new_tokens`)."""
     outs = policy.generate(
         prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed
     )
@@ -125,7 +126,7 @@ def evaluate_task_world(cfg: LoopConfig, policy, grounding: Grounding | None = N
     held_out = tasks.eval_prompts(e.n_task_prompts, cfg.seed, cfg.seed_data.families or None)
     prompts = [t.prompt for t in held_out]
     shown = grounding.prompts(prompts) if grounding is not None and r.candidates else prompts
-    answers = _greedy_answers(cfg, policy, shown)
+    answers = greedy_answers(cfg, policy, shown)
     spec = judge_spec(cfg)
 
     def judged(items: list[tuple[str, str]], seed: int) -> list[JudgeResult]:
@@ -169,7 +170,7 @@ def versus_previous(cfg: LoopConfig, run: RunDir, k: int, policy) -> dict:
     M_k (the newer model) in both orders."""
     e = cfg.eval
     prompts = [p.instruction for p in read_eval_prompts(e.prompts)[: e.limit or None]]
-    answers = _greedy_answers(cfg, policy, prompts)
+    answers = greedy_answers(cfg, policy, prompts)
     if run.is_main:
         write_jsonl_atomic(
             run.eval / f"m{k}.answers.jsonl", [{"prompt": p, "answer": a} for p, a in zip(prompts, answers)]

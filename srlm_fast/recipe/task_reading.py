@@ -57,16 +57,21 @@ def _read_item(rng: random.Random, taken: set[str], k: int) -> tuple[str, list[s
     return kind, passages, rng.choice(_TEMPLATES[kind]).format(**fields), answer
 
 
-def reading_examples(n: int, seed: int = 0, k: int = 2) -> list[tuple[str, str]]:
-    """`n` (prompt, answer) pairs: `k` evidence lines (the fact in a random place among k - 1 distractors), then
-    the question. Names never repeat across the examples nor meet the knowledge corpus."""
+def reading_items(n: int, seed: int = 0, k: int = 2) -> list[tuple[str, str, str]]:
+    """`n` (family, prompt, answer) triples: `k` evidence lines (the fact in a random place among k - 1
+    distractors), then the question. Names never repeat across the items nor meet the knowledge corpus."""
     rng = random.Random(f"reading:{seed}")
     taken = set(WORLD_NAMES)
     out = []
     for _ in range(n):
-        _, passages, question, answer = _read_item(rng, taken, k)
-        out.append((with_evidence(question, passages), answer))
+        kind, passages, question, answer = _read_item(rng, taken, k)
+        out.append((kind, with_evidence(question, passages), answer))
     return out
+
+
+def reading_examples(n: int, seed: int = 0, k: int = 2) -> list[tuple[str, str]]:
+    """`reading_items` as (prompt, answer) pairs: SFT examples."""
+    return [(prompt, answer) for _, prompt, answer in reading_items(n, seed, k)]
 
 
 def _wrong(kind: str, answer: str, passages: list[str], rng: random.Random, taken: set[str]) -> str:

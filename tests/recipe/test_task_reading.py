@@ -9,7 +9,8 @@ import pytest
 from srlm_fast.recipe import task_knowledge
 from srlm_fast.recipe.evidence import split_evidence
 from srlm_fast.recipe.judge import JudgeTemplate, parse_score
-from srlm_fast.recipe.task_reading import judge_reading_examples, reading_examples
+from srlm_fast.recipe.task_families import BY_NAME, answer_matches
+from srlm_fast.recipe.task_reading import judge_reading_examples, reading_examples, reading_items
 
 NAME = re.compile(r"[A-Z][a-z]+")
 
@@ -31,6 +32,17 @@ def test_names_are_fresh_never_the_corpus_and_never_repeated() -> None:
         seen += [w for p in passages for w in NAME.findall(p) if w != "The"]
     assert len(seen) == len(set(seen)) > 1000
     assert not set(seen) & task_knowledge.WORLD_NAMES
+
+
+def test_an_item_names_the_family_its_question_is_of_and_its_answer_is_graded_by_that_family() -> None:
+    items = reading_items(200, seed=4)
+    assert [(p, a) for _, p, a in items] == reading_examples(200, seed=4)
+    assert {fam for fam, _, _ in items} == {"kb_capital", "kb_river"}
+    for fam, prompt, answer in items:
+        _, question = split_evidence(prompt)
+        assert any(rx.match(question) for rx in BY_NAME[fam].regexes)
+        assert answer_matches(BY_NAME[fam].kind, answer, f"It is {answer}.")
+        assert not answer_matches(BY_NAME[fam].kind, answer, "I do not know.")
 
 
 def test_both_families_both_positions_and_seeded() -> None:

@@ -1,0 +1,201 @@
+"""Did the loop teach the model to read evidence, or only the facts it trained on? (issue #15)
+
+    python bench/reading_transfer.py RUN [RUN ...] [--n 1000] [--item-seed 1000] [--out FILE] [--plot PNG]
+
+Every model of each run (M1, M2, ...) answers `n` questions about freshly invented facts, each with its evidence in
+the prompt: `task_reading`'s reading items, the fact's passage beside a distractor's in the loop's evidence format
+(`retrieval.k` lines). The names are new syllable names, never in the knowledge corpus, the SFT data or the loop's
+prompts, and each item has its own, so the only way to answer is to copy from the evidence. A run's own held-out
+evaluation has one question per held-out corpus fact (62 for the knowledge families); these items are as many as
+asked for, so a gain can be measured on 1,000 prompts that no model has seen anything of.
+
+Answers are greedy, at most `eval.max_new_tokens` tokens, graded by the task world's answer check of the item's
+family. Each model's answers are kept in RUN/eval/reading_*.jsonl and reused, so a killed evaluation resumes.
+Intervals: percentile bootstrap over items (2,000 resamples); a gain M_k − M1 is paired per item; pooled over runs
+by resampling the items within each run (stratified), as `srlm experiment` pools seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import versions
+from srlm_fast.config import load_job_config
+from srlm_fast.eval.experiment_report import stratified_bootstrap
+from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.evaluation import greedy_answers
+from srlm_fast.recipe.policy import Policy
+from srlm_fast.recipe.task_families import BY_NAME, answer_matches
+from srlm_fast.recipe.task_reading import reading_items
+
+#: Not a seed any run draws its SFT reading examples with (those use the run's seed, 0-2 in every experiment).
+ITEM_SEED = 1000
+
+
+def models_of(run: Path) -> list[int]:
+    """The numbers k of the run's finished models M_k, k ≥ 1, in order."""
+    ks = sorted(
+        int(p.name[1:]) for p in run.glob("m*") if p.name[1:].isdigit() and (p / "config.json").is_file()
+    )
+    return [k for k in ks if k >= 1]
+
+
+def answer_items(
+    run: Path, k: int, items: list[tuple[str, str, str]], cfg: LoopConfig, cache: Path
+) -> list[dict]:
+    """M_k's graded greedy answers to the items, from `cache` when it holds exactly these items."""
+    if cache.is_file():
+        rows, errors = read_jsonl(cache, required=("family", "prompt", "answer", "correct"), on_error="skip")
+        held = [(r["family"], r["prompt"], r["answer"]) for r in rows]
+        if not errors and held == [tuple(x) for x in items]:
+            return rows
+        print(f"  {cache}: {'unreadable' if errors else 'holds other items'}, answering again", flush=True)
+    policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
+    try:
+        responses = greedy_answers(cfg, policy, [prompt for _, prompt, _ in items])
+    finally:
+        policy.close()
+    rows = [
+        {"family": fam, "prompt": prompt, "answer": answer, "response": response,
+         "correct": answer_matches(BY_NAME[fam].kind, answer, response)}
+        for (fam, prompt, answer), response in zip(items, responses, strict=True)
+    ]  # fmt: skip
+    write_jsonl_atomic(cache, rows)
+    return rows
+
+
+def evaluate_run(run: Path, n: int, item_seed: int, models: list[int] | None = None) -> dict[int, list[dict]]:
+    """{k: M_k's graded answers} for the models M_k named in `models` (-1: the last; None: every finished one)."""
+    cfg = load_job_config(LoopConfig, run / "config.toml")
+    items = reading_items(n, item_seed, cfg.retrieval.k)
+    finished = models_of(run)
+    ks = finished if models is None else sorted({finished[-1] if k == -1 else k for k in models})
+    missing = sorted(set(ks) - set(finished))
+    if missing:
+        raise SystemExit(f"{run}: no finished model M{missing[0]}")
+    out = {}
+    for k in ks:
+        cache = run / "eval" / f"reading_seed{item_seed}_n{n}_m{k}.jsonl"
+        out[k] = answer_items(run, k, items, cfg, cache)
+        print(f"  {run.name} M{k}: {np.mean([r['correct'] for r in out[k]]):.1%} of {n}", flush=True)
+    return out
+
+
+def _correct(rows: list[dict], family: str | None = None) -> np.ndarray:
+    return np.array([float(r["correct"]) for r in rows if family is None or r["family"] == family])
+
+
+def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
+    """Per run and pooled over runs: each model's accuracy (overall and per family) and its gain over M1."""
+    ks = sorted(set.intersection(*(set(a) for a in answers.values())))
+    families = sorted({r["family"] for a in answers.values() for rows in a.values() for r in rows})
+    out: dict = {"models": [f"M{k}" for k in ks], "runs": {}, "pooled": {}}
+
+    def block(per_run: dict[str, dict[int, list[dict]]]) -> dict:
+        first = ks[0]
+        res = {}
+        for k in ks:
+            res[f"M{k}"] = {
+                "accuracy": stratified_bootstrap([_correct(a[k]) for a in per_run.values()]).to_dict(),
+                "by_family": {
+                    f: stratified_bootstrap([_correct(a[k], f) for a in per_run.values()]).to_dict()
+                    for f in families
+                },
+                f"gain_over_M{first}": stratified_bootstrap(
+                    [_correct(a[k]) - _correct(a[first]) for a in per_run.values()]
+                ).to_dict(),
+            }
+        return res
+
+    for name, a in answers.items():
+        out["runs"][name] = block({name: a})
+    out["pooled"] = block(answers)
+    return out
+
+
+def _pct(iv: dict) -> str:
+    return f"{100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+
+
+def print_table(summary: dict) -> None:
+    first = summary["models"][0]
+    for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
+        print(f"{name}:")
+        for m, r in res.items():
+            fams = ", ".join(f"{f} {100 * iv['value']:.1f}%" for f, iv in r["by_family"].items())
+            gain = _pct(r[f"gain_over_{first}"])
+            print(f"  {m}: {_pct(r['accuracy'])}%  gain over {first} {gain} points  ({fams})")
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = summary["models"]
+    x = np.arange(len(models))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, res in summary["runs"].items():
+        ax.plot(x, [100 * res[m]["accuracy"]["value"] for m in models], "o--", alpha=0.5, label=name)
+    pooled = [summary["pooled"][m]["accuracy"] for m in models]
+    ax.plot(x, [100 * iv["value"] for iv in pooled], "o-", color="black", label="pooled")
+    ax.fill_between(x, [100 * iv["low"] for iv in pooled], [100 * iv["high"] for iv in pooled], color="black",
+                    alpha=0.15)  # fmt: skip
+    ax.set_xticks(x, models)
+    ax.set_ylabel("accuracy on freshly invented facts (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"reading transfer, {summary['n']} items per model (95% band: pooled)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="srlm run directories of the knowledge families")
+    ap.add_argument("--n", type=int, default=1000, help="reading items per model")
+    ap.add_argument("--item-seed", type=int, default=ITEM_SEED)
+    ap.add_argument("--models", help="comma-separated k of the models M_k to evaluate, -1 for the last "
+                    "(default: every finished one)")  # fmt: skip
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--plot", type=Path, help="PNG: accuracy per model, one line per run and the pooled band")
+    args = ap.parse_args()
+    for run in args.runs:
+        if not (run / "config.toml").is_file() or not models_of(run):
+            raise SystemExit(f"{run}: not a run directory with a finished M1")
+
+    models = [int(k) for k in args.models.split(",")] if args.models else None
+    answers = {
+        f"{run.parent.name}/{run.name}": evaluate_run(run, args.n, args.item_seed, models)
+        for run in args.runs
+    }
+    summary = {
+        "what": "greedy accuracy on freshly invented facts' questions with their evidence in the prompt",
+        "date": dt.date.today().isoformat(),
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "n": args.n,
+        "item_seed": args.item_seed,
+        **summarise(answers),
+    }
+    print_table(summary)
+    if args.out:
+        write_json_atomic(args.out, summary)
+    if args.plot:
+        plot(summary, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""bench/reading_transfer.py: which models a run has, the answers' cache, and the summary's gains and pooling,
+on answers small enough to check by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.reading_transfer import answer_items, models_of, summarise
+from srlm_fast.io import write_jsonl_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.task_reading import reading_items
+
+
+def answers(correct: list[int], family: str = "kb_river") -> list[dict]:
+    return [{"family": family, "correct": bool(c)} for c in correct]
+
+
+def test_models_of_lists_the_finished_models_after_m0(tmp_path) -> None:
+    for name in ("m0", "m1", "m2", "m3"):
+        (tmp_path / name).mkdir()
+    for name in ("m0", "m1", "m2"):
+        (tmp_path / name / "config.json").write_text("{}")
+    (tmp_path / "m2x").mkdir()
+    assert models_of(tmp_path) == [1, 2]  # m3 has no weights yet: an iteration still running
+
+
+def test_answers_come_from_the_cache_only_when_it_holds_the_same_items(tmp_path) -> None:
+    items = reading_items(3, seed=5)
+    rows = [{"family": f, "prompt": p, "answer": a, "response": a, "correct": True} for f, p, a in items]
+    cache = tmp_path / "eval" / "reading.jsonl"
+    write_jsonl_atomic(cache, rows)
+    # No model exists under tmp_path: answering would have to load one and fail.
+    assert answer_items(tmp_path, 1, items, LoopConfig(), cache) == rows
+    with pytest.raises(FileNotFoundError, match="m1"):  # other items: M1 must answer them
+        answer_items(tmp_path, 1, reading_items(3, seed=6), LoopConfig(), cache)
+    cache.write_text("not json\n")
+    with pytest.raises(FileNotFoundError, match="m1"):  # a torn cache is answered again, not trusted
+        answer_items(tmp_path, 1, items, LoopConfig(), cache)
+
+
+def test_gains_are_paired_per_item_and_pooled_over_runs() -> None:
+    a = {1: answers([0, 0, 1, 0]), 3: answers([1, 1, 1, 0])}
+    b = {
+        1: answers([0, 0, 0, 0], "kb_capital"),
+        3: answers([1, 0, 0, 0], "kb_capital"),
+        2: answers([1, 1, 1, 1]),
+    }
+    s = summarise({"x/s0": a, "x/s1": b})
+    assert s["models"] == ["M1", "M3"]  # M2 only in one run: left out
+    assert s["runs"]["x/s0"]["M3"]["accuracy"]["value"] == 0.75
+    assert s["runs"]["x/s0"]["M3"]["gain_over_M1"]["value"] == 0.5
+    assert s["runs"]["x/s0"]["M1"]["gain_over_M1"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    pooled = s["pooled"]["M3"]
+    # The runs' mean gains, averaged:
+    assert pooled["gain_over_M1"]["value"] == pytest.approx((0.5 + 0.25) / 2)
+    assert pooled["gain_over_M1"]["low"] <= 0.375 <= pooled["gain_over_M1"]["high"]
+    assert pooled["by_family"]["kb_river"]["value"] == 0.75
+    assert pooled["by_family"]["kb_capital"]["value"] == 0.25
