@@ -30,7 +30,7 @@ from bench.common import versions
 from srlm_fast.config import load_job_config
 from srlm_fast.eval.winrate import bootstrap_mean
 from srlm_fast.io import read_jsonl, write_json_atomic
-from srlm_fast.recipe import tasks
+from srlm_fast.recipe import evaluation, tasks
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.stage_checks import pair_outcome
@@ -59,17 +59,10 @@ def greedy_answers(run: Path, k: int, prompts: list[str], cfg: LoopConfig) -> di
     """M_k's greedy answer to each prompt, as long as the loop lets a candidate be."""
     policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
     try:
-        outs = policy.generate(
-            prompts,
-            n=1,
-            temperature=0.0,
-            top_p=1.0,
-            max_new_tokens=cfg.candidates.max_new_tokens,
-            seed=cfg.seed,
-        )
+        answers = evaluation.greedy_answers(cfg, policy, prompts, cfg.candidates.max_new_tokens)
     finally:
         policy.close()
-    return {p: o[0] for p, o in zip(prompts, outs, strict=True)}
+    return dict(zip(prompts, answers, strict=True))
 
 
 def pair_changes(run: Path, t: int) -> list[dict]:

@@ -110,10 +110,18 @@ def length_scores(items: Sequence[tuple[str, str]]) -> list[float]:
     return [float(len(response)) for _, response in items]
 
 
-def greedy_answers(cfg: LoopConfig, policy, prompts: list[str]) -> list[str]:
-    """The policy's greedy answer to each prompt, as long as the evaluation lets one be (`eval.max_new_tokens`)."""
+def greedy_answers(
+    cfg: LoopConfig, policy, prompts: list[str], max_new_tokens: int | None = None
+) -> list[str]:
+    """The policy's greedy answer to each prompt, at most `max_new_tokens` tokens (`eval.max_new_tokens` for
+    None)."""
     outs = policy.generate(
-        prompts, n=1, temperature=0.0, top_p=1.0, max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed
+        prompts,
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens or cfg.eval.max_new_tokens,
+        seed=cfg.seed,
     )
     return [o[0] for o in outs]
 
