@@ -871,6 +871,7 @@ for _key, _value, _expect in [
     ("selfinstruct.dedup_threshold", "1.5", "selfinstruct.dedup_threshold"),
     ("selfinstruct.shape_min_count", "-1", "selfinstruct.shape_min_count: must be >= 0"),
     ("selfinstruct.source", '"corpus"', "selfinstruct.source"),
+    ("selfinstruct.source", '"seed"', "seed_data.n_seed_prompts: selfinstruct.source = 'seed' draws"),
     ("pairs.min_chosen", "-1", "pairs.min_chosen: must be >= 0"),
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
     ("seed_data.eft_blind", "1.5", "seed_data.eft_blind: must be in [0, 1]"),

@@ -325,6 +325,10 @@ class LoopConfig:
         require(si.max_words >= si.min_words, "selfinstruct.max_words", "must be >= min_words", si.max_words)
         require(si.shape_min_count >= 0, "selfinstruct.shape_min_count", "must be >= 0", si.shape_min_count)
         require(si.source in ("model", "seed"), "selfinstruct.source", "'model' or 'seed'", si.source)
+        drawn = self.iterations * si.n_prompts  # seed prompts the iterations draw, none twice (stages.self_instruct)
+        require(si.source != "seed" or d.n_seed_prompts >= drawn, "seed_data.n_seed_prompts",
+                f"selfinstruct.source = 'seed' draws selfinstruct.n_prompts = {si.n_prompts} unused seed prompts in "
+                f"each of {self.iterations} iterations: needs at least {drawn}", d.n_seed_prompts)  # fmt: skip
         require(not (si.source == "seed" and self.retrieval.selfinstruct), "selfinstruct.source",
                 "'seed' draws seed prompts; retrieval.selfinstruct writes questions from passages", si.source)  # fmt: skip
         require(not (si.shape_min_count and self.retrieval.selfinstruct), "selfinstruct.shape_min_count",
