@@ -1,6 +1,7 @@
 """Did the loop teach the model to read evidence, or only the facts it trained on? (issue #15)
 
-    python bench/reading_transfer.py RUN [RUN ...] [--n 1000] [--item-seed 1000] [--out FILE] [--plot PNG]
+    python bench/reading_transfer.py RUN [RUN ...] [--n 1000] [--models 1,-1] [--baseline RUN ...]
+        [--out FILE] [--plot PNG]
 
 Every model of each run (M1, M2, ...) answers `n` questions about freshly invented facts, each with its evidence in
 the prompt: `task_reading`'s reading items, the fact's passage beside a distractor's in the loop's evidence format
@@ -12,7 +13,9 @@ asked for, so a gain can be measured on 1,000 prompts that no model has seen any
 Answers are greedy, at most `eval.max_new_tokens` tokens, graded by the task world's answer check of the item's
 family. Each model's answers are kept in RUN/eval/reading_*.jsonl and reused, so a killed evaluation resumes.
 Intervals: percentile bootstrap over items (2,000 resamples); a gain M_k − M1 is paired per item; pooled over runs
-by resampling the items within each run (stratified), as `srlm experiment` pools seeds.
+by resampling the items within each run (stratified), as `srlm experiment` pools seeds. With `--baseline`, each
+run is compared with its baseline run (the same seed under another arm) item by item: every run answers the same
+items (`--item-seed`), so the difference is paired.
 """
 
 from __future__ import annotations
@@ -121,18 +124,52 @@ def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
     return out
 
 
+def versus(answers: dict[str, dict[int, list[dict]]], baseline: dict[str, dict[int, list[dict]]]) -> dict:
+    """Each run against its baseline run (the i-th against the i-th, e.g. the same seed under another judge), paired
+    per item: for every model both have, the difference in accuracy and in gain over M1, pooled over the pairs."""
+    pairs = list(zip(answers.values(), baseline.values(), strict=True))
+    for a, b in pairs:
+        if [r["prompt"] for r in a[min(a)]] != [r["prompt"] for r in b[min(b)]]:
+            raise SystemExit("a run and its baseline answered different items (another retrieval.k?)")
+    ks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    first = ks[0]
+    return {
+        f"M{k}": {
+            "accuracy_difference": stratified_bootstrap(
+                [_correct(a[k]) - _correct(b[k]) for a, b in pairs]
+            ).to_dict(),
+            f"gain_over_M{first}_difference": stratified_bootstrap(
+                [
+                    (_correct(a[k]) - _correct(a[first])) - (_correct(b[k]) - _correct(b[first]))
+                    for a, b in pairs
+                ]
+            ).to_dict(),
+        }
+        for k in ks
+    }
+
+
 def _pct(iv: dict) -> str:
     return f"{100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
 
 
-def print_table(summary: dict) -> None:
+def print_table(summary: dict, title: str = "") -> None:
     first = summary["models"][0]
     for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
-        print(f"{name}:")
+        print(f"{title}{name}:")
         for m, r in res.items():
             fams = ", ".join(f"{f} {100 * iv['value']:.1f}%" for f, iv in r["by_family"].items())
             gain = _pct(r[f"gain_over_{first}"])
             print(f"  {m}: {_pct(r['accuracy'])}%  gain over {first} {gain} points  ({fams})")
+
+
+def print_versus(res: dict) -> None:
+    print("runs − baseline, paired per item:")
+    for m, r in res.items():
+        gain_key = next(k for k in r if k.startswith("gain_over"))
+        print(
+            f"  {m}: accuracy {_pct(r['accuracy_difference'])} points, {gain_key} {_pct(r[gain_key])} points"
+        )
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -146,10 +183,16 @@ def plot(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, res in summary["runs"].items():
         ax.plot(x, [100 * res[m]["accuracy"]["value"] for m in models], "o--", alpha=0.5, label=name)
-    pooled = [summary["pooled"][m]["accuracy"] for m in models]
-    ax.plot(x, [100 * iv["value"] for iv in pooled], "o-", color="black", label="pooled")
-    ax.fill_between(x, [100 * iv["low"] for iv in pooled], [100 * iv["high"] for iv in pooled], color="black",
-                    alpha=0.15)  # fmt: skip
+    lines = [(summary, "pooled", "black")]
+    if "baseline" in summary:
+        lines.append((summary["baseline"], f"baseline, pooled ({summary['baseline_label']})", "tab:red"))
+    for res, label, color in lines:
+        ms = [m for m in models if m in res["pooled"]]
+        pooled = [res["pooled"][m]["accuracy"] for m in ms]
+        xs = [models.index(m) for m in ms]
+        ax.plot(xs, [100 * iv["value"] for iv in pooled], "o-", color=color, label=label)
+        ax.fill_between(xs, [100 * iv["low"] for iv in pooled], [100 * iv["high"] for iv in pooled], color=color,
+                        alpha=0.15)  # fmt: skip
     ax.set_xticks(x, models)
     ax.set_ylabel("accuracy on freshly invented facts (%)")
     ax.set_ylim(0, 100)
@@ -168,18 +211,29 @@ def main() -> int:
     ap.add_argument("--item-seed", type=int, default=ITEM_SEED)
     ap.add_argument("--models", help="comma-separated k of the models M_k to evaluate, -1 for the last "
                     "(default: every finished one)")  # fmt: skip
+    ap.add_argument(
+        "--baseline",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="runs to compare against, one per run in the same order (e.g. the same seeds of another arm)",
+    )
+    ap.add_argument("--baseline-label", default="baseline", help="what the baseline runs are, for the plot")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--plot", type=Path, help="PNG: accuracy per model, one line per run and the pooled band")
     args = ap.parse_args()
-    for run in args.runs:
+    if args.baseline and len(args.baseline) != len(args.runs):
+        raise SystemExit(f"--baseline: {len(args.baseline)} runs for {len(args.runs)}; give one per run")
+    for run in [*args.runs, *args.baseline]:
         if not (run / "config.toml").is_file() or not models_of(run):
             raise SystemExit(f"{run}: not a run directory with a finished M1")
 
     models = [int(k) for k in args.models.split(",")] if args.models else None
-    answers = {
-        f"{run.parent.name}/{run.name}": evaluate_run(run, args.n, args.item_seed, models)
-        for run in args.runs
-    }
+
+    def evaluate(runs: list[Path]) -> dict[str, dict[int, list[dict]]]:
+        return {f"{r.parent.name}/{r.name}": evaluate_run(r, args.n, args.item_seed, models) for r in runs}
+
+    answers = evaluate(args.runs)
     summary = {
         "what": "greedy accuracy on freshly invented facts' questions with their evidence in the prompt",
         "date": dt.date.today().isoformat(),
@@ -190,6 +244,13 @@ def main() -> int:
         **summarise(answers),
     }
     print_table(summary)
+    if args.baseline:
+        baseline = evaluate(args.baseline)
+        summary["baseline_label"] = args.baseline_label
+        summary["baseline"] = summarise(baseline)
+        summary["versus_baseline"] = versus(answers, baseline)
+        print_table(summary["baseline"], "baseline ")
+        print_versus(summary["versus_baseline"])
     if args.out:
         write_json_atomic(args.out, summary)
     if args.plot:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.reading_transfer import answer_items, models_of, summarise
+from bench.reading_transfer import answer_items, models_of, plot, summarise, versus
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.task_reading import reading_items
 
 
 def answers(correct: list[int], family: str = "kb_river") -> list[dict]:
-    return [{"family": family, "correct": bool(c)} for c in correct]
+    return [{"family": family, "prompt": f"q{i}", "correct": bool(c)} for i, c in enumerate(correct)]
 
 
 def test_models_of_lists_the_finished_models_after_m0(tmp_path) -> None:
@@ -56,3 +56,27 @@ def test_gains_are_paired_per_item_and_pooled_over_runs() -> None:
     assert pooled["gain_over_M1"]["low"] <= 0.375 <= pooled["gain_over_M1"]["high"]
     assert pooled["by_family"]["kb_river"]["value"] == 0.75
     assert pooled["by_family"]["kb_capital"]["value"] == 0.25
+
+
+def test_versus_pairs_each_run_with_its_baseline_item_by_item() -> None:
+    grounded = {"g/s0": {1: answers([0, 0, 0, 0]), 2: answers([1, 1, 0, 0]), 3: answers([1, 1, 1, 1])}}
+    ungrounded = {"u/s0": {1: answers([1, 0, 0, 0]), 3: answers([1, 0, 0, 0])}}
+    res = versus(grounded, ungrounded)
+    assert list(res) == ["M1", "M3"]  # the models both runs have
+    assert res["M3"]["accuracy_difference"]["value"] == 0.75
+    assert res["M3"]["gain_over_M1_difference"]["value"] == 1.0  # +1.0 against +0.0
+    assert res["M1"]["accuracy_difference"]["value"] == -0.25
+    other_items = {"u/s0": {1: [{**r, "prompt": "other"} for r in ungrounded["u/s0"][1]]}}
+    with pytest.raises(SystemExit, match="different items"):
+        versus(grounded, other_items)
+
+
+def test_the_plot_draws_the_runs_and_a_baseline_with_fewer_models(tmp_path) -> None:
+    grounded = {
+        "g/s0": {1: answers([0, 1]), 2: answers([1, 1])},
+        "g/s1": {1: answers([0, 0]), 2: answers([1, 0])},
+    }
+    summary = {"n": 2, **summarise(grounded), "baseline_label": "ungrounded"}
+    summary["baseline"] = summarise({"u/s0": {2: answers([0, 1])}})
+    plot(summary, tmp_path / "plots" / "reading.png")
+    assert (tmp_path / "plots" / "reading.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
