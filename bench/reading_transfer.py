@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import sys
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from srlm_fast.eval.experiment_report import stratified_bootstrap
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import greedy_answers
+from srlm_fast.recipe.evidence import split_evidence
 from srlm_fast.recipe.policy import Policy
 from srlm_fast.recipe.task_families import BY_NAME, answer_matches
 from srlm_fast.recipe.task_reading import reading_items
@@ -92,14 +94,24 @@ def evaluate_run(run: Path, n: int, item_seed: int, models: list[int] | None = N
     return out
 
 
-def _correct(rows: list[dict], family: str | None = None) -> np.ndarray:
-    return np.array([float(r["correct"]) for r in rows if family is None or r["family"] == family])
+def fact_line(row: dict) -> int:
+    """Which evidence line (1-based) of the item's prompt states its fact: the one that holds the answer."""
+    passages, _ = split_evidence(row["prompt"])
+    return next(i for i, p in enumerate(passages, 1) if row["answer"] in re.findall(r"\w+", p))
+
+
+def _correct(rows: list[dict], family: str | None = None, line: int | None = None) -> np.ndarray:
+    return np.array([
+        float(r["correct"]) for r in rows
+        if (family is None or r["family"] == family) and (line is None or fact_line(r) == line)
+    ])  # fmt: skip
 
 
 def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
     """Per run and pooled over runs: each model's accuracy (overall and per family) and its gain over M1."""
     ks = sorted(set.intersection(*(set(a) for a in answers.values())))
     families = sorted({r["family"] for a in answers.values() for rows in a.values() for r in rows})
+    lines = sorted({fact_line(r) for a in answers.values() for rows in a.values() for r in rows})
     out: dict = {"models": [f"M{k}" for k in ks], "runs": {}, "pooled": {}}
 
     def block(per_run: dict[str, dict[int, list[dict]]]) -> dict:
@@ -112,10 +124,20 @@ def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
                     f: stratified_bootstrap([_correct(a[k], f) for a in per_run.values()]).to_dict()
                     for f in families
                 },
+                # A reader finds the line about the asked entity; a model that copies a fixed line does not.
+                "by_fact_line": {
+                    str(i): stratified_bootstrap([_correct(a[k], line=i) for a in per_run.values()]).to_dict()
+                    for i in lines
+                },
                 f"gain_over_M{first}": stratified_bootstrap(
                     [_correct(a[k]) - _correct(a[first]) for a in per_run.values()]
                 ).to_dict(),
             }
+            if k != first:
+                before = ks[ks.index(k) - 1]
+                res[f"M{k}"]["gain_over_previous"] = stratified_bootstrap(
+                    [_correct(a[k]) - _correct(a[before]) for a in per_run.values()]
+                ).to_dict()
         return res
 
     for name, a in answers.items():
@@ -159,6 +181,9 @@ def print_table(summary: dict, title: str = "") -> None:
         print(f"{title}{name}:")
         for m, r in res.items():
             fams = ", ".join(f"{f} {100 * iv['value']:.1f}%" for f, iv in r["by_family"].items())
+            fams += "; fact on line " + ", ".join(
+                f"{i}: {100 * iv['value']:.1f}%" for i, iv in r["by_fact_line"].items()
+            )
             gain = _pct(r[f"gain_over_{first}"])
             print(f"  {m}: {_pct(r['accuracy'])}%  gain over {first} {gain} points  ({fams})")
 

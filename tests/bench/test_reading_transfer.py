@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import pytest
 
-from bench.reading_transfer import answer_items, models_of, plot, summarise, versus
+from bench.reading_transfer import answer_items, fact_line, models_of, plot, summarise, versus
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.task_reading import reading_items
 
 
-def answers(correct: list[int], family: str = "kb_river") -> list[dict]:
-    return [{"family": family, "prompt": f"q{i}", "correct": bool(c)} for i, c in enumerate(correct)]
+def answers(correct: list[int], family: str = "kb_river", lines: list[int] | None = None) -> list[dict]:
+    """Graded answers to items whose fact is on evidence line `lines[i]` (1 for all by default)."""
+    rows = []
+    for i, c in enumerate(correct):
+        facts = [f"Dorel{i} is the capital of Mab{i}.", f"Zuvo{i} is the capital of Kel{i}."]
+        if lines and lines[i] == 2:
+            facts.reverse()
+        prompt = (
+            "".join(f"Evidence: {f}\n" for f in facts) + f"Question: Which city is the capital of Mab{i}?"
+        )
+        rows.append({"family": family, "prompt": prompt, "answer": f"Dorel{i}", "correct": bool(c)})
+    return rows
 
 
 def test_models_of_lists_the_finished_models_after_m0(tmp_path) -> None:
@@ -54,6 +64,7 @@ def test_gains_are_paired_per_item_and_pooled_over_runs() -> None:
     # The runs' mean gains, averaged:
     assert pooled["gain_over_M1"]["value"] == pytest.approx((0.5 + 0.25) / 2)
     assert pooled["gain_over_M1"]["low"] <= 0.375 <= pooled["gain_over_M1"]["high"]
+    assert pooled["gain_over_previous"] == pooled["gain_over_M1"]  # M1 is the model before M3 here
     assert pooled["by_family"]["kb_river"]["value"] == 0.75
     assert pooled["by_family"]["kb_capital"]["value"] == 0.25
 
@@ -80,3 +91,12 @@ def test_the_plot_draws_the_runs_and_a_baseline_with_fewer_models(tmp_path) -> N
     summary["baseline"] = summarise({"u/s0": {2: answers([0, 1])}})
     plot(summary, tmp_path / "plots" / "reading.png")
     assert (tmp_path / "plots" / "reading.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_by_the_evidence_line_that_states_the_fact() -> None:
+    rows = answers([1, 1, 0, 0, 1], lines=[1, 1, 2, 2, 2])
+    assert [fact_line(r) for r in rows] == [1, 1, 2, 2, 2]
+    by_line = summarise({"x/s0": {1: rows}})["pooled"]["M1"]["by_fact_line"]
+    assert by_line["1"]["value"] == 1.0 and by_line["2"]["value"] == pytest.approx(1 / 3)
+    (_, prompt, answer), *_ = reading_items(1, seed=3)
+    assert fact_line({"prompt": prompt, "answer": answer}) in (1, 2)
