@@ -11,11 +11,13 @@ evaluation has one question per held-out corpus fact (62 for the knowledge famil
 asked for, so a gain can be measured on 1,000 prompts that no model has seen anything of.
 
 Answers are greedy, at most `eval.max_new_tokens` tokens, graded by the task world's answer check of the item's
-family. Each model's answers are kept in RUN/eval/reading_*.jsonl and reused, so a killed evaluation resumes.
-Intervals: percentile bootstrap over items (2,000 resamples); a gain M_k − M1 is paired per item; pooled over runs
-by resampling the items within each run (stratified), as `srlm experiment` pools seeds. With `--baseline`, each
-run is compared with its baseline run (the same seed under another arm) item by item: every run answers the same
-items (`--item-seed`), so the difference is paired.
+family. Accuracy is also split by the evidence line that states the fact: a model that reads scores both lines
+alike, one that copies the first line (what BM25's order rewards in the loop) does not. Each model's answers are
+kept in RUN/eval/reading_*.jsonl and reused, so a killed evaluation resumes. Intervals: percentile bootstrap over
+items (2,000 resamples); a gain M_k − M1 is paired per item; pooled over runs by resampling the items within each
+run (stratified), as `srlm experiment` pools seeds. With `--baseline`, each run is compared with its baseline run
+(the same seed under another arm) item by item: every run answers the same items (`--item-seed`), so the
+difference is paired.
 """
 
 from __future__ import annotations
