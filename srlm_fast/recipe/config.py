@@ -212,6 +212,10 @@ class RetrievalSpec:
     # first candidate. false: M1 never answers with evidence in SFT, and only the loop can teach it to (the
     # experiment "can self-rewarding teach a model to use retrieved evidence", README).
     sft_evidence: bool = True
+    # With `candidates`: each candidate prompt's evidence lines in a random order. The retriever puts the asked
+    # fact's passage first, so a candidate that copies the first line is right and gets rewarded; shuffled, only
+    # reading the line about the asked entity is (bench/reading_transfer.py). Evaluation keeps the retriever's order.
+    shuffle_candidates: bool = False
     judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
     # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
     selfinstruct: bool = False
@@ -311,6 +315,8 @@ class LoopConfig:
                 "reading examples are evidence prompts of the task world: needs retrieval.candidates = true, "
                 "retrieval.sft_evidence = true and "
                 "seed_data.source = 'tasks'", d.n_reading)  # fmt: skip
+        require(not self.retrieval.shuffle_candidates or self.retrieval.candidates, "retrieval.shuffle_candidates",
+                "orders the candidates' evidence: needs retrieval.candidates = true", True)  # fmt: skip
         require(not d.n_judge_reading or (self.retrieval.judge and d.source == "tasks"), "seed_data.n_judge_reading",
                 "judge reading examples are grounded judge prompts of the task world: needs retrieval.judge = true "
                 "and seed_data.source = 'tasks'", d.n_judge_reading)  # fmt: skip
@@ -325,7 +331,8 @@ class LoopConfig:
         require(si.max_words >= si.min_words, "selfinstruct.max_words", "must be >= min_words", si.max_words)
         require(si.shape_min_count >= 0, "selfinstruct.shape_min_count", "must be >= 0", si.shape_min_count)
         require(si.source in ("model", "seed"), "selfinstruct.source", "'model' or 'seed'", si.source)
-        drawn = self.iterations * si.n_prompts  # seed prompts the iterations draw, none twice (stages.self_instruct)
+        # Seed prompts the iterations draw, none twice (stages.self_instruct):
+        drawn = self.iterations * si.n_prompts
         require(si.source != "seed" or d.n_seed_prompts >= drawn, "seed_data.n_seed_prompts",
                 f"selfinstruct.source = 'seed' draws selfinstruct.n_prompts = {si.n_prompts} unused seed prompts in "
                 f"each of {self.iterations} iterations: needs at least {drawn}", d.n_seed_prompts)  # fmt: skip

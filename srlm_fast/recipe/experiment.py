@@ -81,7 +81,8 @@ def m1_inputs(cfg: LoopConfig) -> dict[str, Any]:
     # so its settings do not change M1 (an ungrounded judge's M1 then serves a run whose candidates read evidence).
     retrieval: dict[str, Any] = {}
     if r.judge or r.evidence_in_sft or r.selfinstruct:
-        retrieval = {k: v for k, v in d["retrieval"].items() if k not in ("candidates", "sft_evidence")}
+        unused = ("candidates", "sft_evidence", "shuffle_candidates")  # read by the loop's stages only
+        retrieval = {k: v for k, v in d["retrieval"].items() if k not in unused}
         retrieval["evidence_in_sft"] = r.evidence_in_sft
     return {
         # The SFT settings as the trainer gets them (the from-scratch defaults under the config's table), so an

@@ -258,6 +258,9 @@ def test_sft_evidence_off_keeps_m1s_seed_data_plain_while_candidates_read_eviden
     assert sft["u"] == sft["j"] != sft["g"]
     assert not any("Evidence: " in r["prompt"] for r in read_jsonl(runs["u"].seed / "ift.jsonl")[0])
     assert X.m1_inputs(untaught) == X.m1_inputs(judge_only) != X.m1_inputs(taught)
+    shuffled = load_job_config(LoopConfig, None, [*flags, "--name=s", "--retrieval.candidates=true",
+                               "--retrieval.sft_evidence=false", "--retrieval.shuffle_candidates=true"])  # fmt: skip
+    assert X.m1_inputs(shuffled) == X.m1_inputs(untaught)  # the loop's candidates only: the same M1
     with pytest.raises(ConfigError, match="seed_data.n_reading"):
         load_job_config(LoopConfig, None, [*flags, "--retrieval.candidates=true", "--retrieval.sft_evidence=false",
                                            "--seed_data.n_reading=4"]).validate()  # fmt: skip

@@ -148,6 +148,35 @@ def test_self_instruct_from_the_seed_pool_generates_nothing_and_never_draws_a_pr
     assert it.stats["prompts"] == {"source": "seed", "pool": 1, "kept": 1, "task_world_parseable": 0}
 
 
+class FixedEvidence:
+    """A grounding stand-in: every question's evidence is its own fact first, then another."""
+
+    def passages(self, questions):
+        return [[f"The fact of {q}.", f"Another fact {i}."] for i, q in enumerate(questions)]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_candidates_see_their_evidence_in_the_retrievers_order_or_shuffled(tmp_path, monkeypatch, shuffle):
+    monkeypatch.setattr(S.G, "load_grounding", lambda cfg, run: FixedEvidence())
+    policy = ScriptedPolicy()
+    it, _ = make_iteration(tmp_path, policy, "--retrieval.task_corpus=true", "--retrieval.candidates=true",
+                           f"--retrieval.shuffle_candidates={str(shuffle).lower()}")  # fmt: skip
+    questions = [f"q{i}" for i in range(40)]
+    write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": q} for q in questions])
+    S.sample_candidates(it)
+    shown = policy.generate_calls[0]["prompts"]
+    first = [p.split("\n")[0] for p in shown]
+    assert all(sorted(p.split("\n")[:2]) == sorted(f"Evidence: {x}" for x in ev)
+               for p, ev in zip(shown, FixedEvidence().passages(questions)))  # fmt: skip
+    own_first = sum(line.startswith("Evidence: The fact of") for line in first)
+    if shuffle:
+        assert 10 < own_first < 30  # about half the prompts have their fact second
+    else:
+        assert own_first == 40
+    rows = read_jsonl(it.dir / "candidates.jsonl")[0]
+    assert [r["prompt"] for r in rows] == shown and [r["question"] for r in rows] == questions
+
+
 def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
     policy = ScriptedPolicy(score_of=lambda p, r: None if r.endswith("answer 2") else float(len(r) % 6))
     it, loaded = make_iteration(tmp_path, policy, "--candidates.n=3", "--candidates.temperature=0.9",
