@@ -16,6 +16,7 @@ recipe/evidence.py's.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +73,13 @@ class Grounding:
         kept = [[h for h in hs if h.id not in self.exclude][: self.k] for hs in hits]
         return [[clip(texts[h.index - offset].text, self.max_words) for h in hs] for hs in kept]
 
-    def prompts(self, questions: Sequence[str]) -> list[str]:
-        """Each question with its evidence, in the evidence prompt format."""
-        return [with_evidence(q, ev) for q, ev in zip(questions, self.passages(questions))]
+    def prompts(self, questions: Sequence[str], shuffle: random.Random | None = None) -> list[str]:
+        """Each question with its evidence, in the evidence prompt format; with `shuffle`, each question's passages
+        in an order drawn from it instead of the retriever's."""
+        evidence = self.passages(questions)
+        if shuffle is not None:
+            evidence = [shuffle.sample(ev, len(ev)) for ev in evidence]
+        return [with_evidence(q, ev) for q, ev in zip(questions, evidence)]
 
     def judge_evidence(self, items: Sequence[tuple[str, str]]) -> list[list[str]]:
         """The judge's evidence for each (instruction, response): retrieved for both together."""

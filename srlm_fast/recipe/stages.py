@@ -415,11 +415,8 @@ def sample_candidates(it: Iteration) -> None:
     # written from a passage (retrieval.selfinstruct) has that passage as its gold evidence instead.
     shown = prompts
     if grounding is not None:
-        evidence = grounding.passages(prompts)
-        if it.cfg.retrieval.shuffle_candidates:
-            rng = random.Random(f"evidence-order:{it.seed}")
-            evidence = [rng.sample(ev, len(ev)) for ev in evidence]
-        shown = [with_evidence(q, ev) for q, ev in zip(prompts, evidence)]
+        order = random.Random(f"evidence-order:{it.seed}") if it.cfg.retrieval.shuffle_candidates else None
+        shown = grounding.prompts(prompts, shuffle=order)
         shown = [
             with_evidence(r["prompt"], r["evidence"]) if "evidence" in r else x
             for r, x in zip(prompt_rows, shown)

@@ -20,6 +20,7 @@ from srlm_fast.model.checkpoint import read_model_config
 from srlm_fast.model.config import get_preset
 from srlm_fast.model.llama import build_model
 from srlm_fast.model.tokenizer import Tokenizer
+from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_eft, tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -148,8 +149,11 @@ def test_self_instruct_from_the_seed_pool_generates_nothing_and_never_draws_a_pr
     assert it.stats["prompts"] == {"source": "seed", "pool": 1, "kept": 1, "task_world_parseable": 0}
 
 
-class FixedEvidence:
-    """A grounding stand-in: every question's evidence is its own fact first, then another."""
+class FixedEvidence(G.Grounding):
+    """A grounding whose retriever is a stand-in: every question's evidence is its own fact first, then another."""
+
+    def __init__(self) -> None:
+        super().__init__(retriever=None, k=2, max_words=64)
 
     def passages(self, questions):
         return [[f"The fact of {q}.", f"Another fact {i}."] for i, q in enumerate(questions)]
