@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import re
 import sys
 from pathlib import Path
@@ -98,8 +99,13 @@ def evaluate_run(run: Path, n: int, item_seed: int, models: list[int] | None = N
 
 def fact_line(row: dict) -> int:
     """Which evidence line (1-based) of the item's prompt states its fact: the one that holds the answer."""
-    passages, _ = split_evidence(row["prompt"])
-    return next(i for i, p in enumerate(passages, 1) if row["answer"] in re.findall(r"\w+", p))
+    return _fact_line(row["prompt"], row["answer"])
+
+
+@functools.cache
+def _fact_line(prompt: str, answer: str) -> int:
+    passages, _ = split_evidence(prompt)
+    return next(i for i, p in enumerate(passages, 1) if answer in re.findall(r"\w+", p))
 
 
 def _correct(rows: list[dict], family: str | None = None, line: int | None = None) -> np.ndarray:
@@ -145,6 +151,12 @@ def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
     for name, a in answers.items():
         out["runs"][name] = block({name: a})
     out["pooled"] = block(answers)
+    # Each model's graded answers, one character per item in item order: a later summary can pool these runs with
+    # others item by item (the cached answers live in the run directories, which are not kept).
+    out["correct"] = {
+        name: {f"M{k}": "".join("1" if r["correct"] else "0" for r in a[k]) for k in ks}
+        for name, a in answers.items()
+    }
     return out
 
 

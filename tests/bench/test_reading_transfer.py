@@ -67,6 +67,8 @@ def test_gains_are_paired_per_item_and_pooled_over_runs() -> None:
     assert pooled["gain_over_previous"] == pooled["gain_over_M1"]  # M1 is the model before M3 here
     assert pooled["by_family"]["kb_river"]["value"] == 0.75
     assert pooled["by_family"]["kb_capital"]["value"] == 0.25
+    # Every answer's grade is kept, in item order, so these runs can be pooled with later ones item by item:
+    assert s["correct"] == {"x/s0": {"M1": "0010", "M3": "1110"}, "x/s1": {"M1": "0000", "M3": "1000"}}
 
 
 def test_versus_pairs_each_run_with_its_baseline_item_by_item() -> None:
