@@ -17,7 +17,8 @@ kept in RUN/eval/reading_*.jsonl and reused, so a killed evaluation resumes. Int
 items (2,000 resamples); a gain M_k − M1 is paired per item; pooled over runs by resampling the items within each
 run (stratified), as `srlm experiment` pools seeds. With `--baseline`, each run is compared with its baseline run
 (the same seed under another arm) item by item: every run answers the same items (`--item-seed`), so the
-difference is paired.
+difference is paired. The JSON keeps every model's grade per item (`correct`), so its runs can be pooled item by
+item later, after their directories are gone.
 """
 
 from __future__ import annotations
