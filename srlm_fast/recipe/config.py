@@ -352,6 +352,10 @@ class LoopConfig:
         j = self.judge
         require(j.k >= 1, "judge.k", "must be >= 1", j.k)
         require(j.max_new_tokens >= 1, "judge.max_new_tokens", "must be >= 1", j.max_new_tokens)
+        # An M1 that never saw a meta-judge example writes no meta-judgment worth ranking (the arm would train its
+        # judge on noise); the task world's examples come from seed_data.n_meft.
+        require(not (j.meta and d.source == "tasks" and d.n_meft == 0), "seed_data.n_meft",
+                "judge.meta needs meta-judge examples in M1's SFT: seed_data.n_meft > 0", d.n_meft)  # fmt: skip
         if j.template not in NAMED_TEMPLATES:
             require(
                 Path(j.template).is_file(), "judge.template", "compact, full or a template file", j.template
@@ -425,11 +429,6 @@ class LoopConfig:
             require(bool(r.corpus) or r.task_corpus or r.index is not None, "retrieval",
                     "candidates/judge/selfinstruct need a source: retrieval.corpus, retrieval.task_corpus or retrieval.index")  # fmt: skip
         if r.judge:
-            require(
-                not self.judge.meta,
-                "retrieval.judge",
-                "the meta-judge has no grounded rubric yet: judge.meta = false",
-            )
             t = self.judge.template
             grounded = t in GROUNDED_VARIANT.values() or (
                 t not in NAMED_TEMPLATES and JudgeTemplate.load(t).is_grounded

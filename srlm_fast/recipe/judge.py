@@ -58,6 +58,16 @@ META_TEMPLATE_TEXT = (
     "Judgment: {response}"
 )
 
+#: The meta rubric when the judge reads retrieved evidence (`retrieval.judge` with `judge.meta`): the meta-judge
+#: reads the evidence the judge read, so it can tell whether the judgment was right about support, not only
+#: whether it looks like a judgment. Same points as `META_TEMPLATE_TEXT`.
+META_GROUNDED_TEMPLATE_TEXT = (
+    "Judge the judgment by the evidence: one point each for Relevant, Substantial, Correct, Direct, Perfect.\n"
+    "{evidence}\n"
+    "Instruction: {instruction}\n"
+    "Judgment: {response}"
+)
+
 #: The grounded variant of the compact rubric (`retrieval.judge`): the judge also reads the retrieved evidence
 #: (`Evidence:` lines, recipe/evidence.py) and "Correct" becomes "Supported": correct and backed by the
 #: evidence. The criterion replaces one rather than adding a sixth so the 0-5 scale, the expected-score digits
@@ -131,14 +141,27 @@ class JudgeTemplate:
         return cls(META_TEMPLATE_TEXT, name="meta")
 
     @classmethod
+    def meta_grounded(cls) -> JudgeTemplate:
+        """The meta rubric that also reads the evidence the judged judgment read (`retrieval.judge`)."""
+        return cls(META_GROUNDED_TEMPLATE_TEXT, name="meta_grounded")
+
+    @classmethod
+    def meta_for(cls, judge: JudgeTemplate) -> JudgeTemplate:
+        """The meta rubric for a judge that uses `judge`: grounded when the judge reads evidence."""
+        return cls.meta_grounded() if judge.is_grounded else cls.meta()
+
+    @classmethod
     def from_spec(cls, spec: str) -> JudgeTemplate:
-        """A name of `NAMED_TEMPLATES`, `"meta"`, or a path to a template file (for config values)."""
+        """A name of `NAMED_TEMPLATES`, `"meta"`, `"meta_grounded"`, or a path to a template file (for config
+        values)."""
         if spec == "compact":
             return cls.compact()
         if spec == "full":
             return cls.full()
         if spec == "meta":
             return cls.meta()
+        if spec == "meta_grounded":
+            return cls.meta_grounded()
         if spec == "grounded":
             return cls.grounded()
         if spec == "full_grounded":

@@ -90,17 +90,20 @@ def meta_judge_pairs(
     score_first: bool = True,
     config: P.PairConfig | None = None,
     verdicts: bool = False,
+    evidence: Sequence[Sequence[str] | None] | None = None,
 ) -> tuple[list[P.Pair], P.PairStats]:
     """The judge's preference pairs: for each judged (instruction, response), its alternative judgments
     (`judged_scores`, as formulaic judgments) ranked by the meta-judge's `meta_scores`; best vs worst, ties
-    dropped, exactly as the actor's pairs. The prompt of a pair is the judge prompt, so DPO trains the judge."""
+    dropped, exactly as the actor's pairs. The prompt of a pair is the judge prompt (with the item's `evidence`
+    for a grounded judge), so DPO trains the judge on what it read."""
+    evidence = evidence if evidence is not None else [None] * len(items)
     cands = [
         P.PromptCandidates(
-            template.render(ins, resp),
+            template.render(ins, resp, ev),
             [J.judgment_for_score(s, score_first, verdicts) for s in scores],
             list(ms),
         )
-        for (ins, resp), scores, ms in zip(items, judged_scores, meta_scores, strict=True)
+        for (ins, resp), ev, scores, ms in zip(items, evidence, judged_scores, meta_scores, strict=True)
     ]
     return P.make_pairs(cands, config or P.PairConfig())
 
@@ -115,18 +118,25 @@ def meta_judge(
     seed: int = 0,
     score_first: bool = True,
     verdicts: bool = False,
+    evidence: Sequence[Sequence[str] | None] | None = None,
 ) -> tuple[list[P.Pair], dict]:
     """One Meta-Rewarding round over judged candidates: the judge's alternative judgments of up to `most`
     candidates (the scores it gave at least `min_prob`; candidates with fewer than two are skipped) go to the
     meta-judge (`judge_fn`, the model under the meta rubric, over (meta_instruction, judgment) items), and the best
-    vs worst of each candidate's judgments becomes a pair for the judge. Returns the pairs and their counts."""
+    vs worst of each candidate's judgments becomes a pair for the judge. Returns the pairs and their counts.
+    `evidence`: per item, the passages the (grounded) judge read; the meta-judge reads them too (its items are
+    then (meta_instruction, judgment, evidence)), and so do the judge pairs' prompts."""
     if len(items) != len(results):
         raise ValueError(f"{len(items)} items but {len(results)} judge results")
+    if evidence is not None and len(evidence) != len(items):
+        raise ValueError(f"{len(items)} items but evidence for {len(evidence)}")
     alternatives = [judgments_to_meta_judge(r, min_prob) for r in results]
     eligible = [i for i, alts in enumerate(alternatives) if len(alts) >= 2]
     chosen = sorted(random.Random(f"meta-judge:{seed}").sample(eligible, min(most, len(eligible))))
+    ev = [None] * len(items) if evidence is None else evidence
     meta_items = [
         (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first, verdicts))
+        + (() if evidence is None else (ev[i],))
         for i in chosen
         for s in alternatives[i]
     ]
@@ -143,6 +153,7 @@ def meta_judge(
         template,
         score_first,
         verdicts=verdicts,
+        evidence=None if evidence is None else [ev[i] for i in chosen],
     )
     stats = {
         "candidates": len(items),

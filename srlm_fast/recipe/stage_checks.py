@@ -34,11 +34,16 @@ def checked_candidates(rows: list[dict]) -> dict[str, Any]:
 
 
 def checked_judge_pairs(
-    pairs: list[P.Pair], items: list[tuple[str, str]], template: J.JudgeTemplate
+    pairs: list[P.Pair],
+    items: list[tuple[str, str]],
+    template: J.JudgeTemplate,
+    evidence: list[list[str] | None] | None = None,
 ) -> dict[str, int]:
     """The checker on the judge's pairs (reported): `right` when the chosen judgment is right about the
-    candidate's correctness and the rejected one wrong, `wrong` for the reverse, `same` when both agree."""
-    by_prompt = {template.render(*x): x for x in items}
+    candidate's correctness and the rejected one wrong, `wrong` for the reverse, `same` when both agree.
+    `evidence`: per item, what a grounded judge read (the pairs' prompts hold it)."""
+    evidence = evidence if evidence is not None else [None] * len(items)
+    by_prompt = {template.render(*x, ev): x for x, ev in zip(items, evidence, strict=True)}
     counts = dict.fromkeys(("right", "wrong", "same"), 0)
     for pair in pairs:
         item = by_prompt.get(pair.prompt)

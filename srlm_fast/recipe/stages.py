@@ -105,7 +105,9 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
         # Meta-judge examples (a judgment judged), so every M1 can meta-judge and every arm shares one M1.
         eft += [
             {"prompt": e.prompt, "response": e.response}
-            for e in task_eft.meta_eft_examples(s.n_meft, seed, J.JudgeTemplate.meta(), fams)
+            for e in task_eft.meta_eft_examples(
+                s.n_meft, seed, J.JudgeTemplate.meta_for(template), fams, evidence=judge_evidence
+            )
         ]
         seed_prompts = tasks.train_prompts(s.n_seed_prompts, seed, fams)
     else:
@@ -494,23 +496,30 @@ def meta_judge(it: Iteration) -> None:
     the best vs worst judgment of each becomes a pair for the judge → judge_pairs.jsonl (select_pairs adds them
     to the actor's pairs, so DPO trains the judge too)."""
     rows = read_jsonl(it.dir / "judgments.jsonl")[0]
-    items, results = [], []
+    items, results, evidence = [], [], []
     for r in rows:
         probs = r.get("probs") or [[] for _ in r["responses"]]
+        # The judge read the plain question and, when grounded, its own evidence (judge_candidates).
+        question = r.get("question", r["prompt"])
         for resp, score, dist in zip(r["responses"], r["scores"], probs):
-            items.append((r["prompt"], resp))
+            items.append((question, resp))
             results.append(
                 J.JudgeResult(score, int(score is not None), int(score is None), (), (), tuple(dist))
             )
-    policy, j = it.policy(), it.cfg.judge
-    meta_spec = dataclasses.replace(j, template="meta")
+        evidence += r.get("judge_evidence", [None] * len(r["responses"]))
+    policy, j = it.policy(), G.judge_spec(it.cfg)
+    template = J.JudgeTemplate.from_spec(j.template)
+    meta_spec = dataclasses.replace(j, template=J.JudgeTemplate.meta_for(template).name)
     with progress(policy, f"iter{it.t}: meta-judge"):
         pairs, counts = R.meta_judge(
             items, results, lambda xs: judge_items(policy, meta_spec, list(xs), it.seed + 1),
-            J.JudgeTemplate.from_spec(j.template), most=j.meta_candidates, min_prob=j.meta_min_prob, seed=it.seed,
+            template, most=j.meta_candidates, min_prob=j.meta_min_prob, seed=it.seed,
+            evidence=evidence if template.is_grounded else None,
         )  # fmt: skip
     if it.cfg.seed_data.source == "tasks":
-        counts["checker"] = checked_judge_pairs(pairs, items, J.JudgeTemplate.from_spec(j.template))
+        counts["checker"] = checked_judge_pairs(
+            pairs, items, template, evidence if template.is_grounded else None
+        )
     it.save_stats("meta", counts)
     crash_point("meta")
     if it.run.is_main:

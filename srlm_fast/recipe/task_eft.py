@@ -228,19 +228,24 @@ def meta_eft_examples(
     score_first: bool = True,
     verdicts: bool = False,
     p_exact: float = 0.4,
+    evidence: Callable[[list[tuple[str, str]]], list[list[str]]] | None = None,
 ) -> list[MetaEFTExample]:
     """n meta-judge examples (Meta-Rewarding): a candidate of known score s, a judgment claiming score s' (s' = s
-    with probability `p_exact`, else another score), and the meta-judgment `judge.meta_score(s, s')`."""
+    with probability `p_exact`, else another score), and the meta-judgment `judge.meta_score(s, s')`.
+    `evidence`: as in `eft_examples`, the retrieved passages of each (instruction, candidate), for a grounded meta
+    rubric (`JudgeTemplate.meta_grounded`): the meta-judge then reads what the judge it judges read."""
     template = template or JudgeTemplate.meta()
     rng = random.Random(f"meta-eft-judged:{seed}")
+    graded = _graded_candidates(n, seed, families, mix, "meta-eft")
+    passages = evidence([(t.prompt, c) for t, _, c in graded]) if evidence else [None] * len(graded)
     out = []
-    for task, score, cand in _graded_candidates(n, seed, families, mix, "meta-eft"):
+    for (task, score, cand), ev in zip(graded, passages, strict=True):
         judged = score if rng.random() < p_exact else rng.choice([s for s in range(6) if s != score])
         meta = meta_score(score, judged)
         out.append(
             MetaEFTExample(
                 prompt=template.render(
-                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first, verdicts)
+                    meta_instruction(task.prompt, cand), judgment_for_score(judged, score_first, verdicts), ev
                 ),
                 response=judgment_for_score(meta, score_first, verdicts),
                 score=meta,

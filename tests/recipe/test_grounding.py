@@ -15,6 +15,7 @@ from srlm_fast.io import read_jsonl, write_jsonl_atomic
 from srlm_fast.recipe import experiment as X
 from srlm_fast.recipe import grounding as G
 from srlm_fast.recipe import passage_instruct as PI
+from srlm_fast.recipe import rewards as R
 from srlm_fast.recipe import stages as S
 from srlm_fast.recipe import task_knowledge, tasks
 from srlm_fast.recipe.config import LoopConfig
@@ -196,6 +197,37 @@ def test_the_judge_gets_evidence_for_prompt_and_response(tmp_path) -> None:
     assert rows[0]["judge_evidence"][0] == evidence
 
 
+def test_the_meta_judge_reads_what_the_grounded_judge_read(tmp_path) -> None:
+    it, policy = _grounded_iteration(tmp_path, *ON, "--judge.meta=true", "--judge.meta_candidates=6")
+    S.sample_candidates(it)
+    S.judge_candidates(it)
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    probs = [0.0, 0.5, 0.0, 0.0, 0.0, 0.5]  # the judge hesitated between 1 and 5: two judgments to meta-judge
+    write_jsonl_atomic(
+        it.dir / "judgments.jsonl", [{**r, "probs": [probs] * len(r["responses"])} for r in rows]
+    )
+    S.meta_judge(it)
+    call = policy.judge_calls[-1]
+    assert call["template"].name == "meta_grounded" and len(call["items"]) == 12  # 6 candidates x 2 judgments
+    judged = {
+        (r["question"], resp): ev for r in rows for resp, ev in zip(r["responses"], r["judge_evidence"])
+    }
+    for meta_instruction, judgment, evidence in call["items"]:
+        question, _, response = meta_instruction.partition("\nResponse: ")
+        assert evidence == judged[(question, response)]  # the judge's own evidence, not the candidate's
+        assert judgment in ("Score: 1", "Score: 5")
+    # The scripted meta-judge scores every judgment 3: ties, so no pair; with a preference the pair's prompt is the
+    # grounded judge prompt the judge read (rewards.meta_judge_pairs, below).
+    assert read_jsonl(it.dir / "judge_pairs.jsonl")[0] == []
+    grounded = JudgeTemplate.grounded()
+    (question, response), evidence = next(iter(judged.items()))
+    pairs, _ = R.meta_judge_pairs(
+        [(question, response)], [[1, 5]], [[2.0, 5.0]], grounded, evidence=[evidence]
+    )
+    assert pairs[0].prompt == grounded.render(question, response, evidence) and pairs[0].chosen == "Score: 5"
+    assert f"\nEvidence: {evidence[0]}\n" in pairs[0].prompt
+
+
 def build_seed_run(cfg: LoopConfig) -> RunDir:
     """A run directory holding `cfg`'s index (when it has one) and seed data, as the loop's first stages make them."""
     cfg.validate()
@@ -223,6 +255,16 @@ def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
         "\nEvidence: " in p and "\nInstruction: " in p and "capital of" in p for p in eft
     )
     assert len(ift) == 40 and all(p.startswith("Evidence: ") and "\nQuestion: " in p for p in ift)
+    # The meta-judge examples read the evidence too, under the grounded meta rubric.
+    meta = [
+        r["prompt"]
+        for r in read_jsonl(run.seed / "eft.jsonl")[0]
+        if r["prompt"].startswith("Judge the judgment")
+    ]
+    assert len(meta) == 5 and all(
+        p.startswith(JudgeTemplate.meta_grounded().prefix) and "\nEvidence: " in p and "\nJudgment: " in p
+        for p in meta
+    )
 
 
 def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(tmp_path) -> None:
@@ -324,7 +366,7 @@ def test_judge_reading_examples_join_the_judge_examples(tmp_path) -> None:
             [*ON, f"--judge.template={DEFAULT_TEMPLATE_PATH}"],
             "judge.template: retrieval.judge needs 'compact' or 'full'",
         ),
-        ([*ON, "--judge.meta=true"], "retrieval.judge: the meta-judge has no grounded rubric"),
+        ([*ON, "--judge.meta=true", "--seed_data.n_meft=0"], "seed_data.n_meft: judge.meta needs meta-judge"),
         (["--judge.template=grounded"], "judge.template: 'grounded' reads retrieved evidence"),
         (['--seed_data.families=["nope"]'], r"seed_data.families: unknown families \['nope'\]"),
         (

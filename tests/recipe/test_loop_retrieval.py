@@ -12,6 +12,7 @@ from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evidence import split_evidence
+from srlm_fast.recipe.judge import JudgeTemplate
 from srlm_fast.recipe.loop import run_loop
 from srlm_fast.recipe.task_families import DEFAULT_FAMILIES, KNOWLEDGE_FAMILY_NAMES
 from tests.recipe.test_loop import SMOKE
@@ -45,3 +46,22 @@ def test_a_tiny_run_with_retrieval_completes_with_evidence_in_its_prompts(tmp_pa
     capsys.readouterr()
     run_loop(load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=rag", *SMOKE, *RAG]))
     assert "✓ retrieval index" in capsys.readouterr().out and os.stat(index).st_mtime_ns == before
+
+
+def test_a_tiny_run_with_a_grounded_meta_judge_trains_its_judge_on_what_it_read(tmp_path) -> None:
+    meta = ["--judge.meta=true", "--judge.meta_candidates=8"]
+    root = run_loop(
+        load_job_config(LoopConfig, None, [f"--runs_dir={tmp_path}", "--name=m", *SMOKE, *RAG, *meta])
+    )
+    stats = json.loads((root / "iter1" / "stats.json").read_text())["meta"]
+    assert (
+        stats["meta_judged"] == 8 and stats["judgments"] >= 16
+    )  # every judged candidate has two or more scores
+    judge_pairs = read_jsonl(root / "iter1" / "judge_pairs.jsonl")[0]
+    assert len(judge_pairs) == stats["pairs"] > 0
+    grounded, meta_rubric = JudgeTemplate.grounded(), JudgeTemplate.meta_grounded()
+    assert all(p["prompt"].startswith(grounded.prefix) and "\nEvidence: " in p["prompt"] for p in judge_pairs)
+    pairs = read_jsonl(root / "iter1" / "pairs.jsonl")[0]
+    assert sum(p["prompt"].startswith(grounded.prefix) for p in pairs) == len(judge_pairs)  # DPO trains them
+    sft = [r["prompt"] for r in read_jsonl(root / "seed" / "eft.jsonl")[0]]
+    assert sum(p.startswith(meta_rubric.prefix) and "\nEvidence: " in p for p in sft) == 20  # n_meft of SMOKE
