@@ -1,0 +1,237 @@
+"""Does the judge get better at telling its own right answers from wrong ones? Measured on fresh facts (issue #15)
+
+    python bench/reading_judge.py RUN [RUN ...] [--n 1000] [--models 1,-1] [--baseline RUN ...] [--out FILE]
+
+Each model M_k of a run judges its own greedy answers to `bench/reading_transfer.py`'s freshly invented facts
+(answered first if they are not cached yet), with the run's judge (`grounding.judge_spec`: the grounded rubric,
+expected score). The judge's evidence is the item's own evidence lines, the fact and its distractor: these facts are
+in no corpus, so nothing could be retrieved for them, and the actor answered from the same lines. The checker then
+says how often the judge is right: agreement (score ≥ 3 exactly when the answer is right) and balanced accuracy
+(the mean of its hit rate on right answers and its rejection rate on wrong ones), which unlike agreement does not
+rise just because the model's accuracy moves towards the judge's favourite verdict. The held-out evaluation of a
+run measures the same on 62 questions; here on 1,000, so a change of a few points has an interval that can
+exclude 0.
+
+Intervals: percentile bootstrap over items (2,000 resamples), pooled over runs by resampling within each run
+(stratified); a change M_k − M1, or a run against its `--baseline` run, resamples the same items for both (paired).
+Verdicts are cached in RUN/eval/reading_judge_*.jsonl; the JSON keeps each model's verdict per item (`agree`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import versions
+from bench.reading_transfer import ITEM_SEED, evaluate_run
+from srlm_fast.config import load_job_config
+from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.evaluation import judge_items
+from srlm_fast.recipe.evidence import split_evidence
+from srlm_fast.recipe.grounding import judge_spec
+from srlm_fast.recipe.judge import CORRECT_THRESHOLD
+from srlm_fast.recipe.policy import Policy
+
+N_BOOT = 2000
+
+
+def judge_own_answers(
+    run: Path, k: int, answers: list[dict], cfg: LoopConfig, cache: Path
+) -> list[float | None]:
+    """M_k's judge scores of its own answers (`answers`: reading_transfer's rows), from `cache` when it holds
+    exactly these answers; None for an invalid judgment."""
+    key = [(r["prompt"], r["response"]) for r in answers]
+    if cache.is_file():
+        rows, errors = read_jsonl(cache, required=("prompt", "response", "score"), on_error="skip")
+        if not errors and [(r["prompt"], r["response"]) for r in rows] == key:
+            return [r["score"] for r in rows]
+        print(f"  {cache}: {'unreadable' if errors else 'holds other answers'}, judging again", flush=True)
+    items = []
+    for prompt, response in key:
+        passages, question = split_evidence(prompt)
+        items.append((question, response, passages))
+    policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
+    try:
+        results = judge_items(policy, judge_spec(cfg), items, seed=cfg.seed)
+    finally:
+        policy.close()
+    scores = [r.score for r in results]
+    write_jsonl_atomic(cache, [{"prompt": p, "response": r, "score": s} for (p, r), s in zip(key, scores)])
+    return scores
+
+
+def verdicts(answers: list[dict], scores: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(right, says_right) per item: the checker's grade and the judge's verdict (an invalid judgment says wrong,
+    as it gives the loop no reason to prefer the answer)."""
+    right = np.array([bool(r["correct"]) for r in answers])
+    says = np.array([s is not None and s >= CORRECT_THRESHOLD for s in scores])
+    return right, says
+
+
+def balanced_accuracy(right: np.ndarray, says: np.ndarray) -> np.ndarray:
+    """Balanced accuracy along the last axis (NaN where a row has no right or no wrong answer)."""
+    n_right, n_wrong = right.sum(-1), (~right).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hit = (right & says).sum(-1) / n_right
+        reject = (~right & ~says).sum(-1) / n_wrong
+    return np.where((n_right > 0) & (n_wrong > 0), (hit + reject) / 2, np.nan)
+
+
+def _metrics(right: np.ndarray, says: np.ndarray) -> dict[str, np.ndarray]:
+    return {"agreement": (right == says).mean(-1), "balanced_accuracy": balanced_accuracy(right, says)}
+
+
+def bootstrap(
+    runs: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]],
+    weights: Sequence[float],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Σ weight · metric over the models of each run (e.g. (M_k, M1) with weights (1, −1)), mean over runs, with a
+    95% interval from resampling every run's items (the same indices for all of a run's models: paired)."""
+    rng = np.random.default_rng(seed)
+    point: dict[str, list[float]] = {}
+    boots: dict[str, list[np.ndarray]] = {}
+    for models in runs:
+        n = models[0][0].size
+        idx = rng.integers(0, n, size=(n_boot, n))
+        for name in ("agreement", "balanced_accuracy"):
+            p = sum(w * _metrics(r, s)[name] for w, (r, s) in zip(weights, models, strict=True))
+            b = sum(w * _metrics(r[idx], s[idx])[name] for w, (r, s) in zip(weights, models, strict=True))
+            point.setdefault(name, []).append(float(p))
+            boots.setdefault(name, []).append(b)
+    out = {}
+    for name in point:
+        with warnings.catch_warnings():  # a resample with no wrong (or no right) answer in every run: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            b = np.nanmean(np.stack(boots[name]), axis=0)
+        low, high = np.nanquantile(b, [0.025, 0.975])
+        out[name] = {"value": float(np.nanmean(point[name])), "low": float(low), "high": float(high)}
+    return out
+
+
+def summarise(grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]) -> dict:
+    """Per run and pooled: each model's agreement and balanced accuracy, and their change from M1."""
+    ks = sorted(set.intersection(*(set(g) for g in grades.values())))
+    first = ks[0]
+
+    def block(per_run: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> dict:
+        res = {}
+        for k in ks:
+            res[f"M{k}"] = bootstrap([[g[k]] for g in per_run], [1.0])
+            res[f"M{k}"]["hit_rate"] = float(np.mean([(g[k][1][g[k][0]]).mean() for g in per_run]))
+            res[f"M{k}"]["rejection_rate"] = float(np.mean([(~g[k][1][~g[k][0]]).mean() for g in per_run]))
+            if k != first:
+                res[f"M{k}"][f"change_from_M{first}"] = bootstrap(
+                    [[g[k], g[first]] for g in per_run], [1.0, -1.0]
+                )
+        return res
+
+    return {
+        "models": [f"M{k}" for k in ks],
+        "runs": {name: block([g]) for name, g in grades.items()},
+        "pooled": block(list(grades.values())),
+        # Per item: 1 when the judge agrees with the checker, so later summaries can pool runs item by item.
+        "agree": {
+            name: {f"M{k}": "".join("1" if a else "0" for a in g[k][0] == g[k][1]) for k in ks}
+            for name, g in grades.items()
+        },
+    }
+
+
+def versus(
+    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+    baseline: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+) -> dict:
+    """Each run's change from M1 minus its baseline run's (the i-th against the i-th), paired per item."""
+    pairs = list(zip(grades.values(), baseline.values(), strict=True))
+    ks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    first = ks[0]
+    return {
+        f"M{k}": bootstrap([[a[k], a[first], b[k], b[first]] for a, b in pairs], [1.0, -1.0, -1.0, 1.0])
+        for k in ks
+        if k != first
+    }
+
+
+def _pct(iv: dict) -> str:
+    return f"{100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+
+
+def print_table(summary: dict, title: str = "") -> None:
+    for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
+        print(f"{title}{name}:")
+        for m, r in res.items():
+            line = f"  {m}: agreement {_pct(r['agreement'])}%, balanced {_pct(r['balanced_accuracy'])}"
+            line += f" (hit {100 * r['hit_rate']:.1f}%, rejects {100 * r['rejection_rate']:.1f}%)"
+            change = next((v for key, v in r.items() if key.startswith("change_from")), None)
+            if change:
+                line += f"; change: agreement {_pct(change['agreement'])}, balanced {_pct(change['balanced_accuracy'])}"
+            print(line)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="srlm run directories of the evidence config")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--item-seed", type=int, default=ITEM_SEED)
+    ap.add_argument(
+        "--models", help="comma-separated k of M_k, -1 for the last (default: every finished one)"
+    )
+    ap.add_argument("--baseline", nargs="+", type=Path, default=[], help="one run per run, in the same order")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if args.baseline and len(args.baseline) != len(args.runs):
+        raise SystemExit(f"--baseline: {len(args.baseline)} runs for {len(args.runs)}; give one per run")
+    models = [int(k) for k in args.models.split(",")] if args.models else None
+
+    def grade(runs: list[Path]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        out = {}
+        for run in runs:
+            cfg = load_job_config(LoopConfig, run / "config.toml")
+            if not cfg.retrieval.judge:
+                raise SystemExit(f"{run}: its judge reads no evidence (retrieval.judge = false)")
+            answers = evaluate_run(run, args.n, args.item_seed, models)
+            out[f"{run.parent.name}/{run.name}"] = per_model = {}
+            for k, rows in answers.items():
+                cache = run / "eval" / f"reading_judge_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
+                per_model[k] = verdicts(rows, judge_own_answers(run, k, rows, cfg, cache))
+                print(f"  {run.name} M{k}: judge agrees on {np.mean(per_model[k][0] == per_model[k][1]):.1%}",
+                      flush=True)  # fmt: skip
+        return out
+
+    grades = grade(args.runs)
+    summary = {
+        "what": "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker",
+        "date": dt.date.today().isoformat(),
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "n": args.n,
+        "item_seed": args.item_seed,
+        **summarise(grades),
+    }
+    print_table(summary)
+    if args.baseline:
+        baseline = grade(args.baseline)
+        summary["baseline"] = summarise(baseline)
+        summary["versus_baseline"] = versus(grades, baseline)
+        print_table(summary["baseline"], "baseline ")
+        for m, r in summary["versus_baseline"].items():
+            print(f"runs − baseline, change to {m}: agreement {_pct(r['agreement'])}, "
+                  f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
+    if args.out:
+        write_json_atomic(args.out, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

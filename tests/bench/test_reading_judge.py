@@ -1,0 +1,82 @@
+"""bench/reading_judge.py: the judge reads the item's own evidence, its verdicts are cached, and agreement,
+balanced accuracy and their changes are computed as by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import bench.reading_judge as RJ
+from srlm_fast.io import write_jsonl_atomic
+from srlm_fast.recipe.config import LoopConfig
+from srlm_fast.recipe.evidence import split_evidence
+from srlm_fast.recipe.judge import JudgeResult
+from srlm_fast.recipe.task_reading import reading_items
+
+
+def test_balanced_accuracy_by_hand_and_undefined_without_both_kinds_of_answer() -> None:
+    right = np.array([True, True, True, False])
+    says = np.array([True, False, True, True])  # hits 2 of 3 right answers, rejects 0 of 1 wrong one
+    assert RJ.balanced_accuracy(right, says) == pytest.approx((2 / 3 + 0) / 2)
+    assert math.isnan(RJ.balanced_accuracy(np.array([True, True]), np.array([True, False])))
+    # A judge that calls everything right agrees with a mostly right model, and has no information.
+    assert RJ.balanced_accuracy(np.array([True] * 9 + [False]), np.ones(10, bool)) == 0.5
+
+
+def test_verdicts_count_an_invalid_judgment_as_wrong() -> None:
+    right, says = RJ.verdicts([{"correct": True}, {"correct": False}, {"correct": True}], [3.0, 2.9, None])
+    assert right.tolist() == [True, False, True] and says.tolist() == [True, False, False]
+
+
+def test_a_change_is_paired_and_pooled_over_runs() -> None:
+    right = np.array([True, False, True, False, True, False])
+    m1 = (right, np.ones(6, bool))  # says right to everything: agreement 0.5, balanced 0.5
+    m3 = (right, right.copy())  # perfect
+    s = RJ.summarise({"x/s0": {1: m1, 3: m3}, "x/s1": {1: m1, 3: m1}})
+    assert s["models"] == ["M1", "M3"]
+    change = s["runs"]["x/s0"]["M3"]["change_from_M1"]
+    assert change["agreement"]["value"] == pytest.approx(0.5) and change["balanced_accuracy"]["value"] == 0.5
+    same = s["runs"]["x/s1"]["M3"]["change_from_M1"]["agreement"]
+    assert same == {"value": 0.0, "low": 0.0, "high": 0.0}  # paired: the same items, no spread
+    assert s["pooled"]["M3"]["agreement"]["value"] == pytest.approx(0.75)
+    assert s["pooled"]["M1"]["hit_rate"] == 1.0 and s["pooled"]["M1"]["rejection_rate"] == 0.0
+    assert s["agree"]["x/s0"] == {"M1": "101010", "M3": "111111"}
+    v = RJ.versus({"x/s0": {1: m1, 3: m3}}, {"y/s0": {1: m1, 3: m1}})
+    assert v["M3"]["balanced_accuracy"]["value"] == 0.5
+
+
+def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_path, monkeypatch) -> None:
+    items = reading_items(3, seed=5)
+    answers = [{"family": f, "prompt": p, "answer": a, "response": a, "correct": True} for f, p, a in items]
+    seen = []
+
+    class Stub:
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(RJ.Policy, "load", lambda *a, **k: Stub())
+
+    def judge(policy, spec, xs, seed):
+        seen.append((spec.template, list(xs)))
+        return [JudgeResult(4.0, 1, 0, (4.0,), ("Score: 4",)) for _ in xs]
+
+    monkeypatch.setattr(RJ, "judge_items", judge)
+    cfg = LoopConfig()
+    cfg.retrieval.task_corpus = cfg.retrieval.judge = True
+    cache = tmp_path / "eval" / "judge.jsonl"
+    assert RJ.judge_own_answers(tmp_path, 1, answers, cfg, cache) == [4.0] * 3
+    template, xs = seen[0]
+    assert template == "grounded"  # the run's judge: compact becomes its grounded variant
+    question, response, evidence = xs[0]
+    passages, plain = split_evidence(items[0][1])
+    assert question == plain and evidence == passages and "Evidence" not in question
+    assert response == items[0][2] and len(evidence) == 2 and any(items[0][2] in line for line in evidence)
+    assert RJ.judge_own_answers(tmp_path, 1, answers, cfg, cache) == [4.0] * 3 and len(seen) == 1  # cached
+    other = [{**r, "response": "Nobody"} for r in answers]
+    RJ.judge_own_answers(tmp_path, 1, other, cfg, cache)
+    assert len(seen) == 2  # other answers: judged again
+    write_jsonl_atomic(cache, [{"prompt": "torn"}])
+    RJ.judge_own_answers(tmp_path, 1, other, cfg, cache)
+    assert len(seen) == 3
