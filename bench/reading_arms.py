@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import versions
+from bench.reading_transfer import band_plot
 from srlm_fast.eval.experiment_report import stratified_bootstrap
 from srlm_fast.io import write_json_atomic
 
@@ -101,28 +102,12 @@ def _pts(iv: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models = summary["models"]
-    x = np.arange(len(models))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, res in summary["arms"].items():
-        acc = [res["accuracy"][m] for m in models]
-        (line,) = ax.plot(x, [100 * iv["value"] for iv in acc], "o-", label=f"{arm} (seeds {res['seeds']})")
-        ax.fill_between(x, [100 * iv["low"] for iv in acc], [100 * iv["high"] for iv in acc],
-                        color=line.get_color(), alpha=0.15)  # fmt: skip
-    ax.set_xticks(x, models)
-    ax.set_ylabel("accuracy on freshly invented facts (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"arms on {summary['n_items']} fresh facts per model and seed (95% bands)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    bands = [
+        (f"{arm} (seeds {res['seeds']})", models, [res["accuracy"][m] for m in models], None)
+        for arm, res in summary["arms"].items()
+    ]
+    band_plot(models, bands, path, f"arms on {summary['n_items']} fresh facts per model and seed (95% bands)")
 
 
 def main() -> int:

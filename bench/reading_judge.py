@@ -20,7 +20,6 @@ Verdicts are cached in RUN/eval/reading_judge_*.jsonl; the JSON keeps each model
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import warnings
 from collections.abc import Sequence
@@ -30,8 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import versions
-from bench.reading_transfer import ITEM_SEED, evaluate_run
+from bench.reading_transfer import ITEM_SEED, evaluate_run, summary_header
 from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
@@ -210,15 +208,8 @@ def main() -> int:
         return out
 
     grades = grade(args.runs)
-    summary = {
-        "what": "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker",
-        "date": dt.date.today().isoformat(),
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-        "n": args.n,
-        "item_seed": args.item_seed,
-        **summarise(grades),
-    }
+    what = "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker"
+    summary = {**summary_header(what, args.n, args.item_seed), **summarise(grades)}
     print_table(summary)
     if args.baseline:
         baseline = grade(args.baseline)

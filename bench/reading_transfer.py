@@ -28,6 +28,7 @@ import datetime as dt
 import functools
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -212,36 +213,64 @@ def print_versus(res: dict) -> None:
         )
 
 
-def plot(summary: dict, path: Path) -> None:
+def band_plot(
+    models: Sequence[str],
+    bands: Sequence[tuple[str, Sequence[str], Sequence[dict], str | None]],
+    path: Path,
+    title: str,
+    faint: Sequence[tuple[str, Sequence[float]]] = (),
+) -> None:
+    """Accuracy (%) per model: `bands` as (label, models it has, their intervals, colour or None) lines with their
+    95% band, `faint` as (label, values per model) dashed lines without one (single runs beside their pool)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = summary["models"]
     x = np.arange(len(models))
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, res in summary["runs"].items():
-        ax.plot(x, [100 * res[m]["accuracy"]["value"] for m in models], "o--", alpha=0.5, label=name)
-    lines = [(summary, "pooled", "black")]
-    if "baseline" in summary:
-        lines.append((summary["baseline"], f"baseline, pooled ({summary['baseline_label']})", "tab:red"))
-    for res, label, color in lines:
-        ms = [m for m in models if m in res["pooled"]]
-        pooled = [res["pooled"][m]["accuracy"] for m in ms]
-        xs = [models.index(m) for m in ms]
-        ax.plot(xs, [100 * iv["value"] for iv in pooled], "o-", color=color, label=label)
-        ax.fill_between(xs, [100 * iv["low"] for iv in pooled], [100 * iv["high"] for iv in pooled], color=color,
-                        alpha=0.15)  # fmt: skip
+    for label, values in faint:
+        ax.plot(x, [100 * v for v in values], "o--", alpha=0.5, label=label)
+    for label, ms, ivs, color in bands:
+        xs = [list(models).index(m) for m in ms]
+        (line,) = ax.plot(xs, [100 * iv["value"] for iv in ivs], "o-", color=color, label=label)
+        ax.fill_between(xs, [100 * iv["low"] for iv in ivs], [100 * iv["high"] for iv in ivs],
+                        color=line.get_color(), alpha=0.15)  # fmt: skip
     ax.set_xticks(x, models)
     ax.set_ylabel("accuracy on freshly invented facts (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"reading transfer, {summary['n']} items per model (95% band: pooled)")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot(summary: dict, path: Path) -> None:
+    models = summary["models"]
+    faint = [(name, [res[m]["accuracy"]["value"] for m in models]) for name, res in summary["runs"].items()]
+    lines = [(summary, "pooled", "black")]
+    if "baseline" in summary:
+        lines.append((summary["baseline"], f"baseline, pooled ({summary['baseline_label']})", "tab:red"))
+    bands = []
+    for res, label, color in lines:
+        ms = [m for m in models if m in res["pooled"]]
+        bands.append((label, ms, [res["pooled"][m]["accuracy"] for m in ms], color))
+    title = f"reading transfer, {summary['n']} items per model (95% band: pooled)"
+    band_plot(models, bands, path, title, faint)
+
+
+def summary_header(what: str, n: int, item_seed: int) -> dict:
+    """The fields every reading summary starts with: what it measures, when, with what, on which items."""
+    return {
+        "what": what,
+        "date": dt.date.today().isoformat(),
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "n": n,
+        "item_seed": item_seed,
+    }
 
 
 def main() -> int:
@@ -274,15 +303,8 @@ def main() -> int:
         return {f"{r.parent.name}/{r.name}": evaluate_run(r, args.n, args.item_seed, models) for r in runs}
 
     answers = evaluate(args.runs)
-    summary = {
-        "what": "greedy accuracy on freshly invented facts' questions with their evidence in the prompt",
-        "date": dt.date.today().isoformat(),
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-        "n": args.n,
-        "item_seed": args.item_seed,
-        **summarise(answers),
-    }
+    what = "greedy accuracy on freshly invented facts' questions with their evidence in the prompt"
+    summary = {**summary_header(what, args.n, args.item_seed), **summarise(answers)}
     print_table(summary)
     if args.baseline:
         baseline = evaluate(args.baseline)
