@@ -1,7 +1,7 @@
 """The arms of one experiment on freshly invented facts: each arm's gain and the contrasts the issue asks for (#15).
 
     python bench/reading_arms.py self=SELF.json random=RANDOM.json oracle=ORACLE.json [--half oracle] \\
-        [--out FILE] [--plot PNG]
+        [--seeds 0,2] [--out FILE] [--plot PNG]
 
 Each JSON is a `bench/reading_transfer.py` summary of one arm's runs, which keeps every model's grade per item
 (`correct`). Runs are matched across arms by seed (`s<seed>-` in the run's name); every run answered the same items
@@ -116,6 +116,7 @@ def main() -> int:
         "arms", nargs="+", help="ARM=reading_transfer.json, the first arm is compared with the others"
     )
     ap.add_argument("--half", help="an arm whose half gain the first arm's is compared with (the oracle)")
+    ap.add_argument("--seeds", help="comma-separated seeds to keep (default: every seed of each file)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
@@ -125,6 +126,11 @@ def main() -> int:
         if not sep or not name or not path:
             raise SystemExit(f"{spec!r}: expected ARM=FILE")
         arms[name] = load_arm(Path(path))
+        if args.seeds:
+            keep = {int(x) for x in args.seeds.split(",")}
+            arms[name] = {seed: runs for seed, runs in arms[name].items() if seed in keep}
+            if not arms[name]:
+                raise SystemExit(f"{path}: none of the seeds {sorted(keep)}")
     if args.half and args.half not in arms:
         raise SystemExit(f"--half {args.half}: not one of the arms {list(arms)}")
     models = common_models(arms)

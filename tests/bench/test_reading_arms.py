@@ -91,5 +91,9 @@ def test_cli_writes_the_table_json_and_plot(tmp_path):
     assert c["self − oracle"]["high"] < 0
     assert c["self − ½ oracle"]["low"] > 0  # 0.6 against half of 0.8
     assert png.stat().st_size > 1000
+    res = subprocess.run(
+        [*cmd[:-6], "--seeds", "2", "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert res.returncode == 0 and json.loads(out.read_text())["arms"]["oracle"]["seeds"] == [2]
     bad = subprocess.run([*cmd[:2], "self"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "expected ARM=FILE" in bad.stderr
