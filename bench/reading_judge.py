@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import ITEM_SEED, evaluate_run, summary_header
+from bench.reading_transfer import ITEM_SEED, evaluate_run, fact_line, summary_header
 from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
@@ -117,8 +117,12 @@ def bootstrap(
     return out
 
 
-def summarise(grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]) -> dict:
-    """Per run and pooled: each model's agreement and balanced accuracy, and their change from M1."""
+def summarise(
+    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], lines: np.ndarray | None = None
+) -> dict:
+    """Per run and pooled: each model's agreement and balanced accuracy, and their change from M1. `lines`: per
+    item, the evidence line that states its fact (every run answers the same items): the same split by line, since
+    a judge that compares the answer with the first line only is right about the items whose fact is there."""
     ks = sorted(set.intersection(*(set(g) for g in grades.values())))
     first = ks[0]
 
@@ -126,6 +130,13 @@ def summarise(grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]) -> di
         res = {}
         for k in ks:
             res[f"M{k}"] = bootstrap([[g[k]] for g in per_run], [1.0])
+            if lines is not None:
+                res[f"M{k}"]["by_fact_line"] = {
+                    str(line): bootstrap(
+                        [[(g[k][0][lines == line], g[k][1][lines == line])] for g in per_run], [1.0]
+                    )
+                    for line in sorted(set(lines.tolist()))
+                }
             res[f"M{k}"]["hit_rate"] = float(np.mean([(g[k][1][g[k][0]]).mean() for g in per_run]))
             res[f"M{k}"]["rejection_rate"] = float(np.mean([(~g[k][1][~g[k][0]]).mean() for g in per_run]))
             if k != first:
@@ -169,12 +180,14 @@ def print_table(summary: dict, title: str = "") -> None:
     for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
         print(f"{title}{name}:")
         for m, r in res.items():
-            line = f"  {m}: agreement {_pct(r['agreement'])}%, balanced {_pct(r['balanced_accuracy'])}"
-            line += f" (hit {100 * r['hit_rate']:.1f}%, rejects {100 * r['rejection_rate']:.1f}%)"
+            text = f"  {m}: agreement {_pct(r['agreement'])}%, balanced {_pct(r['balanced_accuracy'])}"
+            text += f" (hit {100 * r['hit_rate']:.1f}%, rejects {100 * r['rejection_rate']:.1f}%)"
+            for line, iv in r.get("by_fact_line", {}).items():
+                text += f"; fact on line {line}: balanced {_pct(iv['balanced_accuracy'])}"
             change = next((v for key, v in r.items() if key.startswith("change_from")), None)
             if change:
-                line += f"; change: agreement {_pct(change['agreement'])}, balanced {_pct(change['balanced_accuracy'])}"
-            print(line)
+                text += f"; change: agreement {_pct(change['agreement'])}, balanced {_pct(change['balanced_accuracy'])}"
+            print(text)
 
 
 def main() -> int:
@@ -192,6 +205,8 @@ def main() -> int:
         raise SystemExit(f"--baseline: {len(args.baseline)} runs for {len(args.runs)}; give one per run")
     models = [int(k) for k in args.models.split(",")] if args.models else None
 
+    item_lines: list[int] = []  # every run answers the same items: the evidence line of each item's fact
+
     def grade(runs: list[Path]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
         out = {}
         for run in runs:
@@ -199,6 +214,7 @@ def main() -> int:
             if not cfg.retrieval.judge:
                 raise SystemExit(f"{run}: its judge reads no evidence (retrieval.judge = false)")
             answers = evaluate_run(run, args.n, args.item_seed, models)
+            item_lines[:] = item_lines or [fact_line(r) for r in next(iter(answers.values()))]
             out[f"{run.parent.name}/{run.name}"] = per_model = {}
             for k, rows in answers.items():
                 cache = run / "eval" / f"reading_judge_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
@@ -209,11 +225,12 @@ def main() -> int:
 
     grades = grade(args.runs)
     what = "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker"
-    summary = {**summary_header(what, args.n, args.item_seed), **summarise(grades)}
+    lines = np.array(item_lines)
+    summary = {**summary_header(what, args.n, args.item_seed), **summarise(grades, lines)}
     print_table(summary)
     if args.baseline:
         baseline = grade(args.baseline)
-        summary["baseline"] = summarise(baseline)
+        summary["baseline"] = summarise(baseline, lines)
         summary["versus_baseline"] = versus(grades, baseline)
         print_table(summary["baseline"], "baseline ")
         for m, r in summary["versus_baseline"].items():

@@ -43,6 +43,15 @@ def test_a_change_is_paired_and_pooled_over_runs() -> None:
     assert s["pooled"]["M3"]["agreement"]["value"] == pytest.approx(0.75)
     assert s["pooled"]["M1"]["hit_rate"] == 1.0 and s["pooled"]["M1"]["rejection_rate"] == 0.0
     assert s["agree"]["x/s0"] == {"M1": "101010", "M3": "111111"}
+    # A judge that reads only the first evidence line: perfect where the fact is there, blind where it is not.
+    lines = np.array([1, 1, 1, 2, 2, 2, 2, 1])
+    right8 = np.array([True, False, True, True, False, True, False, False])
+    first_line_reader = np.where(lines == 1, right8, False)
+    by_line = RJ.summarise({"x/s0": {1: (right8, first_line_reader)}}, lines)["pooled"]["M1"]["by_fact_line"]
+    assert (
+        by_line["1"]["balanced_accuracy"]["value"] == 1.0
+        and by_line["2"]["balanced_accuracy"]["value"] == 0.5
+    )
     v = RJ.versus({"x/s0": {1: m1, 3: m3}}, {"y/s0": {1: m1, 3: m1}})
     assert v["M3"]["balanced_accuracy"]["value"] == 0.5
 
