@@ -10,7 +10,9 @@ says how often the judge is right: agreement (score ≥ 3 exactly when the answe
 (the mean of its hit rate on right answers and its rejection rate on wrong ones), which unlike agreement does not
 rise just because the model's accuracy moves towards the judge's favourite verdict. The held-out evaluation of a
 run measures the same on 62 questions; here on 1,000, so a change of a few points has an interval that can
-exclude 0.
+exclude 0. Both are also split by the evidence line that states the fact: the loop's judge reads evidence
+retrieved for question + response, where the passage that holds a right answer comes first, so a judge that
+compares the answer with the first line only is good on one half of these items and blind on the other.
 
 Intervals: percentile bootstrap over items (2,000 resamples), pooled over runs by resampling within each run
 (stratified); a change M_k − M1, or a run against its `--baseline` run, resamples the same items for both (paired).
