@@ -15,7 +15,6 @@ oracle's". Reads no run directory, so it works from committed summaries.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import sys
@@ -25,8 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import versions
-from bench.reading_transfer import band_plot
+from bench.reading_transfer import band_plot, summary_header
 from srlm_fast.eval.experiment_report import stratified_bootstrap
 from srlm_fast.io import write_json_atomic
 
@@ -120,14 +118,14 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
+    keep = {int(x) for x in args.seeds.split(",")} if args.seeds else None
     arms: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for spec in args.arms:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"{spec!r}: expected ARM=FILE")
         arms[name] = load_arm(Path(path))
-        if args.seeds:
-            keep = {int(x) for x in args.seeds.split(",")}
+        if keep is not None:
             arms[name] = {seed: runs for seed, runs in arms[name].items() if seed in keep}
             if not arms[name]:
                 raise SystemExit(f"{path}: none of the seeds {sorted(keep)}")
@@ -138,14 +136,14 @@ def main() -> int:
         raise SystemExit(f"the arms share fewer than two models ({models})")
     first = next(iter(arms))
     n_items = {len(g) for runs in arms.values() for ms in runs.values() for g in ms.values()}
+    what = "each arm's accuracy on freshly invented facts (bench/reading_transfer.py) and contrasts of gains"
     summary: dict = {
-        "what": "each arm's accuracy on freshly invented facts (bench/reading_transfer.py) and contrasts of gains",
-        "date": dt.date.today().isoformat(),
-        "versions": versions(),
-        "command": " ".join(sys.argv),
-        "files": {name: path for name, _, path in (s.partition("=") for s in args.arms)},
-        "models": models,
-        "n_items": max(n_items),
+        **summary_header(
+            what,
+            files={name: path for name, _, path in (s.partition("=") for s in args.arms)},
+            models=models,
+            n_items=max(n_items),
+        ),
         "arms": {name: arm_table(runs, models) for name, runs in arms.items()},
         "contrasts": {
             f"{first} − {other}": contrast(arms[first], arms[other], models)

@@ -31,8 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import ITEM_SEED, evaluate_run, fact_line, summary_header
+from bench.reading_transfer import ITEM_SEED, _pct, evaluate_run, fact_line, summary_header
 from srlm_fast.config import load_job_config
+from srlm_fast.eval.experiment_report import balanced_accuracy_of
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import judge_items
@@ -77,17 +78,8 @@ def verdicts(answers: list[dict], scores: Sequence[float | None]) -> tuple[np.nd
     return right, says
 
 
-def balanced_accuracy(right: np.ndarray, says: np.ndarray) -> np.ndarray:
-    """Balanced accuracy along the last axis (NaN where a row has no right or no wrong answer)."""
-    n_right, n_wrong = right.sum(-1), (~right).sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        hit = (right & says).sum(-1) / n_right
-        reject = (~right & ~says).sum(-1) / n_wrong
-    return np.where((n_right > 0) & (n_wrong > 0), (hit + reject) / 2, np.nan)
-
-
 def _metrics(right: np.ndarray, says: np.ndarray) -> dict[str, np.ndarray]:
-    return {"agreement": (right == says).mean(-1), "balanced_accuracy": balanced_accuracy(right, says)}
+    return {"agreement": (right == says).mean(-1), "balanced_accuracy": balanced_accuracy_of(right, says)}
 
 
 def bootstrap(
@@ -104,11 +96,11 @@ def bootstrap(
     for models in runs:
         n = models[0][0].size
         idx = rng.integers(0, n, size=(n_boot, n))
+        whole = [(w, _metrics(r, s)) for w, (r, s) in zip(weights, models, strict=True)]
+        resampled = [(w, _metrics(r[idx], s[idx])) for w, (r, s) in zip(weights, models, strict=True)]
         for name in ("agreement", "balanced_accuracy"):
-            p = sum(w * _metrics(r, s)[name] for w, (r, s) in zip(weights, models, strict=True))
-            b = sum(w * _metrics(r[idx], s[idx])[name] for w, (r, s) in zip(weights, models, strict=True))
-            point.setdefault(name, []).append(float(p))
-            boots.setdefault(name, []).append(b)
+            point.setdefault(name, []).append(float(sum(w * m[name] for w, m in whole)))
+            boots.setdefault(name, []).append(sum(w * m[name] for w, m in resampled))
     out = {}
     for name in point:
         with warnings.catch_warnings():  # a resample with no wrong (or no right) answer in every run: NaN
@@ -174,10 +166,6 @@ def versus(
     }
 
 
-def _pct(iv: dict) -> str:
-    return f"{100 * iv['value']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
-
-
 def print_table(summary: dict, title: str = "") -> None:
     for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
         print(f"{title}{name}:")
@@ -228,7 +216,7 @@ def main() -> int:
     grades = grade(args.runs)
     what = "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker"
     lines = np.array(item_lines)
-    summary = {**summary_header(what, args.n, args.item_seed), **summarise(grades, lines)}
+    summary = {**summary_header(what, n=args.n, item_seed=args.item_seed), **summarise(grades, lines)}
     print_table(summary)
     if args.baseline:
         baseline = grade(args.baseline)

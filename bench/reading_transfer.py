@@ -30,6 +30,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -261,15 +262,15 @@ def plot(summary: dict, path: Path) -> None:
     band_plot(models, bands, path, title, faint)
 
 
-def summary_header(what: str, n: int, item_seed: int) -> dict:
-    """The fields every reading summary starts with: what it measures, when, with what, on which items."""
+def summary_header(what: str, **fields: Any) -> dict:
+    """The fields every reading summary starts with: what it measures, when, with what, then `fields` (which
+    items, which files)."""
     return {
         "what": what,
         "date": dt.date.today().isoformat(),
         "versions": versions(),
         "command": " ".join(sys.argv),
-        "n": n,
-        "item_seed": item_seed,
+        **fields,
     }
 
 
@@ -304,7 +305,7 @@ def main() -> int:
 
     answers = evaluate(args.runs)
     what = "greedy accuracy on freshly invented facts' questions with their evidence in the prompt"
-    summary = {**summary_header(what, args.n, args.item_seed), **summarise(answers)}
+    summary = {**summary_header(what, n=args.n, item_seed=args.item_seed), **summarise(answers)}
     print_table(summary)
     if args.baseline:
         baseline = evaluate(args.baseline)

@@ -42,6 +42,17 @@ def outcomes(model_eval: dict, key: str) -> np.ndarray | None:
     return np.array([np.nan if c == "-" else float(c) for c in text])
 
 
+def balanced_accuracy_of(right: np.ndarray, says_right: np.ndarray) -> np.ndarray:
+    """The mean of the judge's hit rate on right answers and its rejection rate on wrong ones, from boolean arrays
+    (the checker's grade, the judge's verdict), along the last axis, so a whole batch of bootstrap resamples at
+    once; NaN where a row has no right or no wrong answer."""
+    n_right, n_wrong = right.sum(-1), (~right).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hit = (right & says_right).sum(-1) / n_right
+        reject = (~right & ~says_right).sum(-1) / n_wrong
+    return np.where((n_right > 0) & (n_wrong > 0), (hit + reject) / 2, np.nan)
+
+
 def balanced_accuracy(model_eval: dict) -> float | None:
     """The judge's balanced accuracy on the model's own answers (see the module docstring), or None without
     per-prompt outcomes or without both right and wrong answers."""
@@ -51,9 +62,8 @@ def balanced_accuracy(model_eval: dict) -> float | None:
     judged = ~np.isnan(correct) & ~np.isnan(agree)
     right, agreed = correct[judged] == 1, agree[judged] == 1
     says_right = agreed == right  # an agreeing verdict is the checker's; a disagreeing one its opposite
-    if not right.any() or right.all():
-        return None
-    return float((says_right[right].mean() + (~says_right[~right]).mean()) / 2)
+    value = float(balanced_accuracy_of(right, says_right))
+    return None if np.isnan(value) else value
 
 
 def stratified_resampled_means(

@@ -133,13 +133,15 @@ def meta_judge(
     alternatives = [judgments_to_meta_judge(r, min_prob) for r in results]
     eligible = [i for i, alts in enumerate(alternatives) if len(alts) >= 2]
     chosen = sorted(random.Random(f"meta-judge:{seed}").sample(eligible, min(most, len(eligible))))
-    ev = [None] * len(items) if evidence is None else evidence
-    meta_items = [
-        (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first, verdicts))
-        + (() if evidence is None else (ev[i],))
-        for i in chosen
-        for s in alternatives[i]
-    ]
+    meta_items = []
+    for i in chosen:
+        read = (
+            () if evidence is None else (evidence[i],)
+        )  # a grounded meta-judge's item ends with its evidence
+        meta_items += [
+            (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first, verdicts), *read)
+            for s in alternatives[i]
+        ]
     meta_results = judge_fn(meta_items) if meta_items else []
     meta_scores, lo = [], 0
     for i in chosen:
@@ -153,7 +155,7 @@ def meta_judge(
         template,
         score_first,
         verdicts=verdicts,
-        evidence=None if evidence is None else [ev[i] for i in chosen],
+        evidence=None if evidence is None else [evidence[i] for i in chosen],
     )
     stats = {
         "candidates": len(items),

@@ -509,17 +509,16 @@ def meta_judge(it: Iteration) -> None:
         evidence += r.get("judge_evidence", [None] * len(r["responses"]))
     policy, j = it.policy(), G.judge_spec(it.cfg)
     template = J.JudgeTemplate.from_spec(j.template)
+    evidence = evidence if template.is_grounded else None
     meta_spec = dataclasses.replace(j, template=J.JudgeTemplate.meta_for(template).name)
     with progress(policy, f"iter{it.t}: meta-judge"):
         pairs, counts = R.meta_judge(
             items, results, lambda xs: judge_items(policy, meta_spec, list(xs), it.seed + 1),
             template, most=j.meta_candidates, min_prob=j.meta_min_prob, seed=it.seed,
-            evidence=evidence if template.is_grounded else None,
+            evidence=evidence,
         )  # fmt: skip
     if it.cfg.seed_data.source == "tasks":
-        counts["checker"] = checked_judge_pairs(
-            pairs, items, template, evidence if template.is_grounded else None
-        )
+        counts["checker"] = checked_judge_pairs(pairs, items, template, evidence)
     it.save_stats("meta", counts)
     crash_point("meta")
     if it.run.is_main:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bench.reading_judge as RJ
+from srlm_fast.eval.experiment_report import balanced_accuracy_of
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evidence import split_evidence
@@ -19,10 +20,13 @@ from srlm_fast.recipe.task_reading import reading_items
 def test_balanced_accuracy_by_hand_and_undefined_without_both_kinds_of_answer() -> None:
     right = np.array([True, True, True, False])
     says = np.array([True, False, True, True])  # hits 2 of 3 right answers, rejects 0 of 1 wrong one
-    assert RJ.balanced_accuracy(right, says) == pytest.approx((2 / 3 + 0) / 2)
-    assert math.isnan(RJ.balanced_accuracy(np.array([True, True]), np.array([True, False])))
+    assert balanced_accuracy_of(right, says) == pytest.approx((2 / 3 + 0) / 2)
+    assert math.isnan(balanced_accuracy_of(np.array([True, True]), np.array([True, False])))
     # A judge that calls everything right agrees with a mostly right model, and has no information.
-    assert RJ.balanced_accuracy(np.array([True] * 9 + [False]), np.ones(10, bool)) == 0.5
+    assert balanced_accuracy_of(np.array([True] * 9 + [False]), np.ones(10, bool)) == 0.5
+    # Rows at once (the bootstrap's resamples): each row on its own.
+    rows = balanced_accuracy_of(np.stack([right, right]), np.stack([says, right]))
+    assert rows.tolist() == pytest.approx([(2 / 3 + 0) / 2, 1.0])
 
 
 def test_verdicts_count_an_invalid_judgment_as_wrong() -> None:
