@@ -878,6 +878,7 @@ for _key, _value, _expect in [
     ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),
     ("retrieval.k", "0", "retrieval.k: must be >= 1, got 0"),
     ("retrieval.shuffle_candidates", "true", "retrieval.shuffle_candidates: orders the candidates' evidence"),
+    ("retrieval.shuffle_judge", "true", "retrieval.shuffle_judge: orders the judge's evidence"),
     ("retrieval.candidates", "true", "retrieval: candidates/judge/selfinstruct need a source"),
     ("judge.template", "grounded", "judge.template: 'grounded' reads retrieved evidence"),
     ("eval.max_new_tokens", "0", "eval.max_new_tokens: must be >= 1"),

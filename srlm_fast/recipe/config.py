@@ -217,6 +217,11 @@ class RetrievalSpec:
     # reading the line about the asked entity is (bench/reading_transfer.py). Evaluation keeps the retriever's order.
     shuffle_candidates: bool = False
     judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
+    # With `judge`: the judge's evidence lines in a random order, in M1's judge examples and in the loop. BM25 ranks
+    # the passage that holds a right answer first, so a judge trained on its order learns to check the first line
+    # only (bench/reading_judge.py: balanced accuracy 0.90 with the fact on line 1, 0.45 on line 2). Evaluation
+    # keeps the retriever's order.
+    shuffle_judge: bool = False
     # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
     selfinstruct: bool = False
 
@@ -317,6 +322,8 @@ class LoopConfig:
                 "seed_data.source = 'tasks'", d.n_reading)  # fmt: skip
         require(not self.retrieval.shuffle_candidates or self.retrieval.candidates, "retrieval.shuffle_candidates",
                 "orders the candidates' evidence: needs retrieval.candidates = true", True)  # fmt: skip
+        require(not self.retrieval.shuffle_judge or self.retrieval.judge, "retrieval.shuffle_judge",
+                "orders the judge's evidence: needs retrieval.judge = true", True)  # fmt: skip
         require(not d.n_judge_reading or (self.retrieval.judge and d.source == "tasks"), "seed_data.n_judge_reading",
                 "judge reading examples are grounded judge prompts of the task world: needs retrieval.judge = true "
                 "and seed_data.source = 'tasks'", d.n_judge_reading)  # fmt: skip

@@ -9,7 +9,9 @@
     judge_spec       the JudgeSpec the judge runs under: the grounded rubric with `retrieval.judge`
 
 Queries: a candidate's evidence is retrieved for its prompt; the judge's for prompt + response, so a response
-that names an entity the prompt does not can pull in the passage that refutes it. The prompt format is
+that names an entity the prompt does not can pull in the passage that refutes it. For a right answer BM25 ranks
+the passage holding it first, so a judge shown the retriever's order can check the first line only;
+`retrieval.shuffle_judge` orders the judge's passages at random, in its SFT examples and in the loop. The prompt format is
 recipe/evidence.py's.
 """
 
@@ -76,17 +78,29 @@ class Grounding:
     def prompts(self, questions: Sequence[str], shuffle: random.Random | None = None) -> list[str]:
         """Each question with its evidence, in the evidence prompt format; with `shuffle`, each question's passages
         in an order drawn from it instead of the retriever's."""
-        evidence = self.passages(questions)
-        if shuffle is not None:
-            evidence = [shuffle.sample(ev, len(ev)) for ev in evidence]
+        evidence = _in_order(self.passages(questions), shuffle)
         return [with_evidence(q, ev) for q, ev in zip(questions, evidence)]
 
-    def judge_evidence(self, items: Sequence[tuple[str, str]]) -> list[list[str]]:
-        """The judge's evidence for each (instruction, response): retrieved for both together."""
-        return self.passages([f"{ins} {resp}" for ins, resp in items])
+    def judge_evidence(
+        self, items: Sequence[tuple[str, str]], shuffle: random.Random | None = None
+    ) -> list[list[str]]:
+        """The judge's evidence for each (instruction, response): retrieved for both together; with `shuffle`,
+        each item's passages in an order drawn from it."""
+        return _in_order(self.passages([f"{ins} {resp}" for ins, resp in items]), shuffle)
 
     def without(self, ids: Iterable[str]) -> Grounding:
         return dataclasses.replace(self, exclude=self.exclude | frozenset(ids))
+
+
+def _in_order(evidence: list[list[str]], shuffle: random.Random | None) -> list[list[str]]:
+    """The retriever's order, or (with `shuffle`) each item's passages in a random order."""
+    return evidence if shuffle is None else [shuffle.sample(ev, len(ev)) for ev in evidence]
+
+
+def judge_order(cfg: LoopConfig, seed: int) -> random.Random | None:
+    """The draws that order the judge's evidence (`retrieval.shuffle_judge`), or None for the retriever's order.
+    Its own stream: the candidates' order (`shuffle_candidates`) stays what it was."""
+    return random.Random(f"judge-evidence-order:{seed}") if cfg.retrieval.shuffle_judge else None
 
 
 def load_grounding(cfg: LoopConfig, run: RunDir) -> Grounding | None:

@@ -29,6 +29,7 @@ work to `grounding.py`, so what stays is the stages themselves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -81,7 +82,9 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
     if grounding is not None and s.source == "tasks":
         # SFT never shows a held-out fact, not even as evidence for another question.
         grounding = grounding.without(tasks.heldout_passage_ids())
-    judge_evidence = grounding.judge_evidence if grounding is not None and r.judge else None
+    judge_evidence = None
+    if grounding is not None and r.judge:
+        judge_evidence = functools.partial(grounding.judge_evidence, shuffle=G.judge_order(cfg, seed))
     if s.source == "tasks":
         ift = [{"prompt": e.prompt, "response": e.response} for e in tasks.ift_examples(s.n_ift, seed, fams)]
         eft = [
@@ -463,7 +466,9 @@ def judge_candidates(it: Iteration) -> None:
     sizes = [len(r["responses"]) for r in rows]
     policy, j = it.policy(), G.judge_spec(it.cfg)
     grounding = G.load_grounding(it.cfg, it.run) if it.cfg.retrieval.judge else None
-    evidence = grounding.judge_evidence(items) if grounding is not None else None
+    evidence = (
+        grounding.judge_evidence(items, G.judge_order(it.cfg, it.seed)) if grounding is not None else None
+    )
 
     def self_judge(xs):
         xs = list(xs) if evidence is None else [(*x, ev) for x, ev in zip(xs, evidence, strict=True)]

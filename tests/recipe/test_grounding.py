@@ -267,6 +267,30 @@ def test_grounded_eft_examples_hold_the_evidence(tmp_path) -> None:
     )
 
 
+def test_shuffle_judge_reorders_the_judge_examples_evidence_only(tmp_path) -> None:
+    """`retrieval.shuffle_judge`: M1's judge and meta-judge examples are the same examples with each one's
+    passages in a random order; nothing else in the seed data changes, and it is another M1."""
+    flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=20", "--seed_data.n_eft=60", "--seed_data.n_meft=20",
+             "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", *ON]  # fmt: skip
+    plain_cfg = load_job_config(LoopConfig, None, [*flags, "--name=p"])
+    shuffled_cfg = load_job_config(LoopConfig, None, [*flags, "--name=s", "--retrieval.shuffle_judge=true"])
+    plain, shuffled = (build_seed_run(c) for c in (plain_cfg, shuffled_cfg))
+    assert (plain.seed / "ift.jsonl").read_bytes() == (shuffled.seed / "ift.jsonl").read_bytes()
+    before, after = (read_jsonl(r.seed / "eft.jsonl")[0] for r in (plain, shuffled))
+    assert len(before) == len(after) == 80
+
+    def lines(p: str) -> list[str]:
+        return [x for x in p.split("\n") if x.startswith("Evidence: ")]
+
+    assert all(
+        sorted(lines(x["prompt"])) == sorted(lines(y["prompt"])) and x["response"] == y["response"]
+        for x, y in zip(before, after)
+    )
+    moved = [x["prompt"] != y["prompt"] for x, y in zip(before, after)]
+    assert 15 < sum(moved[:60]) < 45 and 3 < sum(moved[60:]) < 17  # judge and meta-judge examples both
+    assert X.m1_inputs(plain_cfg) != X.m1_inputs(shuffled_cfg)
+
+
 def test_reading_examples_join_the_instruction_examples_in_the_evidence_format(tmp_path) -> None:
     flags = [f"--runs_dir={tmp_path}", "--seed_data.n_ift=40", "--seed_data.n_eft=10", "--seed_data.n_meft=5",
              "--seed_data.n_selfinstruct=5", "--seed_data.n_seed_prompts=10", *ON]  # fmt: skip
@@ -381,6 +405,7 @@ def test_judge_reading_examples_join_the_judge_examples(tmp_path) -> None:
         (["--seed_data.n_reading=5"], "seed_data.n_reading: reading examples are evidence prompts"),
         (["--seed_data.n_reading=-1"], "seed_data.n_reading: must be >= 0"),
         (["--seed_data.n_judge_reading=5"], "seed_data.n_judge_reading: judge reading examples are grounded"),
+        (["--retrieval.shuffle_judge=true"], "retrieval.shuffle_judge: orders the judge's evidence"),
     ],
 )
 def test_bad_retrieval_settings_are_config_errors(tmp_path, flags, message) -> None:

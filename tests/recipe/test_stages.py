@@ -181,6 +181,33 @@ def test_candidates_see_their_evidence_in_the_retrievers_order_or_shuffled(tmp_p
     assert [r["prompt"] for r in rows] == shown and [r["question"] for r in rows] == questions
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_the_judge_sees_its_evidence_in_the_retrievers_order_or_shuffled(tmp_path, monkeypatch, shuffle):
+    from tests.recipe.test_grounding import GroundedPolicy
+
+    monkeypatch.setattr(S.G, "load_grounding", lambda cfg, run: FixedEvidence())
+    policy = GroundedPolicy()
+    it, _ = make_iteration(tmp_path, policy, "--retrieval.task_corpus=true", "--retrieval.judge=true",
+                           "--candidates.n=2", f"--retrieval.shuffle_judge={str(shuffle).lower()}")  # fmt: skip
+    questions = [f"q{i}" for i in range(20)]
+    write_jsonl_atomic(it.dir / "prompts.jsonl", [{"prompt": q} for q in questions])
+    S.sample_candidates(it)
+    assert policy.generate_calls[0]["prompts"] == questions  # the candidates read no evidence
+    S.judge_candidates(it)
+    items = policy.judge_calls[0]["items"]
+    retrieved = FixedEvidence().passages([f"{q} {r}" for q, r, _ in items])
+    assert [sorted(ev) for _, _, ev in items] == [sorted(ev) for ev in retrieved]
+    own_first = sum(ev[0].startswith("The fact of") for _, _, ev in items)
+    if shuffle:
+        assert 10 < own_first < 30  # about half the judge prompts have the passage retrieved first second
+    else:
+        assert own_first == 40
+    rows = read_jsonl(it.dir / "judgments.jsonl")[0]
+    assert [ev for r in rows for ev in r["judge_evidence"]] == [
+        ev for _, _, ev in items
+    ]  # as the judge read it
+
+
 def test_candidates_then_judge_load_m_t_once_and_write_their_rows(tmp_path):
     policy = ScriptedPolicy(score_of=lambda p, r: None if r.endswith("answer 2") else float(len(r) % 6))
     it, loaded = make_iteration(tmp_path, policy, "--candidates.n=3", "--candidates.temperature=0.9",
