@@ -166,6 +166,16 @@ def versus(
     }
 
 
+def difference(
+    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+    baseline: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+) -> dict:
+    """Each run's M_k minus its baseline run's M_k, paired per item: for runs whose M1s differ (another SFT)."""
+    pairs = list(zip(grades.values(), baseline.values(), strict=True))
+    ks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    return {f"M{k}": bootstrap([[a[k], b[k]] for a, b in pairs], [1.0, -1.0]) for k in ks}
+
+
 def print_table(summary: dict, title: str = "") -> None:
     for name, res in [*summary["runs"].items(), ("pooled", summary["pooled"])]:
         print(f"{title}{name}:")
@@ -222,7 +232,11 @@ def main() -> int:
         baseline = grade(args.baseline)
         summary["baseline"] = summarise(baseline, lines)
         summary["versus_baseline"] = versus(grades, baseline)
+        summary["minus_baseline"] = difference(grades, baseline)
         print_table(summary["baseline"], "baseline ")
+        for m, r in summary["minus_baseline"].items():
+            print(f"runs − baseline at {m}: agreement {_pct(r['agreement'])}, "
+                  f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
         for m, r in summary["versus_baseline"].items():
             print(f"runs − baseline, change to {m}: agreement {_pct(r['agreement'])}, "
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip

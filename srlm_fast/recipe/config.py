@@ -217,10 +217,12 @@ class RetrievalSpec:
     # reading the line about the asked entity is (bench/reading_transfer.py). Evaluation keeps the retriever's order.
     shuffle_candidates: bool = False
     judge: bool = False  # the judge reads the top-k passages for prompt + response (the grounded rubric)
-    # With `judge`: the judge's evidence lines in a random order, in M1's judge examples and in the loop. BM25 ranks
-    # the passage that holds a right answer first, so a judge trained on its order learns to check the first line
-    # only (bench/reading_judge.py: balanced accuracy 0.90 with the fact on line 1, 0.45 on line 2). Evaluation
-    # keeps the retriever's order.
+    # With `judge`: the judge's evidence lines in a random order, in M1's judge examples and in the loop (evaluation
+    # keeps the retriever's order). A judge trained on BM25's order checks the first line only (bench/reading_judge.py:
+    # balanced accuracy 0.90 with the fact on line 1, 0.45 on line 2). Measured on SmolLM2-135M (README "Shuffling
+    # the judge's evidence"): off is better. BM25 ranks the asked entity's passage first for the judge's query, so
+    # the first-line check is right in the loop; shuffled, the judge must find the entity's line, does not learn
+    # to, and the loop collapses.
     shuffle_judge: bool = False
     # self-instruct writes each new prompt about a sampled passage, its gold evidence (recipe/passage_instruct.py)
     selfinstruct: bool = False

@@ -58,6 +58,9 @@ def test_a_change_is_paired_and_pooled_over_runs() -> None:
     )
     v = RJ.versus({"x/s0": {1: m1, 3: m3}}, {"y/s0": {1: m1, 3: m1}})
     assert v["M3"]["balanced_accuracy"]["value"] == 0.5
+    d = RJ.difference({"x/s0": {1: m1, 3: m3}}, {"y/s0": {1: m1, 3: m1}})  # levels, not changes
+    assert d["M1"]["balanced_accuracy"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert d["M3"]["balanced_accuracy"]["value"] == v["M3"]["balanced_accuracy"]["value"]
 
 
 def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_path, monkeypatch) -> None:
