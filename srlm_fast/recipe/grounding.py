@@ -9,10 +9,11 @@
     judge_spec       the JudgeSpec the judge runs under: the grounded rubric with `retrieval.judge`
 
 Queries: a candidate's evidence is retrieved for its prompt; the judge's for prompt + response, so a response
-that names an entity the prompt does not can pull in the passage that refutes it. For a right answer BM25 ranks
-the passage holding it first, so a judge shown the retriever's order can check the first line only;
-`retrieval.shuffle_judge` orders the judge's passages at random, in its SFT examples and in the loop. The prompt format is
-recipe/evidence.py's.
+that names an entity the prompt does not can pull in the passage that refutes it. BM25 ranks the asked entity's
+passage first for that query, even when the response names another entity's answer, so a judge shown the
+retriever's order can check the first line only, and that check is right; `retrieval.shuffle_judge` orders the
+judge's passages at random, in its SFT examples and in the loop (measured worse, README "Shuffling the judge's
+evidence"). The prompt format is recipe/evidence.py's.
 """
 
 from __future__ import annotations
