@@ -111,6 +111,24 @@ def _fact_line(prompt: str, answer: str) -> int:
     return next(i for i, p in enumerate(passages, 1) if answer in re.findall(r"\w+", p))
 
 
+@functools.cache
+def _copies_a_line(prompt: str, response: str) -> bool:
+    """Whether the response is words of one of the prompt's evidence lines (the fact's or the distractor's)."""
+    words = re.findall(r"\w+", response)
+    if not words:
+        return False
+    passages, _ = split_evidence(prompt)
+    return any(
+        tokens[i : i + len(words)] == words
+        for tokens in (re.findall(r"\w+", p) for p in passages)
+        for i in range(len(tokens) - len(words) + 1)
+    )
+
+
+def _copied(rows: list[dict]) -> np.ndarray:
+    return np.array([float(_copies_a_line(r["prompt"], r["response"])) for r in rows])
+
+
 def _correct(rows: list[dict], family: str | None = None, line: int | None = None) -> np.ndarray:
     return np.array([
         float(r["correct"]) for r in rows
@@ -140,6 +158,11 @@ def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
                     str(i): stratified_bootstrap([_correct(a[k], line=i) for a in per_run.values()]).to_dict()
                     for i in lines
                 },
+                # Copying some evidence line is the format; copying the right one is reading.
+                "copies_a_line": stratified_bootstrap([_copied(a[k]) for a in per_run.values()]).to_dict(),
+                "right_among_copies": stratified_bootstrap(
+                    [_correct(a[k])[_copied(a[k]) == 1] for a in per_run.values()]
+                ).to_dict(),
                 f"gain_over_M{first}": stratified_bootstrap(
                     [_correct(a[k]) - _correct(a[first]) for a in per_run.values()]
                 ).to_dict(),
@@ -201,6 +224,9 @@ def print_table(summary: dict, title: str = "") -> None:
             fams += "; fact on line " + ", ".join(
                 f"{i}: {100 * iv['value']:.1f}%" for i, iv in r["by_fact_line"].items()
             )
+            among = r["right_among_copies"]["value"]
+            fams += f"; copies a line {100 * r['copies_a_line']['value']:.1f}%, right among those "
+            fams += "–" if among is None else f"{100 * among:.1f}%"
             gain = _pct(r[f"gain_over_{first}"])
             print(f"  {m}: {_pct(r['accuracy'])}%  gain over {first} {gain} points  ({fams})")
 

@@ -21,7 +21,9 @@ def answers(correct: list[int], family: str = "kb_river", lines: list[int] | Non
         prompt = (
             "".join(f"Evidence: {f}\n" for f in facts) + f"Question: Which city is the capital of Mab{i}?"
         )
-        rows.append({"family": family, "prompt": prompt, "answer": f"Dorel{i}", "correct": bool(c)})
+        response = f"Dorel{i}" if c else "Score: 5"  # a right answer, or M1's usual wrong one
+        rows.append({"family": family, "prompt": prompt, "answer": f"Dorel{i}", "response": response,
+                     "correct": bool(c)})  # fmt: skip
     return rows
 
 
@@ -102,3 +104,14 @@ def test_accuracy_by_the_evidence_line_that_states_the_fact() -> None:
     assert by_line["1"]["value"] == 1.0 and by_line["2"]["value"] == pytest.approx(1 / 3)
     (_, prompt, answer), *_ = reading_items(1, seed=3)
     assert fact_line({"prompt": prompt, "answer": answer}) in (1, 2)
+
+
+def test_copying_some_evidence_line_is_told_from_copying_the_right_one() -> None:
+    rows = answers([1, 0, 0, 0], lines=[1, 2, 1, 1])
+    rows[1]["response"] = "Zuvo1."  # the distractor's city: a copy, wrong
+    rows[2]["response"] = "Dorel"  # part of a word is no copy
+    pooled = summarise({"x/s0": {1: rows}})["pooled"]["M1"]
+    assert pooled["copies_a_line"]["value"] == pytest.approx(2 / 4)
+    assert pooled["right_among_copies"]["value"] == pytest.approx(1 / 2)
+    none = summarise({"x/s0": {1: answers([0, 0])}})["pooled"]["M1"]
+    assert none["copies_a_line"]["value"] == 0 and none["right_among_copies"]["value"] is None
