@@ -151,13 +151,18 @@ def summarise(
     }
 
 
-def versus(
-    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
-    baseline: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
-) -> dict:
-    """Each run's change from M1 minus its baseline run's (the i-th against the i-th), paired per item."""
+Grades = dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]
+
+
+def _matched(grades: Grades, baseline: Grades) -> tuple[list[tuple[dict, dict]], list[int]]:
+    """The i-th run with the i-th baseline run, and the models k every one of them has."""
     pairs = list(zip(grades.values(), baseline.values(), strict=True))
-    ks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    return pairs, sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+
+
+def versus(grades: Grades, baseline: Grades) -> dict:
+    """Each run's change from M1 minus its baseline run's (the i-th against the i-th), paired per item."""
+    pairs, ks = _matched(grades, baseline)
     first = ks[0]
     return {
         f"M{k}": bootstrap([[a[k], a[first], b[k], b[first]] for a, b in pairs], [1.0, -1.0, -1.0, 1.0])
@@ -166,13 +171,9 @@ def versus(
     }
 
 
-def difference(
-    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
-    baseline: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
-) -> dict:
+def difference(grades: Grades, baseline: Grades) -> dict:
     """Each run's M_k minus its baseline run's M_k, paired per item: for runs whose M1s differ (another SFT)."""
-    pairs = list(zip(grades.values(), baseline.values(), strict=True))
-    ks = sorted(set.intersection(*(set(a) & set(b) for a, b in pairs)))
+    pairs, ks = _matched(grades, baseline)
     return {f"M{k}": bootstrap([[a[k], b[k]] for a, b in pairs], [1.0, -1.0]) for k in ks}
 
 
