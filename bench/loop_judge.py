@@ -10,8 +10,9 @@ evidence it read) and sorts every candidate with the task world's checker into
                      line about another entity, the error a judge must catch by finding the asked entity's line
     wrong, other     any other wrong answer (an empty, malformed or invented one)
 
-and reports the share of each the judge called right (score >= 3), and its balanced accuracy (the mean of the hit
-rate on right candidates and the rejection rate on wrong ones; 0.5: no information). These are the judgments the
+and reports the share of each the judge called right (score >= 3), its balanced accuracy (the mean of the hit
+rate on right candidates and the rejection rate on wrong ones; 0.5: no information), and how many of each had
+the asked fact's passage on the judge's first evidence line. These are the judgments the
 DPO pairs are made of, so this is the judge the loop trains on, read directly (bench/reading_judge.py measures
 the judge on fresh facts instead). Runs of one label are pooled as `srlm experiment` pools seeds: each run's rate,
 then the mean over runs.
@@ -54,15 +55,18 @@ def kind_of(question: str, response: str, evidence: Sequence[str] | None) -> str
 
 
 def prompt_counts(rows: list[dict]) -> np.ndarray:
-    """Per prompt and kind: [candidates, called right], shape (prompts, kinds, 2)."""
-    out = np.zeros((len(rows), len(KINDS), 2))
+    """Per prompt and kind: [candidates, called right, with the asked fact on the judge's first evidence line],
+    shape (prompts, kinds, 3)."""
+    out = np.zeros((len(rows), len(KINDS), 3))
     for i, r in enumerate(rows):
         question = r.get("question", r["prompt"])
+        expected = tasks.check(question, "").expected
         evidence = r.get("judge_evidence") or [None] * len(r["responses"])
         for response, score, ev in zip(r["responses"], r["scores"], evidence, strict=True):
             k = KINDS.index(kind_of(question, response, ev))
             out[i, k, 0] += 1
             out[i, k, 1] += score is not None and score >= CORRECT_THRESHOLD
+            out[i, k, 2] += bool(ev and expected and expected in re.findall(r"\w+", ev[0]))
     return out
 
 
@@ -101,6 +105,10 @@ def summarize(groups: dict[str, list[Path]], iterations: Sequence[int], n_boot: 
             draws[label, t] = pooled_draws(per_run, n_boot, seed=t)
             out["groups"][label]["iterations"][str(t)] = {
                 "candidates": {k: int(sum(c[:, i, 0].sum() for c in per_run)) for i, k in enumerate(KINDS)},
+                # Where the retriever put the asked fact: a judge that checks line 1 is right when it is there.
+                "fact_on_line_1": {
+                    k: int(sum(c[:, i, 2].sum() for c in per_run)) for i, k in enumerate(KINDS)
+                },
                 **{name: interval(value[i], draws[label, t][:, i]) for i, name in enumerate(RATES)},
             }
     first, *others = groups
@@ -129,6 +137,8 @@ def print_tables(summary: dict) -> None:
         for t, row in g["iterations"].items():
             n = "/".join(str(row["candidates"][k]) for k in KINDS)
             print(f"{label:<24} {t:>4} {n:>22}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
+            first = "/".join(str(row["fact_on_line_1"][k]) for k in KINDS)
+            print(f"{'':<24} {'':>4} {first:>22}  with the asked fact on the judge's first evidence line")
     for name, by_t in summary["contrasts"].items():
         for t, row in by_t.items():
             print(f"{name:<24} {t:>4} {'':>22}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))

@@ -51,7 +51,10 @@ def test_rates_per_kind_and_balanced_accuracy():
         ),  # right 1/1, copied 0/1, other 0/2 (None: not right)
     ]
     counts = prompt_counts(rows)
-    assert counts.shape == (2, len(KINDS), 2)
+    assert counts.shape == (2, len(KINDS), 3)
+    assert counts[:, :, 2].sum() == 8  # _row puts the asked fact's passage first
+    rows[1]["judge_evidence"] = [ev[::-1] for ev in rows[1]["judge_evidence"]]
+    assert prompt_counts(rows)[:, :, 2].tolist() == [[2, 1, 1], [0, 0, 0]]
     got = dict(zip(RATES, rates(counts)))
     assert got["called right: right"] == pytest.approx(2 / 3)
     assert got["called right: wrong, copied"] == pytest.approx(1 / 2)
@@ -78,6 +81,7 @@ def test_groups_pool_runs_and_contrasts_are_unpaired(tmp_path):
     s = summarize({"good": good, "bad": bad}, [1], n_boot=200)
     g, b = s["groups"]["good"]["iterations"]["1"], s["groups"]["bad"]["iterations"]["1"]
     assert g["candidates"] == {"right": 120, "wrong, copied": 240, "wrong, other": 120}
+    assert g["fact_on_line_1"] == g["candidates"]
     assert g["balanced accuracy"]["value"] == 1 and g["balanced accuracy"]["low"] == 1  # no spread: all right
     c = s["contrasts"]["good - bad"]["1"]["called right: wrong, copied"]
     assert c["high"] < -0.8 < c["low"] + 0.2 and b["called right: wrong, copied"]["low"] > 0.8
