@@ -8,6 +8,8 @@ evidence it read) and sorts every candidate with the task world's checker into
     right            the checker's answer
     wrong, copied    wrong, and the answer is stated in one of the judge's evidence lines: the actor copied the
                      line about another entity, the error a judge must catch by finding the asked entity's line
+    wrong, a score   wrong, and a judge's score line ("Score: 2"): what an M1 that saw evidence prompts only in its
+                     judge examples writes to an evidence prompt
     wrong, other     any other wrong answer (an empty, malformed or invented one)
 
 and reports the share of each the judge called right (score >= 3), its balanced accuracy (the mean of the hit
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,13 +37,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import summary_header
+from bench.reading_transfer import is_score_line, summary_header
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 
 N_BOOT = 2000
-KINDS = ("right", "wrong, copied", "wrong, other")
+KINDS = ("right", "wrong, copied", "wrong, a score", "wrong, other")
 RATES = (*(f"called right: {k}" for k in KINDS), "balanced accuracy")
 
 
@@ -51,7 +54,7 @@ def kind_of(question: str, response: str, evidence: Sequence[str] | None) -> str
     stated = re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)")  # as whole words: "a" is in every passage
     if answer and any(stated.search(passage) for passage in evidence or ()):
         return "wrong, copied"
-    return "wrong, other"
+    return "wrong, a score" if is_score_line(response) else "wrong, other"
 
 
 def prompt_counts(rows: list[dict]) -> np.ndarray:
@@ -81,11 +84,18 @@ def rates(counts: np.ndarray) -> np.ndarray:
     return np.concatenate([called, balanced[..., None]], axis=-1)
 
 
+def _mean_over_runs(per_run: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 ignoring NaN (a run without candidates of a kind); NaN where no run has any."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_run, axis=0)
+
+
 def pooled_draws(per_run: Sequence[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
     """Bootstrap draws of the runs' mean rates, prompts resampled within each run: (n_boot, len(RATES))."""
     rng = np.random.default_rng(seed)
     draws = [rates(c[rng.integers(0, len(c), size=(n_boot, len(c)))]) for c in per_run]
-    return np.nanmean(np.stack(draws), axis=0) if len(draws) > 1 else draws[0]
+    return _mean_over_runs(np.stack(draws))
 
 
 def interval(value: float, draws: np.ndarray) -> dict[str, float]:
@@ -101,7 +111,7 @@ def summarize(groups: dict[str, list[Path]], iterations: Sequence[int], n_boot: 
         out["groups"][label] = {"runs": [str(r) for r in runs], "iterations": {}}
         for t in iterations:
             per_run = [prompt_counts(read_jsonl(r / f"iter{t}" / "judgments.jsonl")[0]) for r in runs]
-            value = np.nanmean(np.stack([rates(c) for c in per_run]), axis=0)
+            value = _mean_over_runs(np.stack([rates(c) for c in per_run]))
             draws[label, t] = pooled_draws(per_run, n_boot, seed=t)
             out["groups"][label]["iterations"][str(t)] = {
                 "candidates": {k: int(sum(c[:, i, 0].sum() for c in per_run)) for i, k in enumerate(KINDS)},
@@ -132,16 +142,19 @@ def _pct(iv: dict) -> str:
 
 
 def print_tables(summary: dict) -> None:
-    print(f"{'group':<24} {'iter':>4} {'n right/copied/other':>22}  " + "  ".join(f"{r:>24}" for r in RATES))
+    print(
+        f"{'group':<24} {'iter':>4} {'n right/copied/score/other':>27}  "
+        + "  ".join(f"{r:>24}" for r in RATES)
+    )
     for label, g in summary["groups"].items():
         for t, row in g["iterations"].items():
             n = "/".join(str(row["candidates"][k]) for k in KINDS)
-            print(f"{label:<24} {t:>4} {n:>22}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
+            print(f"{label:<24} {t:>4} {n:>27}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
             first = "/".join(str(row["fact_on_line_1"][k]) for k in KINDS)
-            print(f"{'':<24} {'':>4} {first:>22}  with the asked fact on the judge's first evidence line")
+            print(f"{'':<24} {'':>4} {first:>27}  with the asked fact on the judge's first evidence line")
     for name, by_t in summary["contrasts"].items():
         for t, row in by_t.items():
-            print(f"{name:<24} {t:>4} {'':>22}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
+            print(f"{name:<24} {t:>4} {'':>27}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
 
 
 def _group(spec: str) -> tuple[str, list[Path]]:

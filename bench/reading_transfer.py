@@ -125,6 +125,15 @@ def _copies_a_line(prompt: str, response: str) -> bool:
     )
 
 
+_SCORE_LINE = re.compile(r"\s*Score:\s*\d")
+
+
+def is_score_line(response: str) -> bool:
+    """A judge's output ("Score: 2") given as an answer: what an M1 that met evidence prompts only in its judge
+    examples writes to one."""
+    return _SCORE_LINE.match(response) is not None
+
+
 def _copied(rows: list[dict]) -> np.ndarray:
     return np.array([float(_copies_a_line(r["prompt"], r["response"])) for r in rows])
 
@@ -160,6 +169,9 @@ def summarise(answers: dict[str, dict[int, list[dict]]]) -> dict:
                 },
                 # Copying some evidence line is the format; copying the right one is reading.
                 "copies_a_line": stratified_bootstrap([_copied(a[k]) for a in per_run.values()]).to_dict(),
+                "score_lines": stratified_bootstrap(
+                    [np.array([float(is_score_line(r["response"])) for r in a[k]]) for a in per_run.values()]
+                ).to_dict(),
                 "right_among_copies": stratified_bootstrap(
                     [_correct(a[k])[_copied(a[k]) == 1] for a in per_run.values()]
                 ).to_dict(),
@@ -227,6 +239,7 @@ def print_table(summary: dict, title: str = "") -> None:
             among = r["right_among_copies"]["value"]
             fams += f"; copies a line {100 * r['copies_a_line']['value']:.1f}%, right among those "
             fams += "–" if among is None else f"{100 * among:.1f}%"
+            fams += f"; score lines {100 * r['score_lines']['value']:.1f}%"
             gain = _pct(r[f"gain_over_{first}"])
             print(f"  {m}: {_pct(r['accuracy'])}%  gain over {first} {gain} points  ({fams})")
 

@@ -37,29 +37,28 @@ def test_a_candidate_is_right_copied_from_another_line_or_other():
     )
     assert kind_of(question, C1, evidence) == "right"
     assert kind_of(question, f"{C2}.", evidence) == "wrong, copied"
-    assert kind_of(question, "Score: 5", evidence) == "wrong, other"
+    assert kind_of(question, "Score: 5", evidence) == "wrong, a score"
+    assert kind_of(question, "Nowhere", evidence) == "wrong, other"
     assert kind_of(question, C2, None) == "wrong, other"  # an ungrounded judge read no evidence
 
 
 def test_rates_per_kind_and_balanced_accuracy():
     rows = [
+        _row(P1, [C1, C1, C2, "x"], [5.0, 2.0, 4.0, 0.0]),  # right 1 of 2 called right, copied 1/1, other 0/1
         _row(
-            P1, [C1, C1, C2, "x"], [5.0, 2.0, 4.0, 0.0]
-        ),  # right: 1 of 2 called right; copied 1 of 1; other 0/1
-        _row(
-            P2, [C2, C1, "y", "z"], [3.0, 1.0, None, 1.0]
-        ),  # right 1/1, copied 0/1, other 0/2 (None: not right)
+            P2, [C2, C1, "Score: 4", "z"], [3.0, 1.0, 4.0, 1.0]
+        ),  # right 1/1, copied 0/1, a score 1/1, other 0/1
     ]
     counts = prompt_counts(rows)
     assert counts.shape == (2, len(KINDS), 3)
     assert counts[:, :, 2].sum() == 8  # _row puts the asked fact's passage first
     rows[1]["judge_evidence"] = [ev[::-1] for ev in rows[1]["judge_evidence"]]
-    assert prompt_counts(rows)[:, :, 2].tolist() == [[2, 1, 1], [0, 0, 0]]
+    assert prompt_counts(rows)[:, :, 2].tolist() == [[2, 1, 0, 1], [0, 0, 0, 0]]
     got = dict(zip(RATES, rates(counts)))
     assert got["called right: right"] == pytest.approx(2 / 3)
     assert got["called right: wrong, copied"] == pytest.approx(1 / 2)
-    assert got["called right: wrong, other"] == 0
-    assert got["balanced accuracy"] == pytest.approx((2 / 3 + (1 - 1 / 5)) / 2)
+    assert got["called right: wrong, a score"] == 1 and got["called right: wrong, other"] == 0
+    assert got["balanced accuracy"] == pytest.approx((2 / 3 + (1 - 2 / 5)) / 2)
 
 
 def test_groups_pool_runs_and_contrasts_are_unpaired(tmp_path):
@@ -80,7 +79,7 @@ def test_groups_pool_runs_and_contrasts_are_unpaired(tmp_path):
     good, bad = [run("g0", 0.0), run("g1", 0.0)], [run("b0", 0.9), run("b1", 0.9)]
     s = summarize({"good": good, "bad": bad}, [1], n_boot=200)
     g, b = s["groups"]["good"]["iterations"]["1"], s["groups"]["bad"]["iterations"]["1"]
-    assert g["candidates"] == {"right": 120, "wrong, copied": 240, "wrong, other": 120}
+    assert g["candidates"] == {"right": 120, "wrong, copied": 240, "wrong, a score": 0, "wrong, other": 120}
     assert g["fact_on_line_1"] == g["candidates"]
     assert g["balanced accuracy"]["value"] == 1 and g["balanced accuracy"]["low"] == 1  # no spread: all right
     c = s["contrasts"]["good - bad"]["1"]["called right: wrong, copied"]

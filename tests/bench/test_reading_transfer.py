@@ -115,3 +115,4 @@ def test_copying_some_evidence_line_is_told_from_copying_the_right_one() -> None
     assert pooled["right_among_copies"]["value"] == pytest.approx(1 / 2)
     none = summarise({"x/s0": {1: answers([0, 0])}})["pooled"]["M1"]
     assert none["copies_a_line"]["value"] == 0 and none["right_among_copies"]["value"] is None
+    assert none["score_lines"]["value"] == 1 and pooled["score_lines"]["value"] == pytest.approx(1 / 4)
