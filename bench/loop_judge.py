@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import is_score_line, summary_header
+from bench.reading_transfer import copies_a_line, is_score_line, summary_header
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
@@ -50,9 +50,7 @@ RATES = (*(f"called right: {k}" for k in KINDS), "balanced accuracy")
 def kind_of(question: str, response: str, evidence: Sequence[str] | None) -> str:
     if tasks.check(question, response).correct:
         return "right"
-    answer = response.strip().rstrip(".")
-    stated = re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)")  # as whole words: "a" is in every passage
-    if answer and any(stated.search(passage) for passage in evidence or ()):
+    if copies_a_line(response, evidence or ()):
         return "wrong, copied"
     return "wrong, a score" if is_score_line(response) else "wrong, other"
 

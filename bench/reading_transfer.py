@@ -111,18 +111,22 @@ def _fact_line(prompt: str, answer: str) -> int:
     return next(i for i, p in enumerate(passages, 1) if answer in re.findall(r"\w+", p))
 
 
-@functools.cache
-def _copies_a_line(prompt: str, response: str) -> bool:
-    """Whether the response is words of one of the prompt's evidence lines (the fact's or the distractor's)."""
+def copies_a_line(response: str, passages: Sequence[str]) -> bool:
+    """Whether the response is words of one of `passages` (as whole words, in order): an answer copied from an
+    evidence line, the fact's or another's."""
     words = re.findall(r"\w+", response)
     if not words:
         return False
-    passages, _ = split_evidence(prompt)
     return any(
         tokens[i : i + len(words)] == words
         for tokens in (re.findall(r"\w+", p) for p in passages)
         for i in range(len(tokens) - len(words) + 1)
     )
+
+
+@functools.cache
+def _copies_a_line(prompt: str, response: str) -> bool:
+    return copies_a_line(response, split_evidence(prompt)[0])
 
 
 _SCORE_LINE = re.compile(r"\s*Score:\s*\d")

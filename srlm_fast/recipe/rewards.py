@@ -135,9 +135,8 @@ def meta_judge(
     chosen = sorted(random.Random(f"meta-judge:{seed}").sample(eligible, min(most, len(eligible))))
     meta_items = []
     for i in chosen:
-        read = (
-            () if evidence is None else (evidence[i],)
-        )  # a grounded meta-judge's item ends with its evidence
+        # A grounded meta-judge's item ends with its evidence.
+        read = () if evidence is None else (evidence[i],)
         meta_items += [
             (J.meta_instruction(*items[i]), J.judgment_for_score(s, score_first, verdicts), *read)
             for s in alternatives[i]
