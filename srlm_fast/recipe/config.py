@@ -155,6 +155,11 @@ class PairSpec:
     # "correct" threshold, a prompt whose candidates the judge calls all wrong gives no pair: DPO would otherwise
     # train the least bad wrong answer (README, the evidence experiment on SmolLM2). Reads no checker.
     min_chosen: float = 0.0
+    # A candidate that answers with a judge's verdict ("Score: 2") scores 0 before pairs are chosen: it can be
+    # rejected, never chosen (recipe/pairs.py). A format rule; reads no checker. Off by default: the task
+    # world's judge never leaks its format into answers; on SmolLM2's evidence loop half of M1's candidates are
+    # verdicts (README, "The verdict rule").
+    reject_verdicts: bool = False
 
 
 @dataclass

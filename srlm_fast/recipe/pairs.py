@@ -14,6 +14,11 @@ Rules (Yuan et al., 2024; length control from Meta-Rewarding, Wu et al., 2024):
   bench/diagnose_models.py). Self-Consistency Preference Optimization (Prasad et al., 2024) makes the votes the
   whole reward; here they filter the judge's. Measured over 3 seeds, one iteration: the self arm's loss goes from
   −4.9 to −1.0 points, not to a gain (bench/results/self_rewarding_3seeds-cpu.json).
+- Optional `reject_verdicts`: a candidate that is a judge's verdict (it has a `Score: <0-5>` line the judge's
+  parser reads) instead of an answer scores the rubric's lowest, MIN_SCORE, whatever the judge said: it can be
+  rejected, never chosen. A format rule, like a length penalty: it reads the response's form, not the checker.
+  Why: a policy that is also its own judge learns to answer a question with the judge's output, and the judge
+  then scores those verdicts like answers (README, "The verdict rule").
 
 Tiers. With S_max and S_min the best and worst valid scores and Δ = S_max - S_min > 0, and the tier fraction
 ρ (`tier`, 0 <= ρ < 0.5):
@@ -34,9 +39,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from srlm_fast.recipe.judge import MIN_SCORE, parse_score
+
 EPS = 1e-9
 
 DROP_REASONS = ("fewer_than_2_valid", "tie", "below_margin", "same_text", "few_votes", "chosen_below")
+
+
+def is_verdict(response: str) -> bool:
+    """Whether a response is a judge's verdict (a `Score:` line the judge's parser reads) rather than an answer."""
+    return parse_score(response) is not None
 
 
 def vote_key(response: str) -> str:
@@ -63,13 +75,14 @@ class PromptCandidates:
 class PairConfig:
     """min_margin: the least chosen-minus-rejected score kept; tier: ρ above; length_control: Meta-Rewarding;
     min_votes: the fewest candidates that must give the chosen answer (0 or 1: no check); min_chosen: the least
-    score of the chosen response (0: no check)."""
+    score of the chosen response (0: no check); reject_verdicts: verdicts given as answers score MIN_SCORE."""
 
     min_margin: float = 0.0
     tier: float = 0.0
     length_control: bool = False
     min_votes: int = 0
     min_chosen: float = 0.0
+    reject_verdicts: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tier < 0.5:
@@ -124,12 +137,14 @@ class PairStats:
     prompts: int = 0
     pairs: int = 0
     dropped: Counter = field(default_factory=Counter)
+    verdicts: int = 0  # candidates that were verdicts, scored MIN_SCORE (reject_verdicts)
 
     def to_dict(self) -> dict:
         return {
             "prompts": self.prompts,
             "pairs": self.pairs,
             "dropped": {r: self.dropped[r] for r in DROP_REASONS},
+            "verdicts": self.verdicts,
         }
 
 
@@ -137,6 +152,8 @@ def select_pair(
     item: PromptCandidates, config: PairConfig, length_fn: Callable[[str], int] = len
 ) -> Pair | str:
     """The pair for one prompt, or the reason it is dropped (one of DROP_REASONS)."""
+    if config.reject_verdicts:
+        item = _verdicts_rejected(item)
     valid = [(i, float(s)) for i, s in enumerate(item.scores) if s is not None]
     if len(valid) < 2:
         return "fewer_than_2_valid"
@@ -180,6 +197,11 @@ def select_pair(
     )
 
 
+def _verdicts_rejected(item: PromptCandidates) -> PromptCandidates:
+    scores = [float(MIN_SCORE) if is_verdict(r) else s for r, s in zip(item.responses, item.scores)]
+    return PromptCandidates(item.prompt, item.responses, scores)
+
+
 def make_pairs(
     items: Iterable[PromptCandidates],
     config: PairConfig | None = None,
@@ -195,6 +217,8 @@ def make_pairs(
     pairs: list[Pair] = []
     for item in items:
         stats.prompts += 1
+        if config.reject_verdicts:
+            stats.verdicts += sum(map(is_verdict, item.responses))
         result = select_pair(item, config, length_fn)
         if isinstance(result, str):
             stats.dropped[result] += 1

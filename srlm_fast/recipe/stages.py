@@ -541,7 +541,8 @@ def select_pairs(it: Iteration) -> None:
     items = [P.PromptCandidates(r["prompt"], r["responses"], r["scores"]) for r in rows]
     p = it.cfg.pairs
     pairs, pstats = P.make_pairs(
-        items, P.PairConfig(p.min_margin, p.tier, p.length_control, p.min_votes, p.min_chosen)
+        items,
+        P.PairConfig(p.min_margin, p.tier, p.length_control, p.min_votes, p.min_chosen, p.reject_verdicts),
     )
     counts = pstats.to_dict()
     if it.cfg.seed_data.source == "tasks":
@@ -563,6 +564,8 @@ def select_pairs(it: Iteration) -> None:
     crash_point("pairs")
     write_jsonl_atomic(it.dir / "pairs.jsonl", rows_out)
     log(f"    {pstats.pairs} pairs from {pstats.prompts} prompts; dropped {dict(pstats.dropped)}")
+    if p.reject_verdicts:
+        log(f"    {pstats.verdicts} candidates were judge verdicts, scored {J.MIN_SCORE}")
     if "checker" in counts:
         c = counts["checker"]
         log(

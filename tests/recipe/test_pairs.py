@@ -2,7 +2,14 @@
 
 import pytest
 
-from srlm_fast.recipe.pairs import DROP_REASONS, PairConfig, PromptCandidates, make_pairs, select_pair
+from srlm_fast.recipe.pairs import (
+    DROP_REASONS,
+    PairConfig,
+    PromptCandidates,
+    is_verdict,
+    make_pairs,
+    select_pair,
+)
 
 
 def pc(scores, responses=None, prompt="p"):
@@ -40,6 +47,7 @@ def test_drops_with_reasons() -> None:
             "few_votes": 0,
             "chosen_below": 0,
         },
+        "verdicts": 0,
     }
     assert set(stats.to_dict()["dropped"]) == set(DROP_REASONS)
     # Without a margin the small gap is a pair.
@@ -128,3 +136,37 @@ def test_config_validation() -> None:
         PairConfig(min_margin=-1)
     with pytest.raises(ValueError):
         PromptCandidates("p", ["a"], [1.0, 2.0])
+
+
+def test_reject_verdicts_scores_a_judge_verdict_given_as_an_answer_lowest() -> None:
+    responses = ["Score: 5", "Paris", "Score: 4", "Lyon"]
+    item = pc([5.0, 4.0, None, 1.0], responses)
+    # Off: the judge's scores decide, and the verdict it liked best is chosen.
+    off = select_pair(item, PairConfig())
+    assert (off.chosen, off.rejected) == ("Score: 5", "Lyon")
+    on = select_pair(item, PairConfig(reject_verdicts=True))
+    assert (on.chosen, on.rejected) == ("Paris", "Score: 5")
+    assert (on.chosen_score, on.rejected_score) == (4.0, 0.0)
+    # The unscored verdict becomes a valid 0: the rule knows it is no answer.
+    assert on.scores == (0.0, 4.0, 0.0, 1.0)
+    pairs, stats = make_pairs(
+        [item, pc([5.0, 3.0], ["Score: 3", "**Score:** 2"])], PairConfig(reject_verdicts=True)
+    )
+    assert len(pairs) == 1 and stats.dropped["tie"] == 1  # two verdicts and nothing else: no pair
+    assert stats.verdicts == 4 and stats.to_dict()["verdicts"] == 4
+    assert make_pairs([item], PairConfig())[1].verdicts == 0  # counted only when the rule is on
+
+
+def test_reject_verdicts_with_min_chosen_drops_a_prompt_of_verdicts_and_wrong_answers() -> None:
+    item = pc([5.0, 2.0, 1.0], ["Score: 4", "Rome", "Oslo"])
+    assert select_pair(item, PairConfig(min_chosen=3.0)).chosen == "Score: 4"
+    assert select_pair(item, PairConfig(min_chosen=3.0, reject_verdicts=True)) == "chosen_below"
+
+
+@pytest.mark.parametrize(
+    "response, verdict",
+    [("Score: 2", True), ("Paris.\nScore: 4", True), ("Score: 4/5", True), ("Paris", False),
+     ("Score: five", False), ("Score: 7", False), ("The score was 3", False)],
+)  # fmt: skip
+def test_is_verdict_is_what_the_judges_parser_reads(response, verdict) -> None:
+    assert is_verdict(response) is verdict

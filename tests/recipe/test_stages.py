@@ -274,6 +274,7 @@ def test_select_pairs_from_a_hand_written_judgments_file(tmp_path):
     assert stats["prompts"] == {"kept": 4}
     assert stats["pairs"] == {
         "prompts": 4, "pairs": 2, "dropped": {"fewer_than_2_valid": 1, "tie": 1, "below_margin": 0, "same_text": 0, "few_votes": 0, "chosen_below": 0},
+        "verdicts": 0,
         "checker": {"right": 1, "wrong": 1, "both_correct": 0, "both_wrong": 0, "unparseable": 0},
     }  # fmt: skip
 
@@ -348,6 +349,20 @@ def test_select_pairs_with_length_control_and_files_seed_data_has_no_checker(tmp
         "very long bad answer",
     )  # shortest best, longest worst
     assert "checker" not in stats_of(it)["pairs"]
+
+
+def test_select_pairs_reject_verdicts_from_the_command_line(tmp_path):
+    rows = [{"prompt": "p", "responses": ["Score: 5", "Paris", "Score: 1"], "scores": [5.0, 4.0, 3.0]}]
+    it, _ = make_iteration(
+        tmp_path, ScriptedPolicy(), "--pairs.reject_verdicts=true", "--seed_data.source=files"
+    )
+    write_jsonl_atomic(it.dir / "judgments.jsonl", rows)
+    S.select_pairs(it)
+    (pair,) = read_jsonl(it.dir / "pairs.jsonl")[0]
+    assert (pair["chosen"], pair["rejected"], pair["rejected_score"]) == ("Paris", "Score: 5", 0.0)
+    assert stats_of(it)["pairs"]["verdicts"] == 2
+    # judgments.jsonl keeps the judge's own scores: the rule acts on the pairs only.
+    assert read_jsonl(it.dir / "judgments.jsonl")[0][0]["scores"] == [5.0, 4.0, 3.0]
 
 
 def test_without_pairs_reference_is_empty_and_dpo_copies_m_t(tmp_path):
