@@ -156,9 +156,8 @@ class PairSpec:
     # train the least bad wrong answer (README, the evidence experiment on SmolLM2). Reads no checker.
     min_chosen: float = 0.0
     # A candidate that answers with a judge's verdict ("Score: 2") scores 0 before pairs are chosen: it can be
-    # rejected, never chosen (recipe/pairs.py). A format rule; reads no checker. Off by default: the task
-    # world's judge never leaks its format into answers; on SmolLM2's evidence loop half of M1's candidates are
-    # verdicts (README, "The verdict rule").
+    # rejected, never chosen (recipe/pairs.py). A format rule; reads no checker. Measured where verdicts arise:
+    # in SmolLM2's evidence loop half of M1's candidates are verdicts (README, "The verdict rule").
     reject_verdicts: bool = False
 
 
