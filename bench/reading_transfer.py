@@ -134,7 +134,11 @@ _SCORE_LINE = re.compile(r"\s*Score:\s*\d")
 
 def is_score_line(response: str) -> bool:
     """A judge's output ("Score: 2") given as an answer: what an M1 that met evidence prompts only in its judge
-    examples writes to one."""
+    examples writes to one.
+
+    Not `recipe.pairs.is_verdict` (the loop's rule: a valid 0-5 `Score:` line anywhere, as the judge parses it):
+    this counts answers that start with `Score: <digit>`. The two differ on 726 of the evidence runs' 159,200
+    answers and candidates ("Tabs\nScore: 1", "Score: 8"); every committed `score_lines` number uses this one."""
     return _SCORE_LINE.match(response) is not None
 
 
