@@ -27,7 +27,6 @@ label is compared with each other one, unpaired (their candidates differ): both 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import copies_a_line, is_score_line, summary_header
+from bench.reading_transfer import copies_a_line, is_score_line, states_word, summary_header
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
@@ -67,7 +66,7 @@ def prompt_counts(rows: list[dict]) -> np.ndarray:
             k = KINDS.index(kind_of(question, response, ev))
             out[i, k, 0] += 1
             out[i, k, 1] += score is not None and score >= CORRECT_THRESHOLD
-            out[i, k, 2] += bool(ev and expected and expected in re.findall(r"\w+", ev[0]))
+            out[i, k, 2] += bool(ev and expected and states_word(ev[0], expected))
     return out
 
 

@@ -108,7 +108,12 @@ def fact_line(row: dict) -> int:
 @functools.cache
 def _fact_line(prompt: str, answer: str) -> int:
     passages, _ = split_evidence(prompt)
-    return next(i for i, p in enumerate(passages, 1) if answer in re.findall(r"\w+", p))
+    return next(i for i, p in enumerate(passages, 1) if states_word(p, answer))
+
+
+def states_word(text: str, word: str) -> bool:
+    """Whether `word` occurs in `text` as a whole word: how an evidence line is found to state an answer."""
+    return word in re.findall(r"\w+", text)
 
 
 def copies_a_line(response: str, passages: Sequence[str]) -> bool:
