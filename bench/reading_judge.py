@@ -14,8 +14,16 @@ exclude 0. Both are also split by the evidence line that states the fact: the lo
 retrieved for question + response, where the passage that holds a right answer comes first, so a judge that
 compares the answer with the first line only is good on one half of these items and blind on the other.
 
+Both measures weigh the kinds of answer a model writes, so a judge that scores every kind as before can lose
+balanced accuracy because its model's wrong answers changed kind (score lines, easy to reject, gone; copied lines,
+hard, left). So each model's answers are also sorted into kinds (`answer_kind`: right with the fact on line 1 or 2;
+wrong and copied from an evidence line, a score line, or other, as bench/loop_judge.py sorts the loop's
+candidates) with the share of each the judge calls right.
+
 Intervals: percentile bootstrap over items (2,000 resamples), pooled over runs by resampling within each run
 (stratified); a change M_k − M1, or a run against its `--baseline` run, resamples the same items for both (paired).
+A kind's share called right pools the runs' counts (a run may have a handful of a kind's answers), its interval
+from the same resampling within runs.
 Verdicts are cached in RUN/eval/reading_judge_*.jsonl; the JSON keeps each model's verdict per item (`agree`).
 """
 
@@ -31,7 +39,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import ITEM_SEED, _pct, evaluate_run, fact_line, summary_header
+from bench.reading_transfer import (
+    ITEM_SEED,
+    _copies_a_line,
+    _pct,
+    evaluate_run,
+    fact_line,
+    is_score_line,
+    summary_header,
+)
 from srlm_fast.config import load_job_config
 from srlm_fast.eval.experiment_report import balanced_accuracy_of
 from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -43,6 +59,7 @@ from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 from srlm_fast.recipe.policy import Policy
 
 N_BOOT = 2000
+KINDS = ("right, fact on line 1", "right, fact on line 2", "wrong, copied", "wrong, a score", "wrong, other")
 
 
 def judge_own_answers(
@@ -76,6 +93,38 @@ def verdicts(answers: list[dict], scores: Sequence[float | None]) -> tuple[np.nd
     right = np.array([bool(r["correct"]) for r in answers])
     says = np.array([s is not None and s >= CORRECT_THRESHOLD for s in scores])
     return right, says
+
+
+def answer_kind(row: dict) -> str:
+    """What a reading_transfer answer is (`KINDS`): right, by the line its fact is on; else copied from an evidence
+    line (the fact's own words in the wrong place, or the other entity's), a judge's score line, or other."""
+    if row["correct"]:
+        return f"right, fact on line {fact_line(row)}"
+    if _copies_a_line(row["prompt"], row["response"]):
+        return "wrong, copied"
+    return "wrong, a score" if is_score_line(row["response"]) else "wrong, other"
+
+
+def called_right_by_kind(
+    runs: Sequence[tuple[np.ndarray, np.ndarray]], n_boot: int = N_BOOT, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Per kind: how many answers of the runs are of it (`n`) and the share the judge called right, the runs'
+    counts pooled, with a 95% interval from resampling each run's items. `runs`: (kinds, says_right) per run."""
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(kinds), size=(n_boot, len(kinds))) for kinds, _ in runs]
+    out = {}
+    for kind in KINDS:
+        n = sum(int((kinds == kind).sum()) for kinds, _ in runs)
+        if not n:
+            continue
+        called = sum(int(((kinds == kind) & says).sum()) for kinds, says in runs)
+        total = sum(((kinds == kind)[idx]).sum(-1) for (kinds, _), idx in zip(runs, draws))
+        hits = sum(((kinds == kind) & says)[idx].sum(-1) for (kinds, says), idx in zip(runs, draws))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = hits / total
+        low, high = np.nanquantile(share, [0.025, 0.975])
+        out[kind] = {"n": n, "value": called / n, "low": float(low), "high": float(high)}
+    return out
 
 
 def _metrics(right: np.ndarray, says: np.ndarray) -> dict[str, np.ndarray]:
@@ -112,18 +161,26 @@ def bootstrap(
 
 
 def summarise(
-    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]], lines: np.ndarray | None = None
+    grades: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]],
+    lines: np.ndarray | None = None,
+    kinds: dict[str, dict[int, np.ndarray]] | None = None,
 ) -> dict:
     """Per run and pooled: each model's agreement and balanced accuracy, and their change from M1. `lines`: per
     item, the evidence line that states its fact (every run answers the same items): the same split by line, since
-    a judge that compares the answer with the first line only is right about the items whose fact is there."""
+    a judge that compares the answer with the first line only is right about the items whose fact is there.
+    `kinds`: per run and model, each answer's `answer_kind`: the share of each kind called right."""
     ks = sorted(set.intersection(*(set(g) for g in grades.values())))
     first = ks[0]
 
-    def block(per_run: list[dict[int, tuple[np.ndarray, np.ndarray]]]) -> dict:
+    def block(names: list[str]) -> dict:
+        per_run = [grades[name] for name in names]
         res = {}
         for k in ks:
             res[f"M{k}"] = bootstrap([[g[k]] for g in per_run], [1.0])
+            if kinds is not None:
+                res[f"M{k}"]["called_right_by_kind"] = called_right_by_kind(
+                    [(kinds[name][k], grades[name][k][1]) for name in names]
+                )
             if lines is not None:
                 res[f"M{k}"]["by_fact_line"] = {
                     str(line): bootstrap(
@@ -141,8 +198,8 @@ def summarise(
 
     return {
         "models": [f"M{k}" for k in ks],
-        "runs": {name: block([g]) for name, g in grades.items()},
-        "pooled": block(list(grades.values())),
+        "runs": {name: block([name]) for name in grades},
+        "pooled": block(list(grades)),
         # Per item: 1 when the judge agrees with the checker, so later summaries can pool runs item by item.
         "agree": {
             name: {f"M{k}": "".join("1" if a else "0" for a in g[k][0] == g[k][1]) for k in ks}
@@ -189,6 +246,10 @@ def print_table(summary: dict, title: str = "") -> None:
             if change:
                 text += f"; change: agreement {_pct(change['agreement'])}, balanced {_pct(change['balanced_accuracy'])}"
             print(text)
+            if r.get("called_right_by_kind"):
+                print("    called right: " + "; ".join(
+                    f"{kind} {_pct(iv)}% of {iv['n']}" for kind, iv in r["called_right_by_kind"].items()
+                ))  # fmt: skip
 
 
 def main() -> int:
@@ -207,6 +268,7 @@ def main() -> int:
     models = [int(k) for k in args.models.split(",")] if args.models else None
 
     item_lines: list[int] = []  # every run answers the same items: the evidence line of each item's fact
+    kinds: dict[str, dict[int, np.ndarray]] = {}  # per run and model: each answer's kind
 
     def grade(runs: list[Path]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
         out = {}
@@ -216,7 +278,9 @@ def main() -> int:
                 raise SystemExit(f"{run}: its judge reads no evidence (retrieval.judge = false)")
             answers = evaluate_run(run, args.n, args.item_seed, models)
             item_lines[:] = item_lines or [fact_line(r) for r in next(iter(answers.values()))]
-            out[f"{run.parent.name}/{run.name}"] = per_model = {}
+            name = f"{run.parent.name}/{run.name}"
+            out[name] = per_model = {}
+            kinds[name] = {k: np.array([answer_kind(r) for r in rows]) for k, rows in answers.items()}
             for k, rows in answers.items():
                 cache = run / "eval" / f"reading_judge_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
                 per_model[k] = verdicts(rows, judge_own_answers(run, k, rows, cfg, cache))
@@ -227,11 +291,11 @@ def main() -> int:
     grades = grade(args.runs)
     what = "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker"
     lines = np.array(item_lines)
-    summary = {**summary_header(what, n=args.n, item_seed=args.item_seed), **summarise(grades, lines)}
+    summary = {**summary_header(what, n=args.n, item_seed=args.item_seed), **summarise(grades, lines, kinds)}
     print_table(summary)
     if args.baseline:
         baseline = grade(args.baseline)
-        summary["baseline"] = summarise(baseline, lines)
+        summary["baseline"] = summarise(baseline, lines, kinds)
         summary["versus_baseline"] = versus(grades, baseline)
         summary["minus_baseline"] = difference(grades, baseline)
         print_table(summary["baseline"], "baseline ")

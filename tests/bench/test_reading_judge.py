@@ -96,3 +96,30 @@ def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_
     write_jsonl_atomic(cache, [{"prompt": "torn"}])
     RJ.judge_own_answers(tmp_path, 1, other, cfg, cache)
     assert len(seen) == 3
+
+
+def test_answers_are_sorted_into_kinds_and_each_kinds_share_called_right_pools_the_runs_counts() -> None:
+    prompt = "Evidence: The Zydra river is 855 km long.\nEvidence: The Dython river is 900 km long.\n"
+    prompt += "Question: How long is the Dython river?"
+    row = {"prompt": prompt, "answer": "900"}
+    kinds = [
+        RJ.answer_kind({**row, "response": r, "correct": c})
+        for r, c in [("900", True), ("855", False), ("Score: 4", False), ("1000 km", False)]
+    ]
+    assert kinds == ["right, fact on line 2", "wrong, copied", "wrong, a score", "wrong, other"]
+    # Run a: 3 copied answers, 1 called right; run b: 1, called right. Pooled counts: 2 of 4 (pooling the
+    # runs' rates instead would give (1/3 + 1) / 2).
+    a = (np.array(["wrong, copied"] * 3 + ["right, fact on line 1"]), np.array([True, False, False, True]))
+    b = (np.array(["wrong, copied", "wrong, other", "right, fact on line 1"]), np.array([True, False, True]))
+    by_kind = RJ.called_right_by_kind([a, b])
+    assert by_kind["wrong, copied"]["n"] == 4 and by_kind["wrong, copied"]["value"] == 0.5
+    assert by_kind["wrong, copied"]["low"] < 0.5 < by_kind["wrong, copied"]["high"]
+    assert by_kind["right, fact on line 1"] == {"n": 2, "value": 1.0, "low": 1.0, "high": 1.0}
+    assert by_kind["wrong, other"]["value"] == 0.0 and "wrong, a score" not in by_kind
+    grades = {
+        "x/a": {1: (np.array([False, False, False, True]), a[1])},
+        "x/b": {1: (np.array([False, False, True]), b[1])},
+    }
+    s = RJ.summarise(grades, kinds={"x/a": {1: a[0]}, "x/b": {1: b[0]}})
+    assert s["pooled"]["M1"]["called_right_by_kind"]["wrong, copied"]["value"] == 0.5
+    assert s["runs"]["x/a"]["M1"]["called_right_by_kind"]["wrong, copied"]["value"] == pytest.approx(1 / 3)
