@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reading_transfer import (
     ITEM_SEED,
-    _copies_a_line,
     _pct,
+    copies_a_line,
     evaluate_run,
     fact_line,
     is_score_line,
@@ -100,7 +100,7 @@ def answer_kind(row: dict) -> str:
     line (the fact's own words in the wrong place, or the other entity's), a judge's score line, or other."""
     if row["correct"]:
         return f"right, fact on line {fact_line(row)}"
-    if _copies_a_line(row["prompt"], row["response"]):
+    if copies_a_line(row["response"], split_evidence(row["prompt"])[0]):
         return "wrong, copied"
     return "wrong, a score" if is_score_line(row["response"]) else "wrong, other"
 
