@@ -18,6 +18,8 @@ the asked fact's passage on the judge's first evidence line. These are the judgm
 DPO pairs are made of, so this is the judge the loop trains on, read directly (bench/reading_judge.py measures
 the judge on fresh facts instead). Runs of one label are pooled as `srlm experiment` pools seeds: each run's rate,
 then the mean over runs.
+Only self-judged runs: a control arm's `judgments.jsonl` holds its reward (the random arm's shuffled scores,
+the oracle's checker scores), so such a run is refused.
 
 Intervals: a run's candidates of one prompt are sampled from one model on one prompt and are not independent, so
 the bootstrap resamples prompts (2,000 resamples) within each run, and the runs' rates are averaged. The first
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,6 +157,14 @@ def print_tables(summary: dict) -> None:
             print(f"{name:<24} {t:>4} {'':>27}  " + "  ".join(f"{_pct(row[r]):>24}" for r in RATES))
 
 
+def _reward(run: Path) -> str:
+    """The run's `judge.reward` ("self" when its config does not say, the default)."""
+    config = run / "config.toml"
+    if not config.is_file():
+        return "self"
+    return tomllib.loads(config.read_text()).get("judge", {}).get("reward", "self")
+
+
 def _group(spec: str) -> tuple[str, list[Path]]:
     label, sep, runs = spec.partition("=")
     if not sep or not label or not runs:
@@ -177,6 +188,11 @@ def main() -> int:
                if not (r / f"iter{t}" / "judgments.jsonl").is_file()]  # fmt: skip
     if missing:
         ap.error(f"no judgments: {', '.join(missing)}")
+    if controls := [
+        f"{r} ({reward})" for rs in groups.values() for r in rs if (reward := _reward(r)) != "self"
+    ]:
+        ap.error(f"not the judge's scores: {', '.join(controls)}: a control arm's judgments.jsonl holds its reward "
+                 "(shuffled scores, or the checker's); bench/reading_judge.py measures such an arm's judge")  # fmt: skip
     summary = summarize(groups, iterations)
     print_tables(summary)
     if args.out:

@@ -94,3 +94,16 @@ def test_cli_refuses_a_run_without_judgments(tmp_path):
         [sys.executable, "bench/loop_judge.py", "nolabel"], cwd=ROOT, capture_output=True, text=True
     )
     assert bad.returncode != 0 and "LABEL=RUN" in bad.stderr
+
+
+def test_cli_refuses_a_control_arm_whose_judgments_are_its_reward(tmp_path):
+    run = tmp_path / "s0-random"
+    write_jsonl_atomic(run / "iter1" / "judgments.jsonl", [_row(P1, [C1, "x"], [5.0, 0.0])])
+    (run / "config.toml").write_text('[judge]\nreward = "random"\n')
+    out = subprocess.run([sys.executable, "bench/loop_judge.py", f"a={run}"], cwd=ROOT, capture_output=True,
+                         text=True)  # fmt: skip
+    assert out.returncode != 0 and "s0-random (random)" in out.stderr and "reading_judge" in out.stderr
+    (run / "config.toml").write_text('[judge]\nreward = "self"\n')
+    ok = subprocess.run([sys.executable, "bench/loop_judge.py", f"a={run}"], cwd=ROOT, capture_output=True,
+                        text=True)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
