@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,9 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.reading_transfer import copies_a_line, is_score_line, states_word, summary_header
+from bench.reading_transfer import states_word, summary_header, wrong_kind
+from srlm_fast.config import load_job_config
 from srlm_fast.io import read_jsonl, write_json_atomic
 from srlm_fast.recipe import tasks
+from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 
 N_BOOT = 2000
@@ -52,9 +53,7 @@ RATES = (*(f"called right: {k}" for k in KINDS), "balanced accuracy")
 def kind_of(question: str, response: str, evidence: Sequence[str] | None) -> str:
     if tasks.check(question, response).correct:
         return "right"
-    if copies_a_line(response, evidence or ()):
-        return "wrong, copied"
-    return "wrong, a score" if is_score_line(response) else "wrong, other"
+    return wrong_kind(response, evidence or ())
 
 
 def prompt_counts(rows: list[dict]) -> np.ndarray:
@@ -158,11 +157,9 @@ def print_tables(summary: dict) -> None:
 
 
 def _reward(run: Path) -> str:
-    """The run's `judge.reward` ("self" when its config does not say, the default)."""
+    """The run's `judge.reward` (the default when the run has no config.toml)."""
     config = run / "config.toml"
-    if not config.is_file():
-        return "self"
-    return tomllib.loads(config.read_text()).get("judge", {}).get("reward", "self")
+    return (load_job_config(LoopConfig, config) if config.is_file() else LoopConfig()).judge.reward
 
 
 def _group(spec: str) -> tuple[str, list[Path]]:

@@ -42,11 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.reading_transfer import (
     ITEM_SEED,
     _pct,
-    copies_a_line,
     evaluate_run,
     fact_line,
-    is_score_line,
     summary_header,
+    wrong_kind,
 )
 from srlm_fast.config import load_job_config
 from srlm_fast.eval.experiment_report import balanced_accuracy_of
@@ -100,9 +99,7 @@ def answer_kind(row: dict) -> str:
     line (the fact's own words in the wrong place, or the other entity's), a judge's score line, or other."""
     if row["correct"]:
         return f"right, fact on line {fact_line(row)}"
-    if copies_a_line(row["response"], split_evidence(row["prompt"])[0]):
-        return "wrong, copied"
-    return "wrong, a score" if is_score_line(row["response"]) else "wrong, other"
+    return wrong_kind(row["response"], split_evidence(row["prompt"])[0])
 
 
 def called_right_by_kind(
@@ -114,12 +111,13 @@ def called_right_by_kind(
     draws = [rng.integers(0, len(kinds), size=(n_boot, len(kinds))) for kinds, _ in runs]
     out = {}
     for kind in KINDS:
-        n = sum(int((kinds == kind).sum()) for kinds, _ in runs)
+        of_kind = [(kinds == kind, (kinds == kind) & says) for kinds, says in runs]
+        n = sum(int(mask.sum()) for mask, _ in of_kind)
         if not n:
             continue
-        called = sum(int(((kinds == kind) & says).sum()) for kinds, says in runs)
-        total = sum(((kinds == kind)[idx]).sum(-1) for (kinds, _), idx in zip(runs, draws))
-        hits = sum(((kinds == kind) & says)[idx].sum(-1) for (kinds, says), idx in zip(runs, draws))
+        called = sum(int(hit.sum()) for _, hit in of_kind)
+        total = sum(mask[idx].sum(-1) for (mask, _), idx in zip(of_kind, draws))
+        hits = sum(hit[idx].sum(-1) for (_, hit), idx in zip(of_kind, draws))
         with np.errstate(invalid="ignore", divide="ignore"):
             share = hits / total
         low, high = np.nanquantile(share, [0.025, 0.975])

@@ -129,6 +129,14 @@ def copies_a_line(response: str, passages: Sequence[str]) -> bool:
     )
 
 
+def wrong_kind(response: str, passages: Sequence[str]) -> str:
+    """What a wrong answer is: copied from one of `passages`, a judge's score line, or other (the kinds
+    bench/loop_judge.py and bench/reading_judge.py count)."""
+    if copies_a_line(response, passages):
+        return "wrong, copied"
+    return "wrong, a score" if is_score_line(response) else "wrong, other"
+
+
 @functools.cache
 def _copies_a_line(prompt: str, response: str) -> bool:
     return copies_a_line(response, split_evidence(prompt)[0])
