@@ -53,36 +53,60 @@ from srlm_fast.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
 from srlm_fast.recipe.evaluation import judge_items
 from srlm_fast.recipe.evidence import split_evidence
-from srlm_fast.recipe.grounding import judge_spec
+from srlm_fast.recipe.grounding import Grounding, judge_spec
 from srlm_fast.recipe.judge import CORRECT_THRESHOLD
 from srlm_fast.recipe.policy import Policy
+from srlm_fast.retrieval.corpus import Passage
+from srlm_fast.retrieval.index import load_index, new_retriever
 
 N_BOOT = 2000
 KINDS = ("right, fact on line 1", "right, fact on line 2", "wrong, copied", "wrong, a score", "wrong, other")
 
 
+def item_evidence(answers: list[dict]) -> list[list[str]]:
+    """The judge's evidence as the actor's: each item's own evidence lines, in the order the actor read them."""
+    return [split_evidence(r["prompt"])[0] for r in answers]
+
+
+def retrieved_evidence(run: Path, cfg: LoopConfig, answers: list[dict]) -> list[list[str]]:
+    """The judge's evidence as the loop retrieves it (`Grounding.judge_evidence`: the top k for question +
+    response, in the retriever's order) from the run's corpus with every fresh item's passages added, indexed
+    with the run's BM25 settings: the order the loop's judge reads, where the asked entity's passage comes first."""
+    if cfg.retrieval.kind != "bm25" or cfg.retrieval.index:
+        raise SystemExit(f"{run}: --judge-evidence retrieved rebuilds the run's own BM25 index only")
+    corpus = load_index(run / "retrieval" / "index")
+    fresh = dict.fromkeys(p for ev in item_evidence(answers) for p in ev)
+    passages = [*corpus.passages, *(Passage(f"fresh-{i}", text) for i, text in enumerate(fresh))]
+    retriever = new_retriever("bm25", bm25_params=corpus.params()).index(passages)
+    grounding = Grounding(retriever, cfg.retrieval.k, cfg.retrieval.max_words)
+    return grounding.judge_evidence([(split_evidence(r["prompt"])[1], r["response"]) for r in answers])
+
+
 def judge_own_answers(
-    run: Path, k: int, answers: list[dict], cfg: LoopConfig, cache: Path
+    run: Path, k: int, answers: list[dict], evidence: list[list[str]], cfg: LoopConfig, cache: Path
 ) -> list[float | None]:
-    """M_k's judge scores of its own answers (`answers`: reading_transfer's rows), from `cache` when it holds
-    exactly these answers; None for an invalid judgment."""
+    """M_k's judge scores of its own answers (`answers`: reading_transfer's rows) with `evidence` per answer, from
+    `cache` when it holds exactly these answers and evidence; None for an invalid judgment."""
     key = [(r["prompt"], r["response"]) for r in answers]
     if cache.is_file():
         rows, errors = read_jsonl(cache, required=("prompt", "response", "score"), on_error="skip")
-        if not errors and [(r["prompt"], r["response"]) for r in rows] == key:
+        # Caches written before the evidence was stored hold the item's own evidence (no other mode existed).
+        same = [(r["prompt"], r["response"], r.get("evidence", ev)) for r, ev in zip(rows, evidence)]
+        if not errors and same == [(p, resp, ev) for (p, resp), ev in zip(key, evidence)]:
             return [r["score"] for r in rows]
         print(f"  {cache}: {'unreadable' if errors else 'holds other answers'}, judging again", flush=True)
-    items = []
-    for prompt, response in key:
-        passages, question = split_evidence(prompt)
-        items.append((question, response, passages))
+    items = [(split_evidence(p)[1], response, ev) for (p, response), ev in zip(key, evidence)]
     policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
     try:
         results = judge_items(policy, judge_spec(cfg), items, seed=cfg.seed)
     finally:
         policy.close()
     scores = [r.score for r in results]
-    write_jsonl_atomic(cache, [{"prompt": p, "response": r, "score": s} for (p, r), s in zip(key, scores)])
+    rows = [
+        {"prompt": p, "response": r, "evidence": ev, "score": s}
+        for (p, r), ev, s in zip(key, evidence, scores)
+    ]
+    write_jsonl_atomic(cache, rows)
     return scores
 
 
@@ -259,6 +283,11 @@ def main() -> int:
         "--models", help="comma-separated k of M_k, -1 for the last (default: every finished one)"
     )
     ap.add_argument("--baseline", nargs="+", type=Path, default=[], help="one run per run, in the same order")
+    ap.add_argument(
+        "--judge-evidence", choices=("item", "retrieved"), default="item",
+        help="item: the lines the actor read, in its order; retrieved: BM25's top k for question + response, in "
+        "its order, as the loop's judge reads them (the asked entity's passage first)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.baseline and len(args.baseline) != len(args.runs):
@@ -267,6 +296,10 @@ def main() -> int:
 
     item_lines: list[int] = []  # every run answers the same items: the evidence line of each item's fact
     kinds: dict[str, dict[int, np.ndarray]] = {}  # per run and model: each answer's kind
+    fact_first: dict[
+        str, dict[str, float]
+    ] = {}  # retrieved: per run and model, the share whose line 1 is the fact
+    suffix = "" if args.judge_evidence == "item" else "_retrieved"
 
     def grade(runs: list[Path]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
         out = {}
@@ -280,16 +313,38 @@ def main() -> int:
             out[name] = per_model = {}
             kinds[name] = {k: np.array([answer_kind(r) for r in rows]) for k, rows in answers.items()}
             for k, rows in answers.items():
-                cache = run / "eval" / f"reading_judge_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
-                per_model[k] = verdicts(rows, judge_own_answers(run, k, rows, cfg, cache))
+                if args.judge_evidence == "item":
+                    evidence = item_evidence(rows)
+                else:
+                    evidence = retrieved_evidence(run, cfg, rows)
+                    facts = [ev[line - 1] for ev, line in zip(item_evidence(rows), map(fact_line, rows))]
+                    first = np.mean([bool(ev) and ev[0] == fact for ev, fact in zip(evidence, facts)])
+                    fact_first.setdefault(name, {})[f"M{k}"] = float(first)
+                cache = run / "eval" / f"reading_judge{suffix}_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
+                per_model[k] = verdicts(rows, judge_own_answers(run, k, rows, evidence, cfg, cache))
                 print(f"  {run.name} M{k}: judge agrees on {np.mean(per_model[k][0] == per_model[k][1]):.1%}",
                       flush=True)  # fmt: skip
         return out
 
     grades = grade(args.runs)
-    what = "each model judging its own greedy answers to fresh facts, with the item's evidence, against the checker"
-    lines = np.array(item_lines)
-    summary = {**summary_header(what, n=args.n, item_seed=args.item_seed), **summarise(grades, lines, kinds)}
+    what = (
+        "each model judging its own greedy answers to fresh facts, "
+        + (
+            "with the item's evidence"
+            if args.judge_evidence == "item"
+            else "with BM25's passages for question + answer"
+        )
+        + ", against the checker"
+    )
+    # With retrieved evidence the line a fact is on depends on the answer, not the item: no split by line then.
+    lines = np.array(item_lines) if args.judge_evidence == "item" else None
+    summary = {
+        **summary_header(what, n=args.n, item_seed=args.item_seed, judge_evidence=args.judge_evidence),
+        **summarise(grades, lines, kinds),
+    }
+    if fact_first:
+        summary["judge_fact_first"] = fact_first
+        print(f"judge's first evidence line is the fact's passage: {fact_first}")
     print_table(summary)
     if args.baseline:
         baseline = grade(args.baseline)

@@ -12,9 +12,11 @@ import bench.reading_judge as RJ
 from srlm_fast.eval.experiment_report import balanced_accuracy_of
 from srlm_fast.io import write_jsonl_atomic
 from srlm_fast.recipe.config import LoopConfig
-from srlm_fast.recipe.evidence import split_evidence
+from srlm_fast.recipe.evidence import split_evidence, with_evidence
 from srlm_fast.recipe.judge import JudgeResult
 from srlm_fast.recipe.task_reading import reading_items
+from srlm_fast.retrieval.corpus import Passage
+from srlm_fast.retrieval.index import new_retriever
 
 
 def test_balanced_accuracy_by_hand_and_undefined_without_both_kinds_of_answer() -> None:
@@ -82,20 +84,50 @@ def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_
     cfg = LoopConfig()
     cfg.retrieval.task_corpus = cfg.retrieval.judge = True
     cache = tmp_path / "eval" / "judge.jsonl"
-    assert RJ.judge_own_answers(tmp_path, 1, answers, cfg, cache) == [4.0] * 3
+    evidence = RJ.item_evidence(answers)
+    assert RJ.judge_own_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3
     template, xs = seen[0]
     assert template == "grounded"  # the run's judge: compact becomes its grounded variant
-    question, response, evidence = xs[0]
+    question, response, read = xs[0]
     passages, plain = split_evidence(items[0][1])
-    assert question == plain and evidence == passages and "Evidence" not in question
-    assert response == items[0][2] and len(evidence) == 2 and any(items[0][2] in line for line in evidence)
-    assert RJ.judge_own_answers(tmp_path, 1, answers, cfg, cache) == [4.0] * 3 and len(seen) == 1  # cached
+    assert question == plain and read == passages and "Evidence" not in question
+    assert response == items[0][2] and len(read) == 2 and any(items[0][2] in line for line in read)
+    assert RJ.judge_own_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3 and len(seen) == 1
     other = [{**r, "response": "Nobody"} for r in answers]
-    RJ.judge_own_answers(tmp_path, 1, other, cfg, cache)
+    RJ.judge_own_answers(tmp_path, 1, other, evidence, cfg, cache)
     assert len(seen) == 2  # other answers: judged again
+    reversed_evidence = [ev[::-1] for ev in evidence]
+    RJ.judge_own_answers(tmp_path, 1, other, reversed_evidence, cfg, cache)
+    assert len(seen) == 3 and seen[-1][1][0][2] == reversed_evidence[0]  # other evidence: judged again
     write_jsonl_atomic(cache, [{"prompt": "torn"}])
-    RJ.judge_own_answers(tmp_path, 1, other, cfg, cache)
-    assert len(seen) == 3
+    RJ.judge_own_answers(tmp_path, 1, other, evidence, cfg, cache)
+    assert len(seen) == 4
+
+
+def test_retrieved_evidence_is_the_loops_bm25_over_the_corpus_and_the_fresh_passages(tmp_path) -> None:
+    corpus = [
+        Passage("kb-0", "Velmora is the capital of Istrad."),
+        Passage("kb-1", "The Oskel river is 310 km long."),
+    ]
+    new_retriever("bm25").index(corpus).save(tmp_path / "retrieval" / "index")
+    items = reading_items(4, seed=7)
+    rows = [{"prompt": p, "answer": a} for _, p, a in items]
+    cfg = LoopConfig()
+    cfg.retrieval.task_corpus = cfg.retrieval.judge = True
+    answers = [{**r, "response": r["answer"]} for r in rows]
+    answers.append(
+        {"prompt": with_evidence("Which city is the capital of Istrad?", []), "response": "Velmora"}
+    )
+    evidence = RJ.retrieved_evidence(tmp_path, cfg, answers)
+    assert all(len(ev) == cfg.retrieval.k for ev in evidence)
+    for row, ev in zip(
+        rows, evidence
+    ):  # a right answer: its fact's passage first, found among the fresh ones
+        assert ev[0] == split_evidence(row["prompt"])[0][RJ.fact_line(row) - 1]
+    assert evidence[-1][0] == corpus[0].text  # the run's corpus is searched too
+    cfg.retrieval.kind = "dense"
+    with pytest.raises(SystemExit, match="BM25"):
+        RJ.retrieved_evidence(tmp_path, cfg, answers)
 
 
 def test_answers_are_sorted_into_kinds_and_each_kinds_share_called_right_pools_the_runs_counts() -> None:
