@@ -82,11 +82,11 @@ def retrieved_evidence(run: Path, cfg: LoopConfig, answers: list[dict]) -> list[
     return grounding.judge_evidence([(split_evidence(r["prompt"])[1], r["response"]) for r in answers])
 
 
-def judge_own_answers(
+def judge_answers(
     run: Path, k: int, answers: list[dict], evidence: list[list[str]], cfg: LoopConfig, cache: Path
 ) -> list[float | None]:
-    """M_k's judge scores of its own answers (`answers`: reading_transfer's rows) with `evidence` per answer, from
-    `cache` when it holds exactly these answers and evidence; None for an invalid judgment."""
+    """M_k's judge scores of `answers` (reading_transfer's rows, its own or another model's) with `evidence` per
+    answer, from `cache` when it holds exactly these answers and evidence; None for an invalid judgment."""
     key = [(r["prompt"], r["response"]) for r in answers]
     if cache.is_file():
         rows, errors = read_jsonl(cache, required=("prompt", "response", "score"), on_error="skip")
@@ -288,6 +288,11 @@ def main() -> int:
         help="item: the lines the actor read, in its order; retrieved: BM25's top k for question + response, in "
         "its order, as the loop's judge reads them (the asked entity's passage first)",
     )  # fmt: skip
+    ap.add_argument(
+        "--judge", type=int, metavar="K",
+        help="judge every model's answers with M_K's judge instead of its own (e.g. 1: did the judge change, or "
+        "the answers it meets?)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.baseline and len(args.baseline) != len(args.runs):
@@ -296,12 +301,11 @@ def main() -> int:
 
     item_lines: list[int] = []  # every run answers the same items: the evidence line of each item's fact
     kinds: dict[str, dict[int, np.ndarray]] = {}  # per run and model: each answer's kind
-    fact_first: dict[
-        str, dict[str, float]
-    ] = {}  # retrieved: per run and model, the share whose line 1 is the fact
+    # retrieved: per run and model, the share of answers whose judge reads the fact's passage first
+    fact_first: dict[str, dict[str, float]] = {}
     suffix = "" if args.judge_evidence == "item" else "_retrieved"
 
-    def grade(runs: list[Path]) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    def grade(runs: list[Path], judge_k: int | None) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
         out = {}
         for run in runs:
             cfg = load_job_config(LoopConfig, run / "config.toml")
@@ -320,26 +324,26 @@ def main() -> int:
                     facts = [ev[line - 1] for ev, line in zip(item_evidence(rows), map(fact_line, rows))]
                     first = np.mean([bool(ev) and ev[0] == fact for ev, fact in zip(evidence, facts)])
                     fact_first.setdefault(name, {})[f"M{k}"] = float(first)
-                cache = run / "eval" / f"reading_judge{suffix}_seed{args.item_seed}_n{args.n}_m{k}.jsonl"
-                per_model[k] = verdicts(rows, judge_own_answers(run, k, rows, evidence, cfg, cache))
+                judge = k if judge_k is None else judge_k
+                by = "" if judge == k else f"_by_m{judge}"
+                cache = run / "eval" / f"reading_judge{suffix}_seed{args.item_seed}_n{args.n}_m{k}{by}.jsonl"
+                per_model[k] = verdicts(rows, judge_answers(run, judge, rows, evidence, cfg, cache))
                 print(f"  {run.name} M{k}: judge agrees on {np.mean(per_model[k][0] == per_model[k][1]):.1%}",
                       flush=True)  # fmt: skip
         return out
 
-    grades = grade(args.runs)
-    what = (
-        "each model judging its own greedy answers to fresh facts, "
-        + (
-            "with the item's evidence"
-            if args.judge_evidence == "item"
-            else "with BM25's passages for question + answer"
-        )
-        + ", against the checker"
+    grades = grade(args.runs, args.judge)
+    who = (
+        "each model judging its own" if args.judge is None else f"M{args.judge}'s judge judging each model's"
     )
+    read = "the item's evidence" if args.judge_evidence == "item" else "BM25's passages for question + answer"
+    what = f"{who} greedy answers to fresh facts, with {read}, against the checker"
     # With retrieved evidence the line a fact is on depends on the answer, not the item: no split by line then.
     lines = np.array(item_lines) if args.judge_evidence == "item" else None
     summary = {
-        **summary_header(what, n=args.n, item_seed=args.item_seed, judge_evidence=args.judge_evidence),
+        **summary_header(
+            what, n=args.n, item_seed=args.item_seed, judge_evidence=args.judge_evidence, judge=args.judge
+        ),
         **summarise(grades, lines, kinds),
     }
     if fact_first:
@@ -347,7 +351,7 @@ def main() -> int:
         print(f"judge's first evidence line is the fact's passage: {fact_first}")
     print_table(summary)
     if args.baseline:
-        baseline = grade(args.baseline)
+        baseline = grade(args.baseline, args.judge)
         summary["baseline"] = summarise(baseline, lines, kinds)
         summary["versus_baseline"] = versus(grades, baseline)
         summary["minus_baseline"] = difference(grades, baseline)
@@ -357,6 +361,15 @@ def main() -> int:
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
         for m, r in summary["versus_baseline"].items():
             print(f"runs − baseline, change to {m}: agreement {_pct(r['agreement'])}, "
+                  f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
+    if args.judge is not None:
+        # The same answers judged by each model's own judge: what changed is the judge, not the answers it met.
+        own = grade(args.runs, None)
+        summary["own_judge"] = summarise(own, lines, kinds)
+        summary["own_judge_minus_judge"] = difference(own, grades)
+        print_table(summary["own_judge"], "own judge ")
+        for m, r in summary["own_judge_minus_judge"].items():
+            print(f"{m}'s own judge − M{args.judge}'s, on {m}'s answers: agreement {_pct(r['agreement'])}, "
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
     if args.out:
         write_json_atomic(args.out, summary)

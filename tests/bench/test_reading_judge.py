@@ -85,22 +85,22 @@ def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_
     cfg.retrieval.task_corpus = cfg.retrieval.judge = True
     cache = tmp_path / "eval" / "judge.jsonl"
     evidence = RJ.item_evidence(answers)
-    assert RJ.judge_own_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3
+    assert RJ.judge_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3
     template, xs = seen[0]
     assert template == "grounded"  # the run's judge: compact becomes its grounded variant
     question, response, read = xs[0]
     passages, plain = split_evidence(items[0][1])
     assert question == plain and read == passages and "Evidence" not in question
     assert response == items[0][2] and len(read) == 2 and any(items[0][2] in line for line in read)
-    assert RJ.judge_own_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3 and len(seen) == 1
+    assert RJ.judge_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3 and len(seen) == 1
     other = [{**r, "response": "Nobody"} for r in answers]
-    RJ.judge_own_answers(tmp_path, 1, other, evidence, cfg, cache)
+    RJ.judge_answers(tmp_path, 1, other, evidence, cfg, cache)
     assert len(seen) == 2  # other answers: judged again
     reversed_evidence = [ev[::-1] for ev in evidence]
-    RJ.judge_own_answers(tmp_path, 1, other, reversed_evidence, cfg, cache)
+    RJ.judge_answers(tmp_path, 1, other, reversed_evidence, cfg, cache)
     assert len(seen) == 3 and seen[-1][1][0][2] == reversed_evidence[0]  # other evidence: judged again
     write_jsonl_atomic(cache, [{"prompt": "torn"}])
-    RJ.judge_own_answers(tmp_path, 1, other, evidence, cfg, cache)
+    RJ.judge_answers(tmp_path, 1, other, evidence, cfg, cache)
     assert len(seen) == 4
 
 
