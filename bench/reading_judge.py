@@ -30,6 +30,7 @@ Verdicts are cached in RUN/eval/reading_judge_*.jsonl; the JSON keeps each model
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -83,10 +84,11 @@ def retrieved_evidence(run: Path, cfg: LoopConfig, answers: list[dict]) -> list[
 
 
 def judge_answers(
-    run: Path, k: int, answers: list[dict], evidence: list[list[str]], cfg: LoopConfig, cache: Path
+    judge: Path, answers: list[dict], evidence: list[list[str]], cfg: LoopConfig, cache: Path
 ) -> list[float | None]:
-    """M_k's judge scores of `answers` (reading_transfer's rows, its own or another model's) with `evidence` per
-    answer, from `cache` when it holds exactly these answers and evidence; None for an invalid judgment."""
+    """The scores the model in `judge` gives `answers` (reading_transfer's rows, its own or another model's) with
+    `evidence` per answer, from `cache` when it holds exactly these answers and evidence; None for an invalid
+    judgment."""
     key = [(r["prompt"], r["response"]) for r in answers]
     if cache.is_file():
         rows, errors = read_jsonl(cache, required=("prompt", "response", "score"), on_error="skip")
@@ -96,7 +98,7 @@ def judge_answers(
             return [r["score"] for r in rows]
         print(f"  {cache}: {'unreadable' if errors else 'holds other answers'}, judging again", flush=True)
     items = [(split_evidence(p)[1], response, ev) for (p, response), ev in zip(key, evidence)]
-    policy = Policy.load(run / f"m{k}", device="cpu", dtype=cfg.model.dtype)
+    policy = Policy.load(judge, device="cpu", dtype=cfg.model.dtype)
     try:
         results = judge_items(policy, judge_spec(cfg), items, seed=cfg.seed)
     finally:
@@ -108,6 +110,19 @@ def judge_answers(
     ]
     write_jsonl_atomic(cache, rows)
     return scores
+
+
+def judge_model(run: Path, k: int, judge_with: str | None) -> tuple[Path, str]:
+    """The model that judges M_k's answers (its own; the run's M_K for `judge_with` = "K"; else the model directory
+    `judge_with`) and the suffix that keeps its verdicts' cache apart from the own judge's."""
+    if judge_with is None or judge_with == str(k):
+        return run / f"m{k}", ""
+    if judge_with.isdigit():
+        return run / f"m{judge_with}", f"_by_m{judge_with}"
+    path = Path(judge_with).resolve()
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"--judge {judge_with}: neither a model number nor a model directory")
+    return path, "_by_" + re.sub(r"\W+", "-", str(path)).strip("-")
 
 
 def verdicts(answers: list[dict], scores: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -289,9 +304,9 @@ def main() -> int:
         "its order, as the loop's judge reads them (the asked entity's passage first)",
     )  # fmt: skip
     ap.add_argument(
-        "--judge", type=int, metavar="K",
-        help="judge every model's answers with M_K's judge instead of its own (e.g. 1: did the judge change, or "
-        "the answers it meets?)",
+        "--judge", metavar="K|DIR",
+        help="judge every model's answers with the run's M_K (e.g. 1: did the judge change, or the answers it "
+        "meets?) or with the model in DIR (another M1's judge on the same answers), instead of its own judge",
     )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -305,7 +320,9 @@ def main() -> int:
     fact_first: dict[str, dict[str, float]] = {}
     suffix = "" if args.judge_evidence == "item" else "_retrieved"
 
-    def grade(runs: list[Path], judge_k: int | None) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    def grade(
+        runs: list[Path], judge_with: str | None
+    ) -> dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]:
         out = {}
         for run in runs:
             cfg = load_job_config(LoopConfig, run / "config.toml")
@@ -324,18 +341,18 @@ def main() -> int:
                     facts = [ev[line - 1] for ev, line in zip(item_evidence(rows), map(fact_line, rows))]
                     first = np.mean([bool(ev) and ev[0] == fact for ev, fact in zip(evidence, facts)])
                     fact_first.setdefault(name, {})[f"M{k}"] = float(first)
-                judge = k if judge_k is None else judge_k
-                by = "" if judge == k else f"_by_m{judge}"
+                judge, by = judge_model(run, k, judge_with)
                 cache = run / "eval" / f"reading_judge{suffix}_seed{args.item_seed}_n{args.n}_m{k}{by}.jsonl"
-                per_model[k] = verdicts(rows, judge_answers(run, judge, rows, evidence, cfg, cache))
+                per_model[k] = verdicts(rows, judge_answers(judge, rows, evidence, cfg, cache))
                 print(f"  {run.name} M{k}: judge agrees on {np.mean(per_model[k][0] == per_model[k][1]):.1%}",
                       flush=True)  # fmt: skip
         return out
 
     grades = grade(args.runs, args.judge)
-    who = (
-        "each model judging its own" if args.judge is None else f"M{args.judge}'s judge judging each model's"
-    )
+    other = args.judge and (
+        f"M{args.judge}" if args.judge.isdigit() else args.judge
+    )  # whose judge, if not own
+    who = f"{other}'s judge judging each model's" if other else "each model judging its own"
     read = "the item's evidence" if args.judge_evidence == "item" else "BM25's passages for question + answer"
     what = f"{who} greedy answers to fresh facts, with {read}, against the checker"
     # With retrieved evidence the line a fact is on depends on the answer, not the item: no split by line then.
@@ -369,7 +386,7 @@ def main() -> int:
         summary["own_judge_minus_judge"] = difference(own, grades)
         print_table(summary["own_judge"], "own judge ")
         for m, r in summary["own_judge_minus_judge"].items():
-            print(f"{m}'s own judge − M{args.judge}'s, on {m}'s answers: agreement {_pct(r['agreement'])}, "
+            print(f"{m}'s own judge − {other}'s, on {m}'s answers: agreement {_pct(r['agreement'])}, "
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
     if args.out:
         write_json_atomic(args.out, summary)

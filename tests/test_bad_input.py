@@ -875,6 +875,7 @@ for _key, _value, _expect in [
     ("pairs.min_chosen", "-1", "pairs.min_chosen: must be >= 0"),
     ("seed_data.eft_mix", "[1,0,0,0,0]", "seed_data.eft_mix: must be 6 non-negative weights"),
     ("seed_data.eft_blind", "1.5", "seed_data.eft_blind: must be in [0, 1]"),
+    ("seed_data.eft_misspell", "-0.5", "seed_data.eft_misspell: must be in [0, 1]"),
     ("seed_data.families", '["capital","nope"]', "seed_data.families: unknown families ['nope']"),
     ("retrieval.k", "0", "retrieval.k: must be >= 1, got 0"),
     ("retrieval.shuffle_candidates", "true", "retrieval.shuffle_candidates: orders the candidates' evidence"),

@@ -56,6 +56,10 @@ class SeedSpec:
     # miss (the other element of the list). In the knowledge families: another training fact's answer, which a
     # grounded judge must learn to reject (loop-smollm2-135m-evidence-cpu.toml)
     eft_blind: float = 0.0
+    # task world: of the other wrong (score 1) judge examples of word answers (capitals), the share whose answer is
+    # the right one misspelled (task_eft.misspelled: "Pokash" for Pokaesh), the error a reading actor makes when it
+    # copies a name; a judge never shown one calls it right, the name nearly matching its evidence line
+    eft_misspell: float = 0.0
     n_selfinstruct: int = 1500  # few-shot → new-task examples, so M1 can do self-instruct
     n_meft: int = (
         500  # task world: meta-judge examples (a judgment judged), so M1 can meta-judge (judge.meta)
@@ -321,6 +325,8 @@ class LoopConfig:
                 "seed_data.eft_mix", "must be 6 non-negative weights (scores 0..5), not all 0", d.eft_mix)  # fmt: skip
         require(finite(d.eft_blind) and 0 <= d.eft_blind <= 1, "seed_data.eft_blind", "must be in [0, 1]",
                 d.eft_blind)  # fmt: skip
+        require(finite(d.eft_misspell) and 0 <= d.eft_misspell <= 1, "seed_data.eft_misspell", "must be in [0, 1]",
+                d.eft_misspell)  # fmt: skip
         require(d.n_seed_prompts >= 1, "seed_data.n_seed_prompts", "must be >= 1", d.n_seed_prompts)
         require(not d.n_reading or (self.retrieval.evidence_in_sft and d.source == "tasks"), "seed_data.n_reading",
                 "reading examples are evidence prompts of the task world: needs retrieval.candidates = true, "

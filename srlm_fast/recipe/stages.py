@@ -98,6 +98,7 @@ def build_seed_data(cfg: LoopConfig, run: RunDir) -> None:
                 evidence=judge_evidence,
                 reference=s.eft_reference,
                 blind=s.eft_blind,
+                misspell=s.eft_misspell,
             )
         ]
         if s.n_judge_reading:  # validated: retrieval.judge is on, so `template` is grounded

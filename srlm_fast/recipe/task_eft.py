@@ -125,6 +125,30 @@ def blind_answer(task: Task, rng: random.Random) -> str:
     return fam.wrong(dict(task.params), task.answer, rng)
 
 
+_VOWELS = "aeiouy"
+
+
+def misspelled(word: str, rng: random.Random) -> str:
+    """`word` with one slip of copying: a letter after the first dropped or doubled, two neighbours swapped, or a
+    vowel replaced by another. These are the wrong answers a reading actor makes once it copies from its evidence
+    ("Neskikrel" for Neskikral, "Pokash" for Pokaesh: SmolLM2's M4 in the evidence loop), and a judge trained on
+    other names only calls them right, as they nearly match its evidence line. The result may equal `word` (a swap
+    of two equal letters): the caller's checker re-grading redraws it."""
+    if len(word) < 3:
+        return word + word[-1]
+    i = rng.randrange(1, len(word) - 1)
+    slip = rng.choice(("drop", "double", "swap", "vowel"))
+    if slip == "drop":
+        return word[:i] + word[i + 1 :]
+    if slip == "double":
+        return word[: i + 1] + word[i:]
+    if slip == "swap":
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    vowels = [j for j, c in enumerate(word) if j and c.lower() in _VOWELS] or [i]
+    j = rng.choice(vowels)
+    return word[:j] + rng.choice([v for v in _VOWELS if v != word[j].lower()]) + word[j + 1 :]
+
+
 #: How many EFT examples of each score (0..5) one cycle of `eft_examples` makes. The judge's job inside the loop
 #: is to tell the model's right answers from its wrong ones, and those are bare answers: scores 5 and 1 get three
 #: times the examples of the style rungs (off-topic, partial, fluffy, padded), which keep the rubric's ladder.
@@ -132,12 +156,20 @@ EFT_MIX: tuple[int, ...] = (1, 3, 1, 1, 1, 3)
 
 
 def _graded_candidates(
-    n: int, seed: int, families: Sequence[str] | None, mix: Sequence[int], stream: str, blind: float = 0.0
+    n: int,
+    seed: int,
+    families: Sequence[str] | None,
+    mix: Sequence[int],
+    stream: str,
+    blind: float = 0.0,
+    misspell: float = 0.0,
 ) -> list[tuple[Task, int, str]]:
     """n (task, score, candidate) triples, scores in proportion `mix`, each re-graded by the checker; a share
-    `blind` of the wrong (score 1) candidates are prompt-blind (`blind_answer`) instead of near misses."""
-    if not 0.0 <= blind <= 1.0:
-        raise ValueError(f"blind must be in [0, 1], got {blind}")
+    `blind` of the wrong (score 1) candidates are prompt-blind (`blind_answer`) instead of near misses, and of the
+    other wrong candidates of word families a share `misspell` are the right answer `misspelled`."""
+    for name, share in (("blind", blind), ("misspell", misspell)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
     if len(mix) != len(QUALITIES) or min(mix) < 0 or not sum(mix):
         raise ValueError(f"mix needs {len(QUALITIES)} non-negative counts, not all 0; got {tuple(mix)}")
     cycle = [score for score, count in enumerate(mix) for _ in range(count)]
@@ -149,8 +181,16 @@ def _graded_candidates(
         score = cycle[len(out) % len(cycle)]
         # `blind and`: with blind = 0 no random number is drawn, so the examples stay those of earlier versions.
         is_blind = score == 1 and blind and rng.random() < blind
+        # Likewise `misspell and`: no draw, no change, when it is 0.
+        is_misspelled = (
+            score == 1 and not is_blind and misspell and BY_NAME[task.family].kind == "word"
+            and rng.random() < misspell
+        )  # fmt: skip
         for _ in range(10):
-            cand = blind_answer(task, rng) if is_blind else candidate(task, QUALITIES[score], rng)
+            if is_misspelled:
+                cand = misspelled(task.answer, rng)
+            else:
+                cand = blind_answer(task, rng) if is_blind else candidate(task, QUALITIES[score], rng)
             if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
                 out.append((task, score, cand))
                 break
@@ -168,6 +208,7 @@ def eft_examples(
     evidence: Callable[[list[tuple[str, str]]], list[list[str]]] | None = None,
     reference: bool = False,
     blind: float = 0.0,
+    misspell: float = 0.0,
 ) -> list[EFTExample]:
     """n judge-training examples; scores 0..5 in proportion `mix` (one count per score; (1,)*6 balances them).
 
@@ -182,9 +223,10 @@ def eft_examples(
     judge learns to solve the task first and then compare (the loop's expected-mode judge writes everything up
     to `Score:` greedily, its own answer included, before the score distribution is read).
     `blind`: the share of wrong answers that ignore the prompt (`blind_answer`) rather than near misses.
+    `misspell`: of the other wrong answers of word families, the share that are the right answer `misspelled`.
     """
     template = template or JudgeTemplate.compact()
-    graded = _graded_candidates(n, seed, families, mix, "eft", blind)
+    graded = _graded_candidates(n, seed, families, mix, "eft", blind, misspell)
     passages = evidence([(t.prompt, c) for t, _, c in graded]) if evidence else [None] * len(graded)
     out = [
         EFTExample(

@@ -85,22 +85,22 @@ def test_the_judge_reads_the_items_own_evidence_and_its_verdicts_are_cached(tmp_
     cfg.retrieval.task_corpus = cfg.retrieval.judge = True
     cache = tmp_path / "eval" / "judge.jsonl"
     evidence = RJ.item_evidence(answers)
-    assert RJ.judge_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3
+    assert RJ.judge_answers(tmp_path / "m1", answers, evidence, cfg, cache) == [4.0] * 3
     template, xs = seen[0]
     assert template == "grounded"  # the run's judge: compact becomes its grounded variant
     question, response, read = xs[0]
     passages, plain = split_evidence(items[0][1])
     assert question == plain and read == passages and "Evidence" not in question
     assert response == items[0][2] and len(read) == 2 and any(items[0][2] in line for line in read)
-    assert RJ.judge_answers(tmp_path, 1, answers, evidence, cfg, cache) == [4.0] * 3 and len(seen) == 1
+    assert RJ.judge_answers(tmp_path / "m1", answers, evidence, cfg, cache) == [4.0] * 3 and len(seen) == 1
     other = [{**r, "response": "Nobody"} for r in answers]
-    RJ.judge_answers(tmp_path, 1, other, evidence, cfg, cache)
+    RJ.judge_answers(tmp_path / "m1", other, evidence, cfg, cache)
     assert len(seen) == 2  # other answers: judged again
     reversed_evidence = [ev[::-1] for ev in evidence]
-    RJ.judge_answers(tmp_path, 1, other, reversed_evidence, cfg, cache)
+    RJ.judge_answers(tmp_path / "m1", other, reversed_evidence, cfg, cache)
     assert len(seen) == 3 and seen[-1][1][0][2] == reversed_evidence[0]  # other evidence: judged again
     write_jsonl_atomic(cache, [{"prompt": "torn"}])
-    RJ.judge_answers(tmp_path, 1, other, evidence, cfg, cache)
+    RJ.judge_answers(tmp_path / "m1", other, evidence, cfg, cache)
     assert len(seen) == 4
 
 
@@ -155,3 +155,18 @@ def test_answers_are_sorted_into_kinds_and_each_kinds_share_called_right_pools_t
     s = RJ.summarise(grades, kinds={"x/a": {1: a[0]}, "x/b": {1: b[0]}})
     assert s["pooled"]["M1"]["called_right_by_kind"]["wrong, copied"]["value"] == 0.5
     assert s["runs"]["x/a"]["M1"]["called_right_by_kind"]["wrong, copied"]["value"] == pytest.approx(1 / 3)
+
+
+def test_the_judging_model_is_its_own_the_runs_m_k_or_a_model_directory(tmp_path) -> None:
+    run = tmp_path / "run"
+    assert RJ.judge_model(run, 4, None) == (run / "m4", "")
+    assert RJ.judge_model(run, 4, "4") == (run / "m4", "")  # its own: the own judge's cache
+    assert RJ.judge_model(run, 4, "1") == (run / "m1", "_by_m1")
+    other = tmp_path / "other run" / "m1"
+    with pytest.raises(SystemExit, match="neither a model number nor a model directory"):
+        RJ.judge_model(run, 4, str(other))
+    other.mkdir(parents=True)
+    (other / "config.json").write_text("{}")
+    path, suffix = RJ.judge_model(run, 4, str(other))
+    assert path == other.resolve() and suffix.startswith("_by_") and suffix.endswith("other-run-m1")
+    assert " " not in suffix and "/" not in suffix

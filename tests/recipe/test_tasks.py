@@ -180,6 +180,47 @@ def test_blind_wrong_answers_ignore_the_prompt() -> None:
         task_eft.eft_examples(6, blind=1.5)
 
 
+def _one_slip_apart(a: str, b: str) -> bool:
+    """Whether `b` is `a` with one letter dropped or doubled, two neighbours swapped, or one letter replaced."""
+    if abs(len(a) - len(b)) == 1:
+        short, long = sorted((a, b), key=len)
+        return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
+    diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else None
+    return diff is not None and (
+        len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]])
+    )
+
+
+def test_misspelled_makes_one_slip_and_keeps_the_first_letter() -> None:
+    rng = random.Random(0)
+    for word in ("Neskikral", "Pokaesh", "Metro", "Oslo", "Rio"):
+        for _ in range(50):
+            slip = task_eft.misspelled(word, rng)
+            assert slip[0] == word[0] and (slip == word or _one_slip_apart(word, slip)), (word, slip)
+    assert task_eft.misspelled("Xi", rng) == "Xii"
+    assert not _one_slip_apart("Pokaesh", "Pokaesh!!") and not _one_slip_apart("Metro", "Mrteo")
+
+
+def test_misspelled_wrong_answers_are_the_right_name_with_one_slip() -> None:
+    """`misspell`: that share of the wrong examples of word families (not blind) are the right answer misspelled;
+    numbers keep their near misses, and misspell = 0 draws no random number (examples as they were)."""
+    fams = KNOWLEDGE_FAMILY_NAMES
+    plain = task_eft.eft_examples(400, seed=3, families=fams, blind=0.5)
+    same = task_eft.eft_examples(400, seed=3, families=fams, blind=0.5, misspell=0.0)
+    assert [e.to_dict() for e in same] == [e.to_dict() for e in plain]
+    slips = task_eft.eft_examples(400, seed=3, families=fams, blind=0.5, misspell=1.0)
+    assert Counter(e.score for e in slips) == Counter(e.score for e in plain)
+    wrong = [e for e in slips if e.score == 1]
+    assert all(not tasks.check(e.instruction, e.candidate).correct for e in wrong)
+    capitals = [e for e in wrong if e.family == "kb_capital"]
+    near = [_one_slip_apart(tasks.parse_prompt(e.instruction)[2], e.candidate) for e in capitals]
+    assert len(capitals) > 30 and 0.3 < sum(near) / len(near) < 0.7  # blind ones stay other facts' answers
+    rivers = [e.candidate for e in wrong if e.family == "kb_river"]
+    assert rivers and all(c.isdigit() for c in rivers)
+    with pytest.raises(ValueError, match="misspell"):
+        task_eft.eft_examples(6, misspell=-0.1)
+
+
 def test_ift_examples_are_correct() -> None:
     for ex in tasks.ift_examples(300, seed=9):
         assert tasks.check(ex.prompt, ex.response).correct
