@@ -125,6 +125,11 @@ def judge_model(run: Path, k: int, judge_with: str | None) -> tuple[Path, str]:
     return path, "_by_" + re.sub(r"\W+", "-", str(path)).strip("-")
 
 
+def judge_name(judge_with: str) -> str:
+    """How a `--judge` value is named in the printout: M_K for a model of the run, else the directory."""
+    return f"M{judge_with}" if judge_with.isdigit() else judge_with
+
+
 def verdicts(answers: list[dict], scores: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
     """(right, says_right) per item: the checker's grade and the judge's verdict (an invalid judgment says wrong,
     as it gives the loop no reason to prefer the answer)."""
@@ -308,8 +313,14 @@ def main() -> int:
         help="judge every model's answers with the run's M_K (e.g. 1: did the judge change, or the answers it "
         "meets?) or with the model in DIR (another M1's judge on the same answers), instead of its own judge",
     )  # fmt: skip
+    ap.add_argument(
+        "--baseline-judge", metavar="K|DIR",
+        help="with --judge: the judge it is compared with on the same answers (default: each model's own)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.baseline_judge is not None and args.judge is None:
+        raise SystemExit("--baseline-judge: compares with --judge's verdicts; give --judge too")
     if args.baseline and len(args.baseline) != len(args.runs):
         raise SystemExit(f"--baseline: {len(args.baseline)} runs for {len(args.runs)}; give one per run")
     models = [int(k) for k in args.models.split(",")] if args.models else None
@@ -380,13 +391,15 @@ def main() -> int:
             print(f"runs − baseline, change to {m}: agreement {_pct(r['agreement'])}, "
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
     if args.judge is not None:
-        # The same answers judged by each model's own judge: what changed is the judge, not the answers it met.
-        own = grade(args.runs, None)
-        summary["own_judge"] = summarise(own, lines, kinds)
-        summary["own_judge_minus_judge"] = difference(own, grades)
-        print_table(summary["own_judge"], "own judge ")
-        for m, r in summary["own_judge_minus_judge"].items():
-            print(f"{m}'s own judge − {other}'s, on {m}'s answers: agreement {_pct(r['agreement'])}, "
+        # The same answers judged by another judge, each model's own by default: what differs is the judge alone.
+        key = "own_judge" if args.baseline_judge is None else "baseline_judge"
+        label = "own" if args.baseline_judge is None else judge_name(args.baseline_judge) + "'s"
+        versus_grades = grade(args.runs, args.baseline_judge)
+        summary[key] = summarise(versus_grades, lines, kinds)
+        summary[f"{key}_minus_judge"] = difference(versus_grades, grades)
+        print_table(summary[key], f"{label} judge ")
+        for m, r in summary[f"{key}_minus_judge"].items():
+            print(f"{label} judge − {other}'s, on {m}'s answers: agreement {_pct(r['agreement'])}, "
                   f"balanced {_pct(r['balanced_accuracy'])} points")  # fmt: skip
     if args.out:
         write_json_atomic(args.out, summary)
