@@ -1,11 +1,15 @@
 """Does the judge get better at telling its own right answers from wrong ones? Measured on fresh facts (issue #15)
 
-    python bench/reading_judge.py RUN [RUN ...] [--n 1000] [--models 1,-1] [--baseline RUN ...] [--out FILE]
+    python bench/reading_judge.py RUN [RUN ...] [--n 1000] [--models 1,-1] [--baseline RUN ...]
+        [--judge-evidence item|retrieved] [--judge K|DIR [--baseline-judge K|DIR]] [--out FILE]
 
 Each model M_k of a run judges its own greedy answers to `bench/reading_transfer.py`'s freshly invented facts
 (answered first if they are not cached yet), with the run's judge (`grounding.judge_spec`: the grounded rubric,
-expected score). The judge's evidence is the item's own evidence lines, the fact and its distractor: these facts are
-in no corpus, so nothing could be retrieved for them, and the actor answered from the same lines. The checker then
+expected score). The judge's evidence is the item's own evidence lines, the fact and its distractor, in the
+actor's (random) order; or, with `--judge-evidence retrieved`, what the loop's judge would read: BM25's top k for
+question + answer from the run's corpus with the fresh passages added, in BM25's order. `--judge` has another
+model judge the same answers (the run's M_K, or a model directory), compared per item with each model's own judge
+or with `--baseline-judge`: whether the judge changed, or the answers it meets. The checker then
 says how often the judge is right: agreement (score ≥ 3 exactly when the answer is right) and balanced accuracy
 (the mean of its hit rate on right answers and its rejection rate on wrong ones), which unlike agreement does not
 rise just because the model's accuracy moves towards the judge's favourite verdict. The held-out evaluation of a
@@ -360,9 +364,7 @@ def main() -> int:
         return out
 
     grades = grade(args.runs, args.judge)
-    other = args.judge and (
-        f"M{args.judge}" if args.judge.isdigit() else args.judge
-    )  # whose judge, if not own
+    other = args.judge and judge_name(args.judge)  # whose judge, if not each model's own
     who = f"{other}'s judge judging each model's" if other else "each model judging its own"
     read = "the item's evidence" if args.judge_evidence == "item" else "BM25's passages for question + answer"
     what = f"{who} greedy answers to fresh facts, with {read}, against the checker"
