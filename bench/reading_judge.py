@@ -73,17 +73,22 @@ def item_evidence(answers: list[dict]) -> list[list[str]]:
     return [split_evidence(r["prompt"])[0] for r in answers]
 
 
-def retrieved_evidence(run: Path, cfg: LoopConfig, answers: list[dict]) -> list[list[str]]:
-    """The judge's evidence as the loop retrieves it (`Grounding.judge_evidence`: the top k for question +
-    response, in the retriever's order) from the run's corpus with every fresh item's passages added, indexed
-    with the run's BM25 settings: the order the loop's judge reads, where the asked entity's passage comes first."""
+def fresh_grounding(run: Path, cfg: LoopConfig, answers: list[dict]) -> Grounding:
+    """The loop's retriever (`Grounding`, the run's k and word limit) over the run's corpus with every fresh item's
+    passages added, indexed with the run's BM25 settings. Built once per run: every model answers the same items."""
     if cfg.retrieval.kind != "bm25" or cfg.retrieval.index:
         raise SystemExit(f"{run}: --judge-evidence retrieved rebuilds the run's own BM25 index only")
     corpus = load_index(run / "retrieval" / "index")
     fresh = dict.fromkeys(p for ev in item_evidence(answers) for p in ev)
     passages = [*corpus.passages, *(Passage(f"fresh-{i}", text) for i, text in enumerate(fresh))]
     retriever = new_retriever("bm25", bm25_params=corpus.params()).index(passages)
-    grounding = Grounding(retriever, cfg.retrieval.k, cfg.retrieval.max_words)
+    return Grounding(retriever, cfg.retrieval.k, cfg.retrieval.max_words)
+
+
+def retrieved_evidence(grounding: Grounding, answers: list[dict]) -> list[list[str]]:
+    """The judge's evidence as the loop retrieves it (`Grounding.judge_evidence`: the top k for question +
+    response, in the retriever's order): the order the loop's judge reads, where the asked entity's passage
+    comes first."""
     return grounding.judge_evidence([(split_evidence(r["prompt"])[1], r["response"]) for r in answers])
 
 
@@ -334,6 +339,7 @@ def main() -> int:
     # retrieved: per run and model, the share of answers whose judge reads the fact's passage first
     fact_first: dict[str, dict[str, float]] = {}
     suffix = "" if args.judge_evidence == "item" else "_retrieved"
+    groundings: dict[Path, Grounding] = {}  # retrieved: per run, its retriever over corpus + fresh passages
 
     def grade(
         runs: list[Path], judge_with: str | None
@@ -352,7 +358,9 @@ def main() -> int:
                 if args.judge_evidence == "item":
                     evidence = item_evidence(rows)
                 else:
-                    evidence = retrieved_evidence(run, cfg, rows)
+                    if run not in groundings:
+                        groundings[run] = fresh_grounding(run, cfg, rows)
+                    evidence = retrieved_evidence(groundings[run], rows)
                     facts = [ev[line - 1] for ev, line in zip(item_evidence(rows), map(fact_line, rows))]
                     first = np.mean([bool(ev) and ev[0] == fact for ev, fact in zip(evidence, facts)])
                     fact_first.setdefault(name, {})[f"M{k}"] = float(first)

@@ -118,7 +118,7 @@ def test_retrieved_evidence_is_the_loops_bm25_over_the_corpus_and_the_fresh_pass
     answers.append(
         {"prompt": with_evidence("Which city is the capital of Istrad?", []), "response": "Velmora"}
     )
-    evidence = RJ.retrieved_evidence(tmp_path, cfg, answers)
+    evidence = RJ.retrieved_evidence(RJ.fresh_grounding(tmp_path, cfg, answers), answers)
     assert all(len(ev) == cfg.retrieval.k for ev in evidence)
     for row, ev in zip(
         rows, evidence
@@ -127,7 +127,7 @@ def test_retrieved_evidence_is_the_loops_bm25_over_the_corpus_and_the_fresh_pass
     assert evidence[-1][0] == corpus[0].text  # the run's corpus is searched too
     cfg.retrieval.kind = "dense"
     with pytest.raises(SystemExit, match="BM25"):
-        RJ.retrieved_evidence(tmp_path, cfg, answers)
+        RJ.fresh_grounding(tmp_path, cfg, answers)
 
 
 def test_answers_are_sorted_into_kinds_and_each_kinds_share_called_right_pools_the_runs_counts() -> None:
