@@ -189,8 +189,10 @@ def _graded_candidates(
         for _ in range(10):
             if is_misspelled:
                 cand = misspelled(task.answer, rng)
+            elif is_blind:
+                cand = blind_answer(task, rng)
             else:
-                cand = blind_answer(task, rng) if is_blind else candidate(task, QUALITIES[score], rng)
+                cand = candidate(task, QUALITIES[score], rng)
             if check(task.prompt, cand).correct == (score >= CORRECT_THRESHOLD):
                 out.append((task, score, cand))
                 break
